@@ -1,0 +1,195 @@
+"""One style transfer from a composed config: load, optimise, write the run's files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from nst_exp import images
+from nst_exp.callbacks import ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp.config import validate
+from nst_exp.errors import NstError
+from nst_exp.features import FeatureExtractor, load_network
+from nst_exp.losses import GatysLoss, equal_style_weights
+from nst_exp.optimize import INTERRUPTED, Outcome, optimize
+from nst_exp.results import METRICS_FILE, RESULT_FILE, write_json
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if name == "auto":
+        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available.get(name, False):
+        raise NstError(f"device={name} was asked for but is not available here. Use device=auto or device=cpu.")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, image_size: int) -> None:
+    """Every requested layer must see at least one pixel of ``image``."""
+    height, width = image.shape[-2:]
+    for layer in extractor.requested:
+        factor = extractor.downsampling(layer)
+        if min(height, width) < factor:
+            needed = math.ceil(factor * image_size / min(height, width))
+            raise NstError(
+                f"image_size={image_size} is too small for layer '{layer}': the {what} image becomes "
+                f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. "
+                f"Use image_size={needed} or more, or shallower layers."
+            )
+
+
+def initial_image(cfg: DictConfig, content: Tensor, style_path: Path) -> Tensor:
+    """The image optimisation starts from, on the CPU, the content's size."""
+    kind = cfg.init.kind
+    if kind == "noise":
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return torch.rand(content.shape, generator=generator)
+    if kind == "content":
+        return content.clone()
+    size = tuple(content.shape[-2:])
+    if kind == "style":
+        return images.load_sized(style_path, size, cfg.max_image_pixels)
+    path = images.resolve(cfg.init.path, cfg.images_dir, what="init")
+    return images.load_sized(path, size, cfg.max_image_pixels)
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings flattened to scalars for TensorBoard's HParams view."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not str(key).startswith("_"):
+                    walk(value, f"{prefix}{key}.")
+        else:
+            key = prefix[:-1]
+            flat[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    if cfg.beta > 0:
+        flat["alpha/beta"] = cfg.alpha / cfg.beta
+    return flat
+
+
+def output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
+    """Run one style transfer; return its final total loss (what a sweeper minimises)."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir) if out_dir is not None else output_dir()
+    validate(cfg)
+    style_weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    network = load_network(
+        cfg.model.arch,
+        cfg.model.weights,
+        cfg.model.pooling,
+        cfg.model.key_map,
+        seed=cfg.seed,
+        mean=cfg.model.mean,
+        std=cfg.model.std,
+    )
+    if not network.trained:
+        log.warning("RANDOM WEIGHTS: %s is untrained (%s). Use it for tests only.", cfg.model.name, network.weights)
+    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
+    extractor = network.extractor(layers).to(device)
+
+    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
+    style_path = images.resolve(cfg.style.path, cfg.images_dir, cfg.style.url, "style")
+    content = images.load(content_path, cfg.image_size, cfg.max_image_pixels)
+    style = images.load(style_path, cfg.image_size, cfg.max_image_pixels)
+    check_image_size(extractor, content, "content", cfg.image_size)
+    check_image_size(extractor, style, "style", cfg.image_size)
+    init = initial_image(cfg, content, style_path)
+    images.save(content, out_dir / "inputs" / "content.png")
+    images.save(style, out_dir / "inputs" / "style.png")
+
+    objective = GatysLoss(
+        extractor,
+        content.to(device),
+        [(style.to(device), 1.0)],
+        cfg.content_layers,
+        cfg.style_layers,
+        style_weights,
+        cfg.alpha,
+        cfg.beta,
+        cfg.loss,
+    )
+    log.info("Objective: %s", objective.extra_repr())
+    log.info("Network: %s, weights %s, on %s", cfg.model.name, network.weights, device)
+    make_optimizer = hydra.utils.instantiate(cfg.optimizer)
+    callbacks = [
+        TensorBoardLogger(out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every),
+        Snapshots(out_dir, cfg.log.image_every),
+        ProgressBar(cfg.iterations, cfg.log.progress),
+    ]
+    outcome = optimize(objective, init.to(device), make_optimizer, cfg.iterations, callbacks)
+
+    images.save(outcome.image, out_dir / RESULT_FILE)
+    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network.weights, network.trained, device, started))
+    if outcome.message:
+        log.warning("%s", outcome.message)
+    log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
+    if outcome.status == INTERRUPTED:
+        raise KeyboardInterrupt(outcome.message)
+    return outcome.values["loss/total"]
+
+
+def metrics(
+    cfg: DictConfig, outcome: Outcome, weights: str, trained: bool, device: torch.device, started: float
+) -> dict[str, Any]:
+    """The run's metrics.json: final losses by TensorBoard tag, counts, timings, what ran where."""
+    return {
+        "status": outcome.status,
+        "message": outcome.message,
+        **outcome.values,
+        "iterations": outcome.iterations,
+        "evaluations": outcome.evaluations,
+        "seconds": outcome.seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "seconds_per_iteration": outcome.seconds / outcome.iterations if outcome.iterations else None,
+        "seconds_per_evaluation": outcome.seconds / outcome.evaluations if outcome.evaluations else None,
+        "image_height": int(outcome.image.shape[-2]),
+        "image_width": int(outcome.image.shape[-1]),
+        "device": str(device),
+        "device_name": device_name(device),
+        "network": cfg.model.name,
+        "network_description": cfg.model.description,
+        "weights": weights,
+        "trained_weights": trained,
+        "torch": torch.__version__,
+    }
+
+
+def record_failure(out_dir: Path, error: BaseException) -> None:
+    """metrics.json for a run that could not start or finish, so a sweep's report lists it."""
+    write_json(out_dir / METRICS_FILE, {"status": "failed", "message": str(error)})
