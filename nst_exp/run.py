@@ -18,7 +18,7 @@ from nst_exp import images
 from nst_exp.callbacks import ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.config import validate
 from nst_exp.errors import NstError
-from nst_exp.features import FeatureExtractor, load_network
+from nst_exp.features import FeatureExtractor, check_layers, load_network
 from nst_exp.losses import GatysLoss, equal_style_weights
 from nst_exp.optimize import INTERRUPTED, Outcome, optimize
 from nst_exp.results import METRICS_FILE, RESULT_FILE, write_json
@@ -120,6 +120,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     )
     if not network.trained:
         log.warning("RANDOM WEIGHTS: %s is untrained (%s). Use it for tests only.", cfg.model.name, network.weights)
+    check_layers(cfg.content_layers, network.layer_names, "content layer")
+    check_layers(cfg.style_layers, network.layer_names, "style layer")
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
     extractor = network.extractor(layers).to(device)
 

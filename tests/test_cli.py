@@ -1,0 +1,78 @@
+"""``python -m nst_exp`` end to end in a temporary directory, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+
+def nst(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_exp", *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def only_run_dir(cwd: Path) -> Path:
+    (metrics,) = (cwd / "outputs").rglob("metrics.json")
+    return metrics.parent
+
+
+def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
+    done = nst(tmp_path, *tiny, "iterations=4", "log.image_every=2", "hydra.run.dir=outputs/run")
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "outputs" / "run"
+    with Image.open(run_dir / "result.png") as result:
+        assert result.size == (32, 24)  # long side image_size, content's 4:3 aspect
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["iter_000002.png", "iter_000004.png"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["evaluations"] == 4
+    assert metrics["weights"].startswith("random") and metrics["trained_weights"] is False
+    assert metrics["seconds_per_evaluation"] > 0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    tags = set(events.Tags()["scalars"])
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert {"loss/total", "loss/content", "loss/style", *(f"loss/style/{l}" for l in layers)} <= tags
+    steps = [e.step for e in events.Scalars("loss/total")]
+    assert steps[:4] == [1, 2, 3, 4]
+    assert events.Tags()["images"] == ["image"]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_multirun_three_jobs(tmp_path, tiny):
+    done = nst(tmp_path, "-m", *tiny, "iterations=2", "beta=1e3,1e4,1e5", "hydra.sweep.dir=outputs/sweep")
+    assert done.returncode == 0, done.stderr
+    sweep = tmp_path / "outputs" / "sweep"
+    betas = sorted(json.loads((sweep / str(i) / "metrics.json").read_text())["status"] for i in range(3))
+    assert betas == ["completed"] * 3
+    for i, beta in enumerate(["1000.0", "10000.0", "100000.0"]):
+        assert f"beta: {beta}" in (sweep / str(i) / ".hydra" / "config.yaml").read_text()
+
+
+def test_cli_user_error_is_one_clear_message(tmp_path, tiny):
+    done = nst(tmp_path, *tiny, "style_layers=[relu4_5]", "hydra.run.dir=outputs/run")
+    assert done.returncode == 2
+    output = done.stderr + done.stdout
+    assert "Unknown style layer 'relu4_5'. Did you mean 'relu4_" in output
+    assert "Known for this network: conv1_1, relu1_1, conv1_2" in output
+    assert "Traceback" not in done.stderr
+    failed = json.loads((tmp_path / "outputs" / "run" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "relu4_5" in failed["message"]
+
+
+def test_cli_misspelt_key_fails_at_compose_time(tmp_path, tiny):
+    done = nst(tmp_path, *tiny, "alhpa=3")
+    assert done.returncode != 0
+    assert "Could not override 'alhpa'" in done.stderr
+    assert not (tmp_path / "outputs").exists()
