@@ -57,13 +57,16 @@ def fetch(url: str, destination: Path) -> None:
     partial = destination.with_name(destination.name + ".part")
     log.info("Fetching %s -> %s", url, destination)
     request = urllib.request.Request(url, headers={"User-Agent": "nst_exp"})
-    with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response, open(partial, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                bar.update(len(chunk))
-    os.replace(partial, destination)
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -80,7 +83,7 @@ def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT
             "its extension). Re-export it as PNG or JPEG."
         ) from error
     except OSError as error:
-        raise NstError(f"Could not read image '{path}': {error}.") from error
+        raise NstError(f"'{path}' is damaged and cannot be decoded ({error}). Re-download or re-export it.") from error
     if image is None or image.width * image.height > max_pixels:
         size = f"{image.width} x {image.height} pixels" if image is not None else "too many pixels"
         raise NstError(
