@@ -47,6 +47,9 @@ def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
     steps = [e.step for e in events.Scalars("loss/total")]
     assert steps[:4] == [1, 2, 3, 4]
     assert events.Tags()["images"] == ["image"]
+    hparams = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+    assert b"image_size" in hparams["_hparams_/session_start_info"]
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
