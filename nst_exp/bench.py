@@ -1,0 +1,210 @@
+"""Benchmark: nst_exp's time per evaluation against the floor, and peak memory.
+
+Every optimisation step of Gatys' method is one forward and backward pass of
+the VGG up to the deepest layer in use. The *floor* is that bare pass (same
+truncated network, same input size, backward from the deepest output); a run
+can only add to it (Gram matrices, losses, the optimiser, logging). This times,
+in one process and interleaved, the floor and full nst_exp runs (logging,
+progress and snapshots at their default intervals) per image size and
+optimiser, and measures each configuration's peak memory in a child process.
+
+    python -m nst_exp.bench --sizes 128 256 512 --repeats 5 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nst_exp.config import conf_dir, register
+from nst_exp.features import load_network
+from nst_exp.results import read_metrics
+from nst_exp.run import pick_device, run
+
+SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+
+
+def config(overrides: list[str]) -> DictConfig:
+    register()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def floor_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
+    """Seconds per bare forward+backward of the truncated network, over ``n`` passes."""
+    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
+    extractor = network.extractor(list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))).to(device)
+    image = torch.rand(shape, device=device, requires_grad=True)
+
+    def timed(n: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            image.grad = None
+            x = (image - extractor.mean) / extractor.std
+            extractor.body(x).sum().backward()
+        synchronize(device)
+        return (time.perf_counter() - start) / n
+
+    timed(2)  # warm-up
+    return timed
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_seconds_per_evaluation(overrides: list[str]) -> tuple[float, dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as out:
+        run(config(overrides), out_dir=Path(out))
+        metrics = read_metrics(Path(out))
+    return metrics["seconds_per_evaluation"], metrics
+
+
+def peak_memory_mb(overrides: list[str], device: torch.device) -> float:
+    """Peak RSS (CPU) or max allocated (CUDA) of a short run in a child process, in MiB."""
+    code = (
+        "import sys, json, tempfile, torch; from pathlib import Path; "
+        "from nst_exp.bench import config; from nst_exp.run import run; "
+        "out = tempfile.mkdtemp(); run(config(sys.argv[1:]), out_dir=Path(out)); "
+        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0))"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, *overrides], stdout=subprocess.PIPE, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"memory run failed ({child.returncode}): {overrides}")
+    if device.type == "cuda":
+        return json.loads(output.strip().splitlines()[-1]) / 2**20
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--optimizers", nargs="+", default=["lbfgs", "adam"])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats; median and min-max reported")
+    parser.add_argument("--evaluations", type=int, default=20, help="evaluations timed per repeat")
+    parser.add_argument("--weights", default="random", help="model.weights (timing does not depend on values)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--images-dir", default=str(SHARED_IMAGES))
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+
+    def overrides(size: int, optimizer: str) -> list[str]:
+        return [
+            f"image_size={size}",
+            f"optimizer={optimizer}",
+            f"iterations={args.evaluations}",
+            f"model.weights={args.weights}",
+            f"images_dir={args.images_dir}",
+            f"device={args.device}",
+            "log.progress=false",
+            *args.overrides,
+        ]
+
+    floors, runs, memory, shapes = {}, {}, {}, {}
+    for size in args.sizes:
+        cfg = config(overrides(size, args.optimizers[0]))
+        _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
+        shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
+        floors[size] = (floor_timer(cfg, shapes[size], device), [])
+        for optimizer in args.optimizers:
+            runs[size, optimizer] = []
+    for repeat in range(args.repeats):
+        for size in args.sizes:
+            timer, samples = floors[size]
+            samples.append(timer(args.evaluations))
+            for optimizer in args.optimizers:
+                runs[size, optimizer].append(run_seconds_per_evaluation(overrides(size, optimizer))[0])
+        print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+    if args.memory:
+        for size in args.sizes:
+            for optimizer in args.optimizers:
+                memory[size, optimizer] = peak_memory_mb([*overrides(size, optimizer), "iterations=5"], device)
+
+    rows = []
+    for size in args.sizes:
+        floor = summary(floors[size][1])
+        for optimizer in args.optimizers:
+            timing = summary(runs[size, optimizer])
+            rows.append(
+                {
+                    "size": size,
+                    "image": f"{shapes[size][3]}x{shapes[size][2]}",
+                    "optimizer": optimizer,
+                    "floor_s": floor,
+                    "run_s": timing,
+                    "ratio": timing["median"] / floor["median"],
+                    "peak_memory_mb": memory.get((size, optimizer)),
+                }
+            )
+    report = {
+        "machine": machine(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "evaluations": args.evaluations,
+        "repeats": args.repeats,
+        "overrides": args.overrides,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    return report
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        f"{report['machine']}; torch {report['torch']}, {report['threads']} threads; "
+        f"{report['evaluations']} evaluations x {report['repeats']} interleaved repeats",
+        "",
+        "| size | image | optimizer | floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio | peak MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        floor, timing = row["floor_s"], row["run_s"]
+        peak = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else "-"
+        lines.append(
+            f"| {row['size']} | {row['image']} | {row['optimizer']} "
+            f"| {floor['median']:.3f} ({floor['min']:.3f}-{floor['max']:.3f}) "
+            f"| {timing['median']:.3f} ({timing['min']:.3f}-{timing['max']:.3f}) "
+            f"| {row['ratio']:.3f} | {peak} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
