@@ -18,10 +18,22 @@ HPARAM_METRICS = ("loss/total", "loss/content", "loss/style")
 
 
 class TensorBoardLogger:
-    """Scalars every ``scalars_every`` steps, the image every ``image_every``, HParams at start and end."""
+    """Scalars every ``scalars_every`` steps, the image every ``image_every``, HParams at start and end.
 
-    def __init__(self, log_dir: Path, hparams: Mapping[str, Any], scalars_every: int, image_every: int) -> None:
+    ``texts`` (tag -> markdown) are written once at the start, e.g. which network ran.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        hparams: Mapping[str, Any],
+        scalars_every: int,
+        image_every: int,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        for tag, text in (texts or {}).items():
+            self.writer.add_text(tag, text, 0)
         self.scalars_every, self.image_every = scalars_every, image_every
         experiment, session_start, self._session_end = hparams_summaries(
             dict(hparams), {tag: math.nan for tag in HPARAM_METRICS}

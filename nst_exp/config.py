@@ -40,11 +40,11 @@ class ImageConf:
 class ModelConf:
     name: str = "vgg19"  # label in logs and metrics
     arch: str = "vgg19"  # torchvision architecture: vgg19, vgg16, vgg19_bn, vgg16_bn
-    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.(pth|safetensors)
+    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.(pth|safetensors) | package:<module>/<file>
     pooling: str = "avg"  # avg (the paper's) | max (torchvision's)
     key_map: List[List[str]] = field(default_factory=list)  # [[regex, replacement], ...] for other layouts
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation
-    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))  # divides after the mean
     description: str = "VGG-19, the paper's network"  # what it is, for logs and metrics
 
 

