@@ -54,6 +54,11 @@ class Sweep:
     def job_dir(self, job: int) -> Path:
         return self.root / self.jobs.at[job, "dir"]
 
+    @property
+    def name(self) -> str:
+        """The sweep's folder as figures title it: outputs/multirun/<date>/<time> -> <date>/<time>."""
+        return f"{self.root.resolve().parent.name}/{self.root.resolve().name}"
+
 
 def find_jobs(root: Path) -> list[Path]:
     """The job directories under ``root`` (those Hydra gave a ``.hydra/config.yaml``), or ``root`` itself."""
