@@ -27,7 +27,7 @@ from PIL import Image
 from nst_exp.report import HEADLINE_LOSSES, Sweep, networks, ratio
 from nst_exp.results import RESULT_FILE
 
-COMPLETED = "completed"
+COMPLETED = "completed"  # optimize.COMPLETED, named here so the report needs no torch
 LINE_STYLES = ("-", "--", ":", "-.")
 LAYER = re.compile(r"^(conv|relu)(\d+)_(\d+)$")
 

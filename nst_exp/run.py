@@ -59,9 +59,13 @@ def device_name(device: torch.device) -> str:
 
 
 def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, image_size: int) -> None:
-    """Every requested layer must see at least one pixel of ``image``."""
+    """Every requested layer must see at least one pixel of ``image``.
+
+    The deepest layer is checked first (``requested`` is a set, whose order changes from
+    process to process), so the error names the size that suffices for every layer.
+    """
     height, width = image.shape[-2:]
-    for layer in extractor.requested:
+    for layer in sorted(extractor.requested, key=lambda name: (-extractor.downsampling(name), name)):
         factor = extractor.downsampling(layer)
         if min(height, width) < factor:
             needed = math.ceil(factor * image_size / min(height, width))
