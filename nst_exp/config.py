@@ -81,6 +81,7 @@ class Config:
     iterations: int = 500
     seed: int = 0
     device: str = "auto"
+    threads: Optional[int] = None  # CPU threads per job; None = torch's default
     images_dir: str = "images"
     max_image_pixels: int = 89_478_485
 
@@ -100,6 +101,8 @@ def validate(cfg: Any) -> None:
         raise NstError(f"image_size={cfg.image_size} must be a positive number of pixels.")
     if cfg.iterations < 0:
         raise NstError(f"iterations={cfg.iterations} must be >= 0.")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise NstError(f"threads={cfg.threads} must be >= 1, or null for torch's default.")
     if cfg.device not in DEVICES:
         raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}.")
     if cfg.init.kind not in INIT_KINDS:

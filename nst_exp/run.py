@@ -40,6 +40,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_threads(threads: int | None) -> int:
+    """Set torch's CPU threads for this job and return the number in use.
+
+    ``None`` keeps torch's default: all cores in a plain run; in a worker of
+    Hydra's joblib launcher, joblib's loky backend has already set
+    OMP_NUM_THREADS to cores // workers, so parallel jobs do not oversubscribe.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -47,9 +59,13 @@ def device_name(device: torch.device) -> str:
 
 
 def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, image_size: int) -> None:
-    """Every requested layer must see at least one pixel of ``image``."""
+    """Every requested layer must see at least one pixel of ``image``.
+
+    The deepest layer is checked first (``requested`` is a set, whose order changes from
+    process to process), so the error names the size that suffices for every layer.
+    """
     height, width = image.shape[-2:]
-    for layer in extractor.requested:
+    for layer in sorted(extractor.requested, key=lambda name: (-extractor.downsampling(name), name)):
         factor = extractor.downsampling(layer)
         if min(height, width) < factor:
             needed = math.ceil(factor * image_size / min(height, width))
@@ -107,7 +123,12 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     validate(cfg)
     style_weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
     device = pick_device(cfg.device)
+    threads = configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    # Find the images before building the network, so a sweep job with a bad path fails in
+    # milliseconds instead of after seconds of loading weights.
+    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
+    style_path = images.resolve(cfg.style.path, cfg.images_dir, cfg.style.url, "style")
 
     network = load_network(
         cfg.model.arch,
@@ -129,8 +150,6 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
     extractor = network.extractor(layers).to(device)
 
-    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
-    style_path = images.resolve(cfg.style.path, cfg.images_dir, cfg.style.url, "style")
     content = images.load(content_path, cfg.image_size, cfg.max_image_pixels)
     style = images.load(style_path, cfg.image_size, cfg.max_image_pixels)
     check_image_size(extractor, content, "content", cfg.image_size)
@@ -151,7 +170,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
         cfg.loss,
     )
     log.info("Objective: %s", objective.extra_repr())
-    log.info("Running %s on %s", cfg.model.name, device)
+    log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
     make_optimizer = hydra.utils.instantiate(cfg.optimizer)
     callbacks = [
         TensorBoardLogger(
@@ -163,7 +182,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     outcome = optimize(objective, init.to(device), make_optimizer, cfg.iterations, callbacks)
 
     images.save(outcome.image, out_dir / RESULT_FILE)
-    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network, device, started))
+    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network, device, threads, started))
     if outcome.message:
         log.warning("%s", outcome.message)
     log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
@@ -173,7 +192,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
 
 
 def metrics(
-    cfg: DictConfig, outcome: Outcome, network: Network, device: torch.device, started: float
+    cfg: DictConfig, outcome: Outcome, network: Network, device: torch.device, threads: int, started: float
 ) -> dict[str, Any]:
     """The run's metrics.json: final losses by TensorBoard tag, counts, timings, what ran where."""
     return {
@@ -190,6 +209,7 @@ def metrics(
         "image_width": int(outcome.image.shape[-1]),
         "device": str(device),
         "device_name": device_name(device),
+        "threads": threads,
         "network": cfg.model.name,
         "network_description": cfg.model.description,
         "weights": network.weights,

@@ -55,7 +55,7 @@ def tiny(images_dir: Path) -> list[str]:
     ]
 
 
-def make_config(overrides: list[str]) -> DictConfig:
-    """The config ``python -m nst_exp <overrides>`` would run, composed offline."""
+def make_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """The config ``python -m nst_exp <overrides>`` would run, composed offline (with ``hydra.*`` if asked)."""
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)

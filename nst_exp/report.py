@@ -1,0 +1,301 @@
+"""A sweep's output directory -> one table of every job, a figure grid and loss curves.
+
+``python -m nst_exp.report outputs/multirun/<date>/<time> [--out DIR]`` reads every job
+Hydra wrote there (``.hydra/`` settings, ``metrics.json``, TensorBoard scalars through
+tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless ``--out``:
+
+- ``results.csv``: one row per job, every column; ``results.md``: the headline columns;
+- ``scalars.csv``: every logged loss scalar per job and step;
+- ``figure.png``: the result images in a grid laid out by the swept keys (figures.py);
+- ``losses.png``: the loss curves of all jobs, coloured by the swept keys.
+
+The swept keys are read from the sweep itself: the override keys whose values differ
+between jobs, in the order Hydra swept them. Jobs that failed or were cut short are
+listed with their status; the report is built from the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from tbparse import SummaryReader
+
+from nst_exp.errors import NstError
+from nst_exp.results import METRICS_FILE, read_metrics
+
+log = logging.getLogger(__name__)
+
+MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
+HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
+HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
+
+
+@dataclass
+class Sweep:
+    """Every job of a sweep. ``jobs`` is sorted by the swept keys; its index is the job number."""
+
+    root: Path
+    jobs: pd.DataFrame  # one row per job: swept keys, status, losses, metrics.*, cfg.*, overrides
+    scalars: pd.DataFrame  # long form: job, tag, step, value (every logged TensorBoard scalar)
+    swept: list[str]  # override keys whose values differ between jobs, in sweep order
+    settings: dict[int, dict[str, Any]] = field(default_factory=dict)  # job -> resolved config
+    choices: dict[int, dict[str, Any]] = field(default_factory=dict)  # job -> config group choices
+
+    def job_dir(self, job: int) -> Path:
+        return self.root / self.jobs.at[job, "dir"]
+
+    @property
+    def name(self) -> str:
+        """The sweep's folder as figures title it: outputs/multirun/<date>/<time> -> <date>/<time>."""
+        return f"{self.root.resolve().parent.name}/{self.root.resolve().name}"
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """The job directories under ``root`` (those Hydra gave a ``.hydra/config.yaml``), or ``root`` itself."""
+    if not root.is_dir():
+        raise NstError(f"Sweep directory '{root}' does not exist. Pass the folder a multirun wrote, "
+                       "e.g. outputs/multirun/<date>/<time>.")
+    found = sorted({path.parent.parent for path in root.rglob(".hydra/config.yaml")})
+    if not found:
+        raise NstError(
+            f"No Hydra jobs under '{root}': expected sub-folders holding .hydra/config.yaml, as "
+            "'python -m nst_exp -m ...' writes them (outputs/multirun/<date>/<time>/<job>/). "
+            "Pass the sweep's directory."
+        )
+    return found
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """``["beta=1e3", "style=the_scream"]`` -> {key: value as a string}, with Hydra's own parser."""
+    parsed = OverridesParser.create().parse_overrides(lines)
+    return {override.get_key_element(): override.get_value_element_as_str() for override in parsed}
+
+
+def resolved(path: Path) -> dict[str, Any]:
+    """A saved config as plain Python, interpolations resolved where they still can be."""
+    config = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(config, resolve=False)
+
+
+def flatten(node: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts -> {"prefix.a.b": value}; lists become "[x, y]" so each cell holds one value."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}.{key}"))
+        return flat
+    if isinstance(node, list):
+        return {prefix: "[" + ", ".join(str(item) for item in node) + "]"}
+    return {prefix: node}
+
+
+def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(row without swept keys, resolved config, group choices, overrides) of one job."""
+    hydra_dir = job_dir / ".hydra"
+    hydra = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
+    overrides = parse_overrides(list(OmegaConf.load(hydra_dir / "overrides.yaml")))
+    settings = resolved(hydra_dir / "config.yaml")
+    if (job_dir / METRICS_FILE).is_file():
+        try:
+            metrics = read_metrics(job_dir)
+        except (OSError, json.JSONDecodeError) as error:
+            metrics = {"status": "unreadable", "message": f"{METRICS_FILE} could not be read: {error}"}
+    else:
+        metrics = {"status": MISSING, "message": f"no {METRICS_FILE}: the job was killed or is still running"}
+    num = OmegaConf.select(hydra, "job.num", default=None, throw_on_missing=False)
+    row: dict[str, Any] = {
+        "job": int(num) if isinstance(num, int) else None,
+        "dir": job_dir.relative_to(root).as_posix() or ".",
+        "status": metrics.pop("status", MISSING),
+        "alpha/beta": ratio(settings.get("alpha"), settings.get("beta")),
+    }
+    row.update({key: value for key, value in metrics.items() if key.startswith("loss/")})
+    row.update({f"metrics.{key}": value for key, value in metrics.items() if not key.startswith("loss/")})
+    row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
+    row.update(flatten(settings, "cfg"))
+    choices = OmegaConf.to_container(hydra.runtime.choices) if "choices" in hydra.runtime else {}
+    return row, settings, choices, overrides
+
+
+def ratio(alpha: Any, beta: Any) -> float | None:
+    """alpha/beta, or None where it is undefined (beta = 0, or a value is not a number)."""
+    if isinstance(alpha, (int, float)) and isinstance(beta, (int, float)) and beta != 0:
+        return alpha / beta
+    return None
+
+
+def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
+    """Keys whose value differs between jobs (absent counts as a value), in first-seen order."""
+    keys = list(dict.fromkeys(key for job in overrides for key in job))
+    return [key for key in keys if len({job.get(key) for job in overrides}) > 1]
+
+
+def read_scalars(root: Path, dirs: dict[str, int]) -> pd.DataFrame:
+    """Every TensorBoard scalar under ``root`` as (job, tag, step, value), read by tbparse."""
+    columns = ["job", "tag", "step", "value"]
+    frame = SummaryReader(str(root), pivot=False, extra_columns={"dir_name"}).scalars
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame.assign(dir_name=frame["dir_name"].replace("", "."))
+    frame = frame[frame["dir_name"].isin(dirs)]
+    frame = frame.assign(job=frame["dir_name"].map(dirs))
+    return frame[columns].sort_values(["job", "tag", "step"]).reset_index(drop=True)
+
+
+def read_sweep(root: Path | str) -> Sweep:
+    """Read every job under ``root`` into one DataFrame, sorted by the swept keys."""
+    root = Path(root)
+    rows, settings, choices, overrides = zip(*(read_job(root, job_dir) for job_dir in find_jobs(root)))
+    numbers = [row["job"] for row in rows]
+    if None in numbers or len(set(numbers)) < len(numbers):
+        numbers = list(range(len(rows)))  # single runs, or several sweeps: number them by folder
+    swept = swept_keys(list(overrides))
+    for row, number, job_overrides in zip(rows, numbers, overrides):
+        row["job"] = number
+        row.update({key: job_overrides.get(key, "") for key in swept})
+    jobs = pd.DataFrame(list(rows)).set_index("job", drop=False).rename_axis(None)
+    scalars = read_scalars(root, dict(zip(jobs["dir"], jobs["job"])))
+    jobs["logged_steps"] = jobs["job"].map(
+        scalars[scalars["tag"] == "loss/total"].groupby("job")["step"].max()
+    )
+    fill_final_losses(jobs, scalars)
+    first = ["job", *swept, "status", "alpha/beta"]
+    jobs = jobs[first + [column for column in jobs.columns if column not in first]]
+    return Sweep(
+        root, sort_by_sweep(jobs, swept), scalars, swept, dict(zip(numbers, settings)), dict(zip(numbers, choices))
+    )
+
+
+def fill_final_losses(jobs: pd.DataFrame, scalars: pd.DataFrame) -> None:
+    """Jobs without final losses in metrics.json (killed) get the last ones TensorBoard logged."""
+    if scalars.empty:
+        return
+    last = scalars.sort_values("step").groupby(["job", "tag"])["value"].last().unstack()
+    for tag in last.columns:
+        known = jobs[tag] if tag in jobs else pd.Series(float("nan"), index=jobs.index)
+        jobs[tag] = known.fillna(jobs["job"].map(last[tag]))
+
+
+def sort_by_sweep(jobs: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+    """Sort by each swept key in the order its values were swept (first seen by job number)."""
+    jobs = jobs.sort_values("job")
+    order = {key: {value: rank for rank, value in enumerate(dict.fromkeys(jobs[key]))} for key in swept}
+    return jobs.sort_values([*swept, "job"], key=lambda column: column.map(order.get(column.name, {}))
+                            if column.name in order else column, kind="stable")
+
+
+def headline(sweep: Sweep) -> pd.DataFrame:
+    """The columns results.md shows; results.csv has them all."""
+    losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
+    columns = ["job", *sweep.swept, "status", "alpha/beta", *losses,
+               *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]
+    table = sweep.jobs[[column for column in columns if column in sweep.jobs]].astype(object)
+    table = table.where(table.notna(), None)  # blank cells, not "nan", in Markdown
+    if "metrics.message" in table:
+        table["metrics.message"] = table["metrics.message"].map(lambda text: short(str(text or ""), 80))
+    return table
+
+
+def short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def networks(sweep: Sweep) -> str:
+    """Which network and weights made the results, in words (one line per distinct pair)."""
+    pairs = sweep.jobs.get("metrics.network"), sweep.jobs.get("metrics.weights")
+    if pairs[0] is None or pairs[1] is None:
+        return "unknown (no job finished)"
+    distinct = sweep.jobs[["metrics.network", "metrics.weights"]].dropna().drop_duplicates()
+    return "; ".join(f"{net} with {weights}" for net, weights in distinct.itertuples(index=False)) or "unknown"
+
+
+def write_tables(sweep: Sweep, out: Path) -> tuple[Path, Path, Path]:
+    """results.csv (every column), results.md (headline), scalars.csv (per step)."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv, markdown, scalars = out / "results.csv", out / "results.md", out / "scalars.csv"
+    sweep.jobs.to_csv(csv, index=False)
+    per_step = sweep.scalars.merge(sweep.jobs[["job", *sweep.swept]], on="job", how="left")
+    per_step[["job", *sweep.swept, "tag", "step", "value"]].to_csv(scalars, index=False)
+    counts = ", ".join(f"{n} {status}" for status, n in sweep.jobs["status"].value_counts().items())
+    lines = [
+        f"# Sweep {sweep.root}",
+        "",
+        f"- Jobs: {len(sweep.jobs)} ({counts})",
+        f"- Swept: {', '.join(sweep.swept) or 'nothing (all jobs alike)'}",
+        f"- Network: {networks(sweep)}",
+        "- All columns: results.csv; every logged loss per step: scalars.csv",
+        "",
+        headline(sweep).to_markdown(index=False, floatfmt=".4g", missingval=""),
+        "",
+    ]
+    markdown.write_text("\n".join(lines))
+    return csv, markdown, scalars
+
+
+@dataclass
+class Report:
+    """What ``report`` read and wrote."""
+
+    sweep: Sweep
+    layout: Any  # figures.GridLayout of figure.png
+    written: dict[str, Path]  # file name -> path
+    loss_tags: list[str]  # the tags losses.png shows (empty: no scalars, no file)
+
+
+def report(root: Path | str, out: Path | str | None = None) -> Report:
+    """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report)."""
+    from nst_exp.figures import plot_grid, plot_losses  # figures builds on this module's Sweep
+
+    sweep = read_sweep(root)
+    out = Path(out) if out is not None else sweep.root / "report"
+    csv, markdown, scalars = write_tables(sweep, out)
+    written = {"results.csv": csv, "results.md": markdown, "scalars.csv": scalars}
+    layout = plot_grid(sweep, out / "figure.png")
+    written["figure.png"] = out / "figure.png"
+    loss_tags = plot_losses(sweep, out / "losses.png")
+    if loss_tags:
+        written["losses.png"] = out / "losses.png"
+    else:
+        log.warning("No job logged a positive loss scalar: losses.png not written.")
+    return Report(sweep, layout, written, loss_tags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nst_exp.report",
+        description="Turn a sweep's output directory into results.csv/.md, a figure grid and loss curves.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = report(args.sweep_dir, args.out)
+    except NstError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    jobs = result.sweep.jobs
+    counts = ", ".join(f"{n} {status}" for status, n in jobs["status"].value_counts().items())
+    rows, cols = result.layout.shape
+    print(f"{len(jobs)} jobs ({counts}); swept: {', '.join(result.sweep.swept) or 'nothing'}; "
+          f"figure {rows} x {cols}")
+    for path in result.written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""`python -m nst_exp.report` on a real tiny sweep: table, figure grid, loss curves, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import pattern_image
+from PIL import Image
+from tbparse import SummaryReader
+
+from nst_exp.figures import grid_layout, layers_label, number_label, ratio_label, value_label
+from nst_exp.report import Sweep, main, read_sweep, report, swept_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory) -> Path:
+    """A real 2 x 2 CLI sweep (style layers x image size) whose relu5_1-at-12-px job fails on purpose."""
+    base = tmp_path_factory.mktemp("grid")
+    images = base / "images"
+    images.mkdir()
+    pattern_image(images / "content.png", (64, 48), seed=1)
+    pattern_image(images / "style.png", (48, 64), seed=2)
+    sweep = base / "sweep"
+    command = [
+        sys.executable, "-m", "nst_exp", "-m", "style_layers=[relu1_1],[relu5_1]", "image_size=32,12",
+        "model.weights=random", "iterations=2", f"images_dir={images}", "content.path=content.png",
+        "style.path=style.png", "log.progress=false", "log.image_every=0", f"hydra.sweep.dir={sweep}",
+    ]
+    result = subprocess.run(
+        command, cwd=base, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def built(grid_sweep):
+    return report(grid_sweep)
+
+
+@pytest.mark.slow
+def test_table_has_every_job_sorted_by_the_swept_keys(built, grid_sweep):
+    table = pd.read_csv(built.written["results.csv"])
+    assert built.sweep.swept == ["style_layers", "image_size"]
+    assert list(zip(table["style_layers"], table["image_size"])) == [
+        ("[relu1_1]", 32), ("[relu1_1]", 12), ("[relu5_1]", 32), ("[relu5_1]", 12),
+    ]
+    assert list(table["status"]) == ["completed", "completed", "completed", "failed"]
+    failed = table.iloc[3]
+    assert "too small for layer 'relu5_1'" in failed["metrics.message"]
+    assert pd.isna(failed["loss/total"])
+    for _, row in table.iloc[:3].iterrows():
+        metrics = json.loads((grid_sweep / str(row["dir"]) / "metrics.json").read_text())
+        assert row["loss/total"] == pytest.approx(metrics["loss/total"])
+    assert list(table["cfg.image_size"]) == [32, 12, 32, 12]
+    assert list(table["logged_steps"].iloc[:3]) == [3, 3, 3]  # 2 iterations + the final image
+
+
+@pytest.mark.slow
+def test_per_step_scalars_come_from_tensorboard(built, grid_sweep):
+    scalars = pd.read_csv(built.written["scalars.csv"])
+    total = scalars[scalars["tag"] == "loss/total"]
+    assert sorted(total.groupby("job")["step"].apply(list).to_dict().items()) == [
+        (0, [1, 2, 3]), (1, [1, 2, 3]), (2, [1, 2, 3]),
+    ]
+    assert {"loss/style/relu1_1", "loss/style/relu5_1"} <= set(scalars["tag"])
+    assert "style_layers" in scalars.columns  # per-step rows carry the swept keys
+
+
+@pytest.mark.slow
+def test_markdown_table_lists_every_job_and_the_network(built):
+    text = built.written["results.md"].read_text()
+    table_lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table_lines) == 2 + 4  # header, separator, one per job
+    header = [cell.strip() for cell in table_lines[0].strip("|").split("|")]
+    assert header[:4] == ["job", "style_layers", "image_size", "status"]
+    assert "Jobs: 4 (3 completed, 1 failed)" in text
+    assert "vgg19 with random (seed 0); UNTRAINED" in text
+
+
+@pytest.mark.slow
+def test_figure_grid_is_laid_out_by_the_swept_keys(built):
+    layout = built.layout
+    assert layout.shape == (2, 2)
+    assert layout.cells == [[0, 1], [2, 3]]
+    assert (layout.row_title, layout.col_title) == ("style_layers", "image_size")
+    assert layout.rows == ["relu1_1", "relu5_1"]
+    assert layout.cols == ["image_size = 32", "image_size = 12"]
+    assert (layout.beside, layout.inset) == (["content", "style"], [])
+    with Image.open(built.written["figure.png"]) as figure:
+        width, height = figure.size
+    assert 3 * 200 <= width <= 2000 and 2 * 150 <= height <= 1500  # 2 x 2 cells of 2 in at 100 dpi, inputs beside
+
+
+@pytest.mark.slow
+def test_loss_curves_plot_every_logged_loss(built):
+    assert built.loss_tags == ["loss/total", "loss/content", "loss/style"]
+    with Image.open(built.written["losses.png"]) as plot:
+        assert plot.size[0] > 3 * 300 and plot.size[1] > 200
+
+
+@pytest.mark.slow
+def test_killed_job_is_listed_with_its_last_logged_losses(grid_sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(grid_sweep, copy, ignore=shutil.ignore_patterns("report"))
+    final = json.loads((copy / "0" / "metrics.json").read_text())["loss/total"]
+    (copy / "0" / "metrics.json").unlink()
+    sweep = read_sweep(copy)
+    assert sweep.jobs.at[0, "status"] == "missing"
+    assert "killed" in sweep.jobs.at[0, "metrics.message"]
+    assert sweep.jobs.at[0, "loss/total"] == pytest.approx(final)  # TensorBoard's last step is the final image
+
+
+@pytest.mark.slow
+def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
+    hparams = SummaryReader(str(grid_sweep), extra_columns={"dir_name"}).hparams
+    layers = hparams[hparams["tag"] == "style_layers"].set_index("dir_name")["value"].to_dict()
+    assert layers == {"0": "['relu1_1']", "1": "['relu1_1']", "2": "['relu5_1']"}
+
+
+@pytest.mark.slow
+def test_command_line_report(grid_sweep, tmp_path, capsys):
+    assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "4 jobs (3 completed, 1 failed); swept: style_layers, image_size; figure 2 x 2" in printed
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "results.csv", "results.md", "scalars.csv", "figure.png", "losses.png",
+    }
+
+
+def test_a_folder_without_jobs_is_refused_with_the_fix(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "No Hydra jobs under" in error and "outputs/multirun/<date>/<time>" in error
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_layer_lists_are_labelled_as_in_the_paper():
+    assert layers_label(["relu1_1", "relu2_1", "relu3_1"]) == "relu1_1 ... relu3_1"
+    assert layers_label(["conv1_1", "conv2_1"]) == "conv1_1, conv2_1"
+    assert layers_label(["relu1_1", "relu3_1", "relu4_1"]) == "relu1_1, relu3_1, relu4_1"  # a gap: in full
+    assert layers_label(["relu4_2"]) == "relu4_2"
+    assert layers_label([]) == "none"
+
+
+def test_ratios_are_written_as_powers_of_ten():
+    assert number_label(1e-4) == "1e-4"
+    assert number_label(0.0025) == "2.5e-3"
+    assert ratio_label(1.0, 1e5) == "alpha/beta = 1e-5"
+    assert ratio_label(1.0, 0.0) == "beta = 0"
+
+
+def test_swept_keys_are_those_that_differ_in_sweep_order():
+    jobs = [
+        {"experiment": "fig3", "style_layers": "[relu1_1]", "beta": "1e5", "image_size": "32"},
+        {"experiment": "fig3", "style_layers": "[relu1_1]", "beta": "1e4", "image_size": "32"},
+        {"experiment": "fig3", "style_layers": "[relu1_1,relu2_1]", "beta": "1e5", "image_size": "32", "seed": "1"},
+    ]
+    assert swept_keys(jobs) == ["style_layers", "beta", "seed"]
+
+
+def fake_sweep(tmp_path: Path, panels: list[tuple[str, float]]) -> Sweep:
+    """A sweep over a config group (as fig2_panel), built in memory: labels need no runs."""
+    jobs = pd.DataFrame(
+        {
+            "job": range(len(panels)),
+            "dir": [str(i) for i in range(len(panels))],
+            "fig2_panel": [name for name, _ in panels],
+            "status": "completed",
+            "alpha/beta": [1.0 / beta for _, beta in panels],
+        }
+    )
+    settings = {i: {"alpha": 1.0, "beta": beta, "style": {"path": f"{name}.jpg"}, "images_dir": "images"}
+                for i, (name, beta) in enumerate(panels)}
+    choices = {i: {"fig2_panel": name, "style": name} for i, (name, _) in enumerate(panels)}
+    return Sweep(tmp_path, jobs, pd.DataFrame(columns=["job", "tag", "step", "value"]), ["fig2_panel"], settings, choices)
+
+
+def test_a_swept_config_group_is_labelled_with_its_option_and_ratio(tmp_path):
+    sweep = fake_sweep(tmp_path, [("starry_night", 1e3), ("composition_vii", 1e4)])
+    assert value_label(sweep, "fig2_panel", 1) == "composition_vii\nalpha/beta = 1e-4"
+    layout = grid_layout(sweep)
+    assert layout.shape == (1, 2)  # one swept key: one row
+    assert layout.cols == ["starry_night\nalpha/beta = 1e-3", "composition_vii\nalpha/beta = 1e-4"]
+    assert layout.inset == ["style"]  # the painting changes per job: shown in each cell's corner
