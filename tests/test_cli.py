@@ -67,7 +67,7 @@ def test_cli_user_error_is_one_clear_message(tmp_path, tiny):
     done = nst(tmp_path, *tiny, "style_layers=[relu4_5]", "hydra.run.dir=outputs/run")
     assert done.returncode == 2
     output = done.stderr + done.stdout
-    assert "Unknown style layer 'relu4_5'. Did you mean 'relu4_" in output
+    assert "Unknown style layer 'relu4_5': vgg19 has no such layer. Did you mean 'relu4_" in output
     assert "Known: conv1_1, relu1_1, conv1_2" in output
     assert "Traceback" not in done.stderr
     failed = json.loads((tmp_path / "outputs" / "run" / "metrics.json").read_text())
