@@ -14,6 +14,10 @@
 # conf/model/vgg16_bn_craft.yaml says this network needs its own beta: move Fig. 3's columns
 # with e.g. FIGURES=fig3 EXTRA="beta=1e7,1e6,1e5,1e4" (it replaces the grid's beta values;
 # EXTRA applies to every figure run, so run Fig. 2 separately).
+#
+# Time: measured on the shared 2-core machine (load ~6) with vgg16_bn_craft, 1.6 to 2.7 s per
+# L-BFGS iteration at 64 x 48 px. 128 px has 4x the pixels: expect roughly an hour for Fig. 2
+# (5 jobs) and several for Fig. 3 (20 jobs) at 100 iterations; SIZE=64 or a GPU is far quicker.
 set -euo pipefail
 
 SIZE=${SIZE:-128}              # long side in pixels (the paper: 512)
