@@ -9,6 +9,8 @@ import signal
 import pytest
 import torch
 from conftest import make_config
+from tbparse import SummaryReader
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import nst_exp.run
 from nst_exp import checkpoint
@@ -16,6 +18,7 @@ from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import load_network
 from nst_exp.losses import GatysLoss
 from nst_exp.optimize import Interrupted, State
+from nst_exp.report import read_scalars
 from nst_exp.run import run
 
 _networks: dict[str, object] = {}
@@ -132,6 +135,14 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_corrupt
     run(make_config([f"resume={tmp_path / 'run'}"]), overrides=[f"resume={tmp_path / 'run'}"])
     # the previous checkpoint holds the full L-BFGS state too: still the uninterrupted result
     assert torch.equal(final_image(tmp_path / "run"), final_image(tmp_path / "reference"))
+    # step 5 was logged by both sessions; readers keep it once (TensorBoard by purge_step)
+    raw = SummaryReader(str(tmp_path / "run")).scalars
+    assert raw[raw.tag == "loss/total"].step.tolist().count(5) == 2
+    scalars = read_scalars(tmp_path / "run", {".": 0})
+    assert scalars[scalars.tag == "loss/total"].step.tolist() == list(range(1, 10))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss/total")] == list(range(1, 10))
 
 
 def test_resume_says_clearly_when_no_checkpoint_is_whole(tmp_path, short, monkeypatch):
