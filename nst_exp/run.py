@@ -346,7 +346,10 @@ def record_failure(out_dir: Path, error: BaseException) -> None:
     A finished run's metrics.json is never replaced by a later attempt's failure.
     """
     path = out_dir / METRICS_FILE
-    finished = path.is_file() and read_metrics(out_dir).get("status") in (COMPLETED, DIVERGED)
+    try:
+        finished = read_metrics(out_dir).get("status") in (COMPLETED, DIVERGED)
+    except (OSError, ValueError):  # none yet, or unreadable
+        finished = False
     if finished and not isinstance(error, RunFailed):
         log.warning("%s keeps the metrics of the run that finished there.", path)
         return
