@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
-from nst_exp import images
-from nst_exp.optimize import Outcome, Step
+from nst_exp import checkpoint, images
+from nst_exp.optimize import COMPLETED, INTERRUPTED, Outcome, State, Step
+
+log = logging.getLogger(__name__)
 
 # Metrics the HParams view compares across runs: TensorBoard takes their last logged value.
 HPARAM_METRICS = ("loss/total", "loss/content", "loss/style")
@@ -20,7 +24,9 @@ HPARAM_METRICS = ("loss/total", "loss/content", "loss/style")
 class TensorBoardLogger:
     """Scalars every ``scalars_every`` steps, the image every ``image_every``, HParams at start and end.
 
-    ``texts`` (tag -> markdown) are written once at the start, e.g. which network ran.
+    ``texts`` (tag -> markdown) are written once at the start, e.g. which network ran. A run
+    continued from iteration ``start`` makes TensorBoard drop what an earlier session in the
+    same directory logged after it (``purge_step``), so no step appears twice.
     """
 
     def __init__(
@@ -30,9 +36,11 @@ class TensorBoardLogger:
         scalars_every: int,
         image_every: int,
         texts: Mapping[str, str] | None = None,
+        start: int = 0,
     ) -> None:
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-        for tag, text in (texts or {}).items():
+        resumed = start > 0 or any(Path(log_dir).glob("events.out.tfevents.*"))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start + 1 if resumed else None)
+        for tag, text in (texts or {}).items() if not resumed else ():
             self.writer.add_text(tag, text, 0)
         self.scalars_every, self.image_every = scalars_every, image_every
         experiment, session_start, self._session_end = hparams_summaries(
@@ -49,9 +57,10 @@ class TensorBoardLogger:
             self.writer.add_image("image", step.image[0].detach().clamp(0, 1).cpu(), step.iteration)
 
     def on_end(self, outcome: Outcome) -> None:
-        for tag, value in outcome.values.items():
-            self.writer.add_scalar(tag, value, outcome.iterations + 1)
-        self.writer.add_image("image", outcome.image[0].clamp(0, 1).cpu(), outcome.iterations + 1)
+        if outcome.status != INTERRUPTED:  # an interrupted run logs its next step when it is resumed
+            for tag, value in outcome.values.items():
+                self.writer.add_scalar(tag, value, outcome.iterations + 1)
+            self.writer.add_image("image", outcome.image[0].clamp(0, 1).cpu(), outcome.iterations + 1)
         self.writer.file_writer.add_summary(self._session_end)
         self.writer.close()
 
@@ -59,8 +68,10 @@ class TensorBoardLogger:
 class ProgressBar:
     """A tqdm bar with the current loss; silent when output is not a terminal."""
 
-    def __init__(self, iterations: int, enabled: bool) -> None:
-        self.bar = tqdm(total=iterations, unit="it", disable=None if enabled else True, dynamic_ncols=True)
+    def __init__(self, iterations: int, enabled: bool, start: int = 0) -> None:
+        self.bar = tqdm(
+            total=iterations, initial=start, unit="it", disable=None if enabled else True, dynamic_ncols=True
+        )
 
     def on_step(self, step: Step) -> None:
         self.bar.update(1)
@@ -89,3 +100,54 @@ class Snapshots:
 
     def on_end(self, outcome: Outcome) -> None:
         pass  # the final image is result.png, written by the runner
+
+
+class Checkpointer:
+    """A checkpoint every ``every`` iterations and when the loop ends (nst_exp.checkpoint).
+
+    At the end of a completed run the checkpoint keeps the image but not the
+    optimizer's history (hundreds of image-sized vectors for L-BFGS), and the
+    previous checkpoint is dropped: a finished run costs little disk.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        every: int,
+        config: Mapping[str, Any],
+        fingerprint: Mapping[str, list[float]],
+        seconds_before: float = 0.0,
+        resumed: Sequence[int] = (),
+    ) -> None:
+        self.out_dir, self.every, self.config, self.fingerprint = out_dir, every, dict(config), dict(fingerprint)
+        self.seconds_before, self.resumed = seconds_before, list(resumed)
+        self.last: int | None = None  # iteration of the newest checkpoint this run wrote
+
+    def on_step(self, step: Step) -> None:
+        if self.every and step.iteration % self.every == 0:
+            self._save(step.state(), "running", step.seconds)
+
+    def on_end(self, outcome: Outcome) -> None:
+        if outcome.state is None:
+            if self.last is not None or checkpoint.exists(self.out_dir):
+                kept = f"of iteration {self.last}" if self.last is not None else "of an earlier session"
+                log.warning("No checkpoint at this stop (%s); the last one (%s) stays.", outcome.status, kept)
+            return
+        state = replace(outcome.state, optimizer=None) if outcome.status == COMPLETED else outcome.state
+        self._save(state, outcome.status, outcome.seconds)
+        if outcome.status == COMPLETED:
+            checkpoint.discard_previous(self.out_dir)
+
+    def _save(self, state: State, status: str, seconds: float) -> None:
+        saved = checkpoint.Checkpoint(
+            state=state,
+            config=self.config,
+            status=status,
+            seconds=self.seconds_before + seconds,
+            fingerprint=self.fingerprint,
+            resumed=self.resumed,
+            rng=checkpoint.rng_states(),
+        )
+        path = checkpoint.save(self.out_dir, saved)
+        self.last = state.iteration
+        log.debug("Checkpoint of iteration %d (%s) in %s", state.iteration, status, path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from nst_exp.errors import NstError
 
@@ -62,6 +62,12 @@ class LogConf:
 
 
 @dataclass
+class CheckpointConf:
+    every: int = 100  # iterations between checkpoints; also written at Ctrl-C, SIGTERM, a NaN stop, the end
+    auto_resume: bool = True  # a run dir holding this run's checkpoint continues it; a finished run is skipped
+
+
+@dataclass
 class Config:
     content: ImageConf = MISSING
     style: ImageConf = MISSING
@@ -69,6 +75,7 @@ class Config:
     optimizer: Any = MISSING
     model: ModelConf = field(default_factory=ModelConf)
     log: LogConf = field(default_factory=LogConf)
+    checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     alpha: float = 1.0
     beta: float = 1e3
     content_layers: List[str] = field(default_factory=lambda: ["relu4_2"])
@@ -84,10 +91,19 @@ class Config:
     threads: Optional[int] = None  # CPU threads per job; None = torch's default
     images_dir: str = "images"
     max_image_pixels: int = 89_478_485
+    resume: Optional[str] = None  # a run dir to continue from its last checkpoint, with its saved config
+    memory_guard: bool = True  # refuse a run whose estimated peak memory exceeds what the device has free
 
 
 def register() -> None:
+    """The schema, and the resolver conf/config.yaml uses to put a resumed run in its own directory."""
     ConfigStore.instance().store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver("nst.if_resume", _if_resume, replace=True)
+
+
+def _if_resume(resume: Optional[str], then: Any, otherwise: Any) -> Any:
+    """``${nst.if_resume:${resume},A,B}``: A when ``resume`` is set, else B."""
+    return then if resume else otherwise
 
 
 def validate(cfg: Any) -> None:
@@ -114,3 +130,8 @@ def validate(cfg: Any) -> None:
     for key in ("scalars_every", "image_every"):
         if cfg.log[key] < 0:
             raise NstError(f"log.{key}={cfg.log[key]} must be >= 0.")
+    if cfg.checkpoint.every < 0:
+        raise NstError(
+            f"checkpoint.every={cfg.checkpoint.every} must be >= 0 (iterations between checkpoints; "
+            "0 = only when the run stops)."
+        )

@@ -1,4 +1,4 @@
-"""The one exception nst_exp raises for problems a user can fix."""
+"""The exceptions nst_exp raises for problems a user can fix."""
 
 
 class NstError(Exception):
@@ -7,3 +7,11 @@ class NstError(Exception):
     The message says what failed, what is allowed and how to fix it; the
     command-line entry point prints it without a traceback.
     """
+
+
+class RunFailed(NstError):
+    """A run that stopped partway (e.g. out of memory), with its metrics so far for metrics.json."""
+
+    def __init__(self, message: str, metrics: dict) -> None:
+        super().__init__(message)
+        self.metrics = metrics

@@ -144,14 +144,20 @@ def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
 
 
 def read_scalars(root: Path, dirs: dict[str, int]) -> pd.DataFrame:
-    """Every TensorBoard scalar under ``root`` as (job, tag, step, value), read by tbparse."""
+    """Every TensorBoard scalar under ``root`` as (job, tag, step, value), read by tbparse.
+
+    A job resumed from a checkpoint logs again the steps its stopped session had logged
+    after that checkpoint; TensorBoard drops the older ones (purge_step), tbparse does
+    not, so the newest value of each step is kept here too.
+    """
     columns = ["job", "tag", "step", "value"]
-    frame = SummaryReader(str(root), pivot=False, extra_columns={"dir_name"}).scalars
+    frame = SummaryReader(str(root), pivot=False, extra_columns={"dir_name", "wall_time"}).scalars
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame = frame.assign(dir_name=frame["dir_name"].replace("", "."))
     frame = frame[frame["dir_name"].isin(dirs)]
     frame = frame.assign(job=frame["dir_name"].map(dirs))
+    frame = frame.sort_values("wall_time", kind="stable").drop_duplicates(["job", "tag", "step"], keep="last")
     return frame[columns].sort_values(["job", "tag", "step"]).reset_index(drop=True)
 
 

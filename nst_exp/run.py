@@ -6,22 +6,24 @@ import logging
 import math
 import platform
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from nst_exp import images
-from nst_exp.callbacks import ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp import checkpoint, images, memory
+from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp.checkpoint import Checkpoint
 from nst_exp.config import validate
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import FeatureExtractor, Network, load_network, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
-from nst_exp.optimize import INTERRUPTED, Outcome, optimize
-from nst_exp.results import METRICS_FILE, RESULT_FILE, write_json
+from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome, State, optimize
+from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +118,80 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
-    """Run one style transfer; return its final total loss (what a sweeper minimises)."""
-    started = time.perf_counter()
+def command_line() -> tuple[list[str], bool]:
+    """The command line's overrides and whether this is a multirun, when Hydra runs us."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return [], False
+    hydra_cfg = HydraConfig.get()
+    return list(hydra_cfg.overrides.task), hydra_cfg.mode == RunMode.MULTIRUN
+
+
+@dataclass
+class Continuation:
+    """Where a run picks up: its config and directory, and what an earlier session left there."""
+
+    cfg: DictConfig
+    out_dir: Path
+    saved: Checkpoint | None = None  # the checkpoint to continue from
+    finished: float | None = None  # the final loss, if the run there is finished: nothing to do
+
+
+def continuation(cfg: DictConfig, out_dir: Path | None, overrides: Sequence[str] | None) -> Continuation:
+    """``resume=DIR``: DIR's checkpoint and saved config. Else a run dir holding this same run."""
+    command, multirun = command_line()
+    if cfg.resume:
+        if multirun:
+            raise NstError(
+                "resume= continues one run. To finish a sweep, run the same sweep again with "
+                "hydra.sweep.dir=<its dir>: finished jobs are skipped, unfinished ones continue."
+            )
+        out_dir = Path(cfg.resume)  # under Hydra, conf/config.yaml makes it the output dir too
+        saved = checkpoint.load(out_dir)
+        changes = [o for o in (command if overrides is None else overrides) if not o.startswith("resume=")]
+        log.info(
+            "Resuming %s from its checkpoint at iteration %d (%s) with the config saved there, "
+            "not one composed now; changes from the command line: %s.",
+            out_dir,
+            saved.state.iteration,
+            saved.path,
+            ", ".join(changes) or "none",
+        )
+        return Continuation(checkpoint.resumed_config(saved.config, changes), out_dir, saved)
     out_dir = Path(out_dir) if out_dir is not None else output_dir()
+    if not (cfg.checkpoint.auto_resume and checkpoint.exists(out_dir)):
+        return Continuation(cfg, out_dir)
+    saved = checkpoint.load(out_dir)
+    mismatch = checkpoint.difference(saved.config, OmegaConf.to_container(cfg, resolve=True))
+    if mismatch:
+        raise NstError(
+            f"{out_dir} already holds a different run ({mismatch}). Use another output dir "
+            "(hydra.run.dir=... or hydra.sweep.dir=...), or delete that one to start over."
+        )
+    finished = finished_loss(saved, out_dir, cfg.iterations)
+    if finished is None:
+        log.info("Continuing the run in %s from its checkpoint at iteration %d.", out_dir, saved.state.iteration)
+    return Continuation(cfg, out_dir, saved, finished)
+
+
+def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] | None = None) -> float:
+    """Run one style transfer; return its final total loss (what a sweeper minimises).
+
+    ``resume=DIR`` continues the run in DIR from its last checkpoint, with the
+    config saved there; ``overrides`` (the command line's, by default) may
+    change only checkpoint.RESUMABLE_KEYS. Without it, an output dir that
+    already holds this same run continues it, or skips it if it finished
+    (``checkpoint.auto_resume``): a preempted sweep re-run in its sweep dir
+    finishes what was left.
+    """
+    started = time.perf_counter()
+    where = continuation(cfg, out_dir, overrides)
+    cfg, out_dir, saved = where.cfg, where.out_dir, where.saved
+    if where.finished is not None:
+        log.info("%s already holds this run, %s: skipped (delete it to run again).", out_dir, saved.status)
+        return where.finished
     validate(cfg)
     style_weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
     device = pick_device(cfg.device)
@@ -148,13 +220,15 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     network.check_layers(cfg.content_layers, "content layer", cfg.model.name)
     network.check_layers(cfg.style_layers, "style layer", cfg.model.name)
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
-    extractor = network.extractor(layers).to(device)
+    extractor = network.extractor(layers)
 
     content = images.load(content_path, cfg.image_size, cfg.max_image_pixels)
     style = images.load(style_path, cfg.image_size, cfg.max_image_pixels)
     check_image_size(extractor, content, "content", cfg.image_size)
     check_image_size(extractor, style, "style", cfg.image_size)
-    init = initial_image(cfg, content, style_path)
+    guard = memory.Guard(extractor, tuple(content.shape[-2:]), cfg.image_size, cfg, device)
+    guard.check(cfg.memory_guard)
+    extractor = extractor.to(device)
     images.save(content, out_dir / "inputs" / "content.png")
     images.save(style, out_dir / "inputs" / "style.png")
 
@@ -171,24 +245,70 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     )
     log.info("Objective: %s", objective.extra_repr())
     log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
+    fingerprint = checkpoint.fingerprint(objective)
+    if saved is None:
+        start: Tensor | State = initial_image(cfg, content, style_path).to(device)
+        iteration, seconds_before, resumed = 0, 0.0, []
+    else:
+        checkpoint.check_fingerprint(saved.fingerprint, fingerprint, out_dir)
+        checkpoint.restore_rng(saved.rng)
+        start = replace(saved.state, image=saved.state.image.to(device))
+        iteration, seconds_before = saved.state.iteration, saved.seconds
+        resumed = [*saved.resumed, iteration]
+        if saved.state.optimizer is None and iteration < cfg.iterations:
+            log.warning(
+                "The checkpoint (%s at iteration %d) has no optimizer state: the optimizer starts afresh from its "
+                "image, so the result differs from a run that went through without stopping.",
+                saved.status, iteration,
+            )
     make_optimizer = hydra.utils.instantiate(cfg.optimizer)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    checkpointer = Checkpointer(out_dir, cfg.checkpoint.every, resolved, fingerprint, seconds_before, resumed)
     callbacks = [
         TensorBoardLogger(
-            out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every, texts={"network": about}
+            out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every, {"network": about}, iteration
         ),
         Snapshots(out_dir, cfg.log.image_every),
-        ProgressBar(cfg.iterations, cfg.log.progress),
+        ProgressBar(cfg.iterations, cfg.log.progress, iteration),
+        checkpointer,
     ]
-    outcome = optimize(objective, init.to(device), make_optimizer, cfg.iterations, callbacks)
+    outcome = optimize(objective, start, make_optimizer, cfg.iterations, callbacks)
+    outcome.seconds += seconds_before
 
     images.save(outcome.image, out_dir / RESULT_FILE)
-    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network, device, threads, started))
+    record = {
+        **metrics(cfg, outcome, network, device, threads, started),
+        **guard.measured(),
+        "resumed_from": resumed,
+    }
+    write_json(out_dir / METRICS_FILE, record)
+    if outcome.status == OUT_OF_MEMORY:
+        kept = checkpointer.last if checkpointer.last is not None else saved.state.iteration if saved else None
+        raise RunFailed(guard.out_of_memory(outcome.message, out_dir, kept), record)
     if outcome.message:
         log.warning("%s", outcome.message)
     log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
     if outcome.status == INTERRUPTED:
-        raise KeyboardInterrupt(outcome.message)
+        raise Interrupted(outcome.message, outcome.signal)
     return outcome.values["loss/total"]
+
+
+def finished_loss(saved: Checkpoint, out_dir: Path, iterations: int) -> float | None:
+    """The final loss of the run in ``out_dir`` if it finished (and asked no more iterations), else None."""
+    if saved.status not in (COMPLETED, DIVERGED) or not (out_dir / METRICS_FILE).is_file():
+        return None
+    done = read_metrics(out_dir)
+    if done.get("status") != saved.status:
+        return None
+    if saved.status == COMPLETED and saved.state.iteration < iterations:
+        return None  # asked for more: continue it
+    if saved.status == COMPLETED and saved.state.iteration > iterations:
+        raise NstError(
+            f"{out_dir} holds this run finished after {saved.state.iteration} iterations, more than "
+            f"iterations={iterations}. Use another output dir to run {iterations} iterations."
+        )
+    loss = done.get("loss/total")
+    return float("nan") if loss is None else float(loss)
 
 
 def metrics(
@@ -221,5 +341,17 @@ def metrics(
 
 
 def record_failure(out_dir: Path, error: BaseException) -> None:
-    """metrics.json for a run that could not start or finish, so a sweep's report lists it."""
-    write_json(out_dir / METRICS_FILE, {"status": "failed", "message": str(error)})
+    """metrics.json for a run that could not start or finish, so a sweep's report lists it.
+
+    A finished run's metrics.json is never replaced by a later attempt's failure.
+    """
+    path = out_dir / METRICS_FILE
+    try:
+        finished = read_metrics(out_dir).get("status") in (COMPLETED, DIVERGED)
+    except (OSError, ValueError):  # none yet, or unreadable
+        finished = False
+    if finished and not isinstance(error, RunFailed):
+        log.warning("%s keeps the metrics of the run that finished there.", path)
+        return
+    so_far = error.metrics if isinstance(error, RunFailed) else {}
+    write_json(path, {**so_far, "status": so_far.get("status", "failed"), "message": str(error)})
