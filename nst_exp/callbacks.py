@@ -6,12 +6,14 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
 from nst_exp import images
 from nst_exp.optimize import Outcome, Step
+from nst_exp.stages import Stage
 
 # Metrics the HParams view compares across runs: TensorBoard takes their last logged value.
 HPARAM_METRICS = ("loss/total", "loss/content", "loss/style")
@@ -48,6 +50,18 @@ class TensorBoardLogger:
         if self.image_every and step.iteration % self.image_every == 0:
             self.writer.add_image("image", step.image[0].detach().clamp(0, 1).cpu(), step.iteration)
 
+    def on_stage_start(self, stage: Stage) -> None:
+        """Coarse-to-fine: the ``stage`` scalar steps up where each stage begins."""
+        self.writer.add_scalar("stage", stage.index, stage.offset + 1)
+        self.writer.add_scalar("stage/size", stage.size, stage.offset + 1)
+
+    def on_stage_end(self, stage: Stage, image: Tensor, values: Mapping[str, float]) -> None:
+        """Each stage's final losses and image, indexed by stage number (``stage/loss/total`` ...)."""
+        self.writer.add_scalar("stage", stage.index, stage.offset + stage.iterations)
+        for tag, value in values.items():
+            self.writer.add_scalar(f"stage/{tag}", value, stage.index)
+        self.writer.add_image("stage/image", image[0].detach().clamp(0, 1).cpu(), stage.index)
+
     def on_end(self, outcome: Outcome) -> None:
         for tag, value in outcome.values.items():
             self.writer.add_scalar(tag, value, outcome.iterations + 1)
@@ -78,7 +92,7 @@ class ProgressBar:
 
 
 class Snapshots:
-    """Intermediate images ``iter_000050.png`` ... in the run's directory."""
+    """Intermediate images ``iter_000050.png`` ... in the run's directory, and each stage's result."""
 
     def __init__(self, out_dir: Path, every: int) -> None:
         self.out_dir, self.every = out_dir, every
@@ -86,6 +100,13 @@ class Snapshots:
     def on_step(self, step: Step) -> None:
         if self.every and step.iteration % self.every == 0:
             images.save(step.image, self.out_dir / "snapshots" / f"iter_{step.iteration:06d}.png")
+
+    def on_stage_start(self, stage: Stage) -> None:
+        pass
+
+    def on_stage_end(self, stage: Stage, image: Tensor, values: Mapping[str, float]) -> None:
+        """Coarse-to-fine: each stage's result as ``stages/stage_<k>_<size>px.png``."""
+        images.save(image, self.out_dir / "stages" / f"{stage.name}.png")
 
     def on_end(self, outcome: Outcome) -> None:
         pass  # the final image is result.png, written by the runner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import platform
@@ -16,12 +17,15 @@ from torch import Tensor
 
 from nst_exp import images
 from nst_exp.callbacks import ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp.color import ColorControl
 from nst_exp.config import validate
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor, Network, load_network, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
-from nst_exp.optimize import INTERRUPTED, Outcome, optimize
+from nst_exp.optimize import INTERRUPTED, Outcome
 from nst_exp.results import METRICS_FILE, RESULT_FILE, write_json
+from nst_exp.stages import Stage, StageSetup, plan, synthesise, upsample
+from nst_exp.styles import StageInputs, StyleSpec, find_images, load_inputs, style_specs
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,10 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, image_size: int) -> None:
-    """Every requested layer must see at least one pixel of ``image``.
+def check_image_size(
+    extractor: FeatureExtractor, image: Tensor, what: str, image_size: int, setting: str = "image_size"
+) -> None:
+    """Every requested layer must see at least one pixel of ``image``; ``setting`` names the size's key.
 
     The deepest layer is checked first (``requested`` is a set, whose order changes from
     process to process), so the error names the size that suffices for every layer.
@@ -70,9 +76,9 @@ def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, imag
         if min(height, width) < factor:
             needed = math.ceil(factor * image_size / min(height, width))
             raise NstError(
-                f"image_size={image_size} is too small for layer '{layer}': the {what} image becomes "
+                f"{setting}={image_size} is too small for layer '{layer}': the {what} image becomes "
                 f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. "
-                f"Use image_size={needed} or more, or shallower layers."
+                f"Use {setting}={needed} or more, or shallower layers."
             )
 
 
@@ -116,19 +122,80 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def build_objective(
+    cfg: DictConfig, extractor: FeatureExtractor, inputs: StageInputs, color: ColorControl
+) -> torch.nn.Module:
+    """The objective for one stage's inputs (on the extractor's device), colour control applied."""
+    objective = GatysLoss(
+        extractor,
+        inputs.network_content,
+        inputs.styles,
+        cfg.content_layers,
+        cfg.style_layers,
+        equal_style_weights(cfg.style_layers, cfg.style_weights),
+        cfg.alpha,
+        cfg.beta,
+        cfg.loss,
+        cfg.spatial.propagation,
+        cfg.tv_weight,
+    )
+    return color.objective(objective)
+
+
+def save_inputs(inputs: StageInputs, out_dir: Path) -> None:
+    """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them."""
+    images.save(inputs.content, out_dir / "inputs" / "content.png")
+    several = len(inputs.styles) > 1
+    for target in inputs.styles:
+        images.save(target.image, out_dir / "inputs" / (f"style_{target.name}.png" if several else "style.png"))
+        if target.guide is not None:
+            images.save(target.guide.expand(1, 3, -1, -1), out_dir / "inputs" / f"mask_{target.name}.png")
+
+
+def prepare_stage(
+    cfg: DictConfig,
+    extractor: FeatureExtractor,
+    specs: list[StyleSpec],
+    color: ColorControl,
+    device: torch.device,
+    out_dir: Path,
+    stage: Stage,
+    previous: Tensor | None,
+) -> StageSetup:
+    """Load one stage's inputs at its size, build its objective and its start (see nst_exp.stages)."""
+    inputs = load_inputs(cfg, specs, color, stage.size)
+    setting = "image_size" if stage.index == stage.count else f"coarse_to_fine.sizes[{stage.index - 1}]"
+    check_image_size(extractor, inputs.content, "content", stage.size, setting)
+    for target in inputs.styles:
+        check_image_size(extractor, target.image, f"style '{target.name}'", stage.size, setting)
+    if stage.index == stage.count:
+        save_inputs(inputs, out_dir)
+    if previous is None:
+        init = initial_image(cfg, inputs.content, inputs.style_paths[0])
+        init = color.initial(init, cfg.init.kind, inputs.content)
+    else:
+        init = upsample(previous.clamp(0, 1), tuple(inputs.content.shape[-2:]))  # the result as saved
+    inputs = inputs.to(device)
+    objective = build_objective(cfg, extractor, inputs, color)
+    if stage.index == 1:
+        log.info("Objective: %s; colour: %s", objective.extra_repr(), color.describe())
+    log.info("Stage %d of %d: %d px, %d iterations", stage.index, stage.count, stage.size, stage.iterations)
+    return StageSetup(objective, init.to(device), functools.partial(color.finish, content=inputs.content))
+
+
 def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     """Run one style transfer; return its final total loss (what a sweeper minimises)."""
     started = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else output_dir()
     validate(cfg)
-    style_weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
+    equal_style_weights(cfg.style_layers, cfg.style_weights)  # refuse a bad length before loading anything
+    specs = style_specs(cfg)
     device = pick_device(cfg.device)
     threads = configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     # Find the images before building the network, so a sweep job with a bad path fails in
     # milliseconds instead of after seconds of loading weights.
-    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
-    style_path = images.resolve(cfg.style.path, cfg.images_dir, cfg.style.url, "style")
+    find_images(cfg, specs)
 
     network = load_network(
         cfg.model.arch,
@@ -149,27 +216,9 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     network.check_layers(cfg.style_layers, "style layer", cfg.model.name)
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
     extractor = network.extractor(layers).to(device)
+    color = ColorControl(cfg.color)
+    stages = plan(cfg.image_size, cfg.iterations, cfg.coarse_to_fine.sizes, cfg.coarse_to_fine.iterations)
 
-    content = images.load(content_path, cfg.image_size, cfg.max_image_pixels)
-    style = images.load(style_path, cfg.image_size, cfg.max_image_pixels)
-    check_image_size(extractor, content, "content", cfg.image_size)
-    check_image_size(extractor, style, "style", cfg.image_size)
-    init = initial_image(cfg, content, style_path)
-    images.save(content, out_dir / "inputs" / "content.png")
-    images.save(style, out_dir / "inputs" / "style.png")
-
-    objective = GatysLoss(
-        extractor,
-        content.to(device),
-        [(style.to(device), 1.0)],
-        cfg.content_layers,
-        cfg.style_layers,
-        style_weights,
-        cfg.alpha,
-        cfg.beta,
-        cfg.loss,
-    )
-    log.info("Objective: %s", objective.extra_repr())
     log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
     make_optimizer = hydra.utils.instantiate(cfg.optimizer)
     callbacks = [
@@ -177,12 +226,17 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
             out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every, texts={"network": about}
         ),
         Snapshots(out_dir, cfg.log.image_every),
-        ProgressBar(cfg.iterations, cfg.log.progress),
+        ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress),
     ]
-    outcome = optimize(objective, init.to(device), make_optimizer, cfg.iterations, callbacks)
+    prepare = functools.partial(prepare_stage, cfg, extractor, specs, color, device, out_dir)
+    outcome, records = synthesise(stages, prepare, make_optimizer, callbacks)
 
     images.save(outcome.image, out_dir / RESULT_FILE)
-    write_json(out_dir / METRICS_FILE, metrics(cfg, outcome, network, device, threads, started))
+    run_metrics = metrics(cfg, outcome, network, device, threads, started)
+    run_metrics.update(styles={spec.name: spec.weight for spec in specs}, color=color.describe())
+    if len(stages) > 1:
+        run_metrics["stages"] = records
+    write_json(out_dir / METRICS_FILE, run_metrics)
     if outcome.message:
         log.warning("%s", outcome.message)
     log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
