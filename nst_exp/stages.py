@@ -89,6 +89,21 @@ class _Continued:
         pass  # synthesise() reports the run's end once
 
 
+def _record(stage: Stage, outcome: Outcome, shown: Tensor) -> dict:
+    """One stage's line in metrics.json."""
+    return {
+        "stage": stage.index,
+        "size": stage.size,
+        "height": int(shown.shape[-2]),
+        "width": int(shown.shape[-1]),
+        "iterations": outcome.iterations,
+        "evaluations": outcome.evaluations,
+        "seconds": outcome.seconds,
+        "status": outcome.status,
+        **outcome.values,
+    }
+
+
 def synthesise(
     stages: Sequence[Stage],
     prepare: Callable[[Stage, Tensor | None], StageSetup],
@@ -106,17 +121,11 @@ def synthesise(
         setup = prepare(stage, previous)
         for callback in staged:
             callback.on_stage_start(stage)
-        outcome = optimize(
-            setup.objective, setup.init, make_optimizer, stage.iterations,
-            [_Continued(callbacks, stage, evaluations, seconds)],
-        )
+        continued = _Continued(callbacks, stage, evaluations, seconds)
+        outcome = optimize(setup.objective, setup.init, make_optimizer, stage.iterations, [continued])
         evaluations, seconds = evaluations + outcome.evaluations, seconds + outcome.seconds
         shown = setup.show(outcome.image)
-        records.append(
-            {"stage": stage.index, "size": stage.size, "height": int(shown.shape[-2]), "width": int(shown.shape[-1]),
-             "iterations": outcome.iterations, "evaluations": outcome.evaluations, "seconds": outcome.seconds,
-             "status": outcome.status, **outcome.values}
-        )
+        records.append(_record(stage, outcome, shown))
         for callback in staged:
             callback.on_stage_end(stage, shown, outcome.values)
         previous = outcome.image
