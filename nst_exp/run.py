@@ -219,6 +219,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
     color = ColorControl(cfg.color)
     stages = plan(cfg.image_size, cfg.iterations, cfg.coarse_to_fine.sizes, cfg.coarse_to_fine.iterations)
 
+    prepare = functools.partial(prepare_stage, cfg, extractor, specs, color, device, out_dir)
+    first = prepare(stages[0], None)  # the smallest stage: a size error stops the run before any file is written
     log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
     make_optimizer = hydra.utils.instantiate(cfg.optimizer)
     callbacks = [
@@ -228,8 +230,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> float:
         Snapshots(out_dir, cfg.log.image_every),
         ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress),
     ]
-    prepare = functools.partial(prepare_stage, cfg, extractor, specs, color, device, out_dir)
-    outcome, records = synthesise(stages, prepare, make_optimizer, callbacks)
+    outcome, records = synthesise(stages, prepare, make_optimizer, callbacks, first)
 
     images.save(outcome.image, out_dir / RESULT_FILE)
     run_metrics = metrics(cfg, outcome, network, device, threads, started)

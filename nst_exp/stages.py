@@ -109,16 +109,20 @@ def synthesise(
     prepare: Callable[[Stage, Tensor | None], StageSetup],
     make_optimizer: Callable,
     callbacks: Sequence[Callback],
+    first: StageSetup | None = None,
 ) -> tuple[Outcome, list[dict]]:
     """Run the stages in order; return the run's outcome (its image shown) and one record per stage.
 
-    A stage that diverges or is interrupted ends the run with its image.
+    ``first`` is the first stage's setup if the caller prepared it already: the
+    first stage is the smallest, so preparing it before creating callbacks lets a
+    run that cannot start fail before any callback writes a file. A stage that
+    diverges or is interrupted ends the run with its image.
     """
     staged = [c for c in callbacks if isinstance(c, StageAware)] if len(stages) > 1 else []
     previous: Tensor | None = None
     evaluations, seconds, records = 0, 0.0, []
     for stage in stages:
-        setup = prepare(stage, previous)
+        setup = first if stage.index == 1 and first is not None else prepare(stage, previous)
         for callback in staged:
             callback.on_stage_start(stage)
         continued = _Continued(callbacks, stage, evaluations, seconds)

@@ -94,7 +94,7 @@ def test_luminance_finish_keeps_the_content_chroma_exactly():
 
 def test_luminance_run_result_has_the_content_chroma(tmp_path, tiny, images_dir):
     out = tmp_path / "run"
-    run(make_config([*tiny, "color=luminance", "image_size=48"]), out_dir=out)
+    run(make_config([*tiny, "color=luminance", "image_size=48", "init=content"]), out_dir=out)
     result = images.load(out / "result.png", 48)
     content = images.load(images_dir / "content.png", 48)
     assert result.shape == content.shape

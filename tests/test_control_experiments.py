@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED_IMAGES
-from hydra import compose, initialize_config_dir
+from conftest import SHARED_IMAGES, make_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from nst_exp.config import conf_dir, validate
+from nst_exp.config import validate
 from nst_exp.run import run
 
 # Experiment -> overrides that shrink it (the sizes must stay below the tiny image_size).
@@ -25,27 +24,22 @@ EXPERIMENTS = {
 TINY = ["model.weights=random", "image_size=48", "iterations=2", "log.progress=false", "log.image_every=0"]
 
 
-def _compose(overrides: list[str], hydra_config: bool = False):
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
-
-
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_every_sweep_value_composes_and_validates(name):
-    params = _compose([f"+experiment={name}"], hydra_config=True).hydra.sweeper.params
+    params = make_config([f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params
     assert params, f"{name} has no sweep"
     parser = OverridesParser.create()
     for key, value in params.items():
         values = list(parser.parse_overrides([f"{key}={value}"])[0].sweep_string_iterator())
         assert len(values) > 1
         for choice in values:
-            validate(_compose([f"+experiment={name}", f"{key}={choice}"]))
+            validate(make_config([f"experiment={name}", f"{key}={choice}"]))
 
 
 @pytest.mark.skipif(not SHARED_IMAGES.is_dir(), reason="needs the paper's images in ../shared/images")
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_experiment_runs_at_tiny_size(tmp_path, name):
-    cfg = _compose([f"+experiment={name}", *TINY, f"images_dir={SHARED_IMAGES}", *EXPERIMENTS[name]])
+    cfg = make_config([f"experiment={name}", *TINY, f"images_dir={SHARED_IMAGES}", *EXPERIMENTS[name]])
     run(cfg, out_dir=tmp_path / name)
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
     assert metrics["status"] == "completed"

@@ -99,11 +99,11 @@ def test_guided_style_loss_ignores_pixels_outside_its_region(extractor, propagat
     changed = image.clone()
     changed[..., 26:] = torch.rand(1, 3, 32, 22, generator=generator)
     inside_changed = image.clone()
-    inside_changed[..., :10] = torch.rand(1, 3, 32, 10, generator=generator)
+    inside_changed[..., :20] = 1.0  # white: the region's statistics change
     with torch.no_grad():
         base = objective(image).style.item()
         assert objective(changed).style.item() == pytest.approx(base, rel=1e-6)
-        assert objective(inside_changed).style.item() != pytest.approx(base, rel=1e-3)
+        assert objective(inside_changed).style.item() != pytest.approx(base, rel=0.1)
 
 
 def test_style_mask_takes_the_target_from_part_of_the_style_image(extractor):
