@@ -8,12 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
 from nst_exp import checkpoint, images
 from nst_exp.optimize import COMPLETED, INTERRUPTED, Outcome, State, Step
+from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,18 @@ class TensorBoardLogger:
         if self.image_every and step.iteration % self.image_every == 0:
             self.writer.add_image("image", step.image[0].detach().clamp(0, 1).cpu(), step.iteration)
 
+    def on_stage_start(self, stage: Stage) -> None:
+        """Coarse-to-fine: the ``stage`` scalar steps up where each stage begins."""
+        self.writer.add_scalar("stage", stage.index, stage.offset + 1)
+        self.writer.add_scalar("stage/size", stage.size, stage.offset + 1)
+
+    def on_stage_end(self, stage: Stage, image: Tensor, values: Mapping[str, float]) -> None:
+        """Each stage's final losses and image, indexed by stage number (``stage/loss/total`` ...)."""
+        self.writer.add_scalar("stage", stage.index, stage.offset + stage.iterations)
+        for tag, value in values.items():
+            self.writer.add_scalar(f"stage/{tag}", value, stage.index)
+        self.writer.add_image("stage/image", image[0].detach().clamp(0, 1).cpu(), stage.index)
+
     def on_end(self, outcome: Outcome) -> None:
         if outcome.status != INTERRUPTED:  # an interrupted run logs its next step when it is resumed
             for tag, value in outcome.values.items():
@@ -89,7 +103,7 @@ class ProgressBar:
 
 
 class Snapshots:
-    """Intermediate images ``iter_000050.png`` ... in the run's directory."""
+    """Intermediate images ``iter_000050.png`` ... in the run's directory, and each stage's result."""
 
     def __init__(self, out_dir: Path, every: int) -> None:
         self.out_dir, self.every = out_dir, every
@@ -97,6 +111,13 @@ class Snapshots:
     def on_step(self, step: Step) -> None:
         if self.every and step.iteration % self.every == 0:
             images.save(step.image, self.out_dir / "snapshots" / f"iter_{step.iteration:06d}.png")
+
+    def on_stage_start(self, stage: Stage) -> None:
+        pass
+
+    def on_stage_end(self, stage: Stage, image: Tensor, values: Mapping[str, float]) -> None:
+        """Coarse-to-fine: each stage's result as ``stages/stage_<k>_<size>px.png``."""
+        images.save(image, self.out_dir / "stages" / f"{stage.name}.png")
 
     def on_end(self, outcome: Outcome) -> None:
         pass  # the final image is result.png, written by the runner

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -20,6 +20,9 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 INIT_KINDS = ("noise", "content", "style", "file")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+COLOR_MODES = ("none", "luminance", "histogram")
+HISTOGRAM_MATCHES = ("cholesky", "pca", "symmetric")
+GUIDE_PROPAGATIONS = ("downsample", "inside")
 
 
 def conf_dir() -> str:
@@ -68,9 +71,54 @@ class CheckpointConf:
 
 
 @dataclass
+class ColorConf:
+    mode: str = "none"  # none | luminance | histogram (Gatys et al. CVPR 2017, section 5)
+    histogram: str = "pca"  # mode=histogram: the linear colour map, cholesky | pca | symmetric
+    match_luminance: bool = True  # mode=luminance: match the style's luminance mean and std to the content's
+
+
+@dataclass
+class MaskConf:
+    path: Optional[str] = None  # grey image, white = inside, under images_dir or absolute; null = the rectangle
+    top: float = 0.0  # the rectangle, as fractions of the image's height ...
+    bottom: float = 1.0
+    left: float = 0.0  # ... and width
+    right: float = 1.0
+    invert: bool = False  # use the outside instead
+
+
+@dataclass
+class RegionConf:
+    name: str = MISSING  # label in logs and TensorBoard
+    mask: MaskConf = field(default_factory=MaskConf)  # where on the content image
+    style: Optional[str] = None  # a conf/style name or an image file; null = no style term here
+    style_mask: MaskConf = field(default_factory=MaskConf)  # which part of the style image; default all
+    weight: float = 1.0  # lambda_r; normalised to sum 1 over the styled regions
+
+
+@dataclass
+class SpatialConf:
+    regions: List[RegionConf] = field(default_factory=list)  # empty = no spatial control
+    propagation: str = "downsample"  # masks per layer: downsample | inside (eroded)
+
+
+@dataclass
+class CoarseToFineConf:
+    sizes: List[int] = field(default_factory=list)  # long sides of the stages before the one at image_size
+    iterations: List[int] = field(default_factory=list)  # per coarse stage; empty = `iterations` each
+
+
+@dataclass
 class Config:
     content: ImageConf = MISSING
     style: ImageConf = MISSING
+    styles: List[str] = field(default_factory=list)
+    style_blend: Optional[List[float]] = None
+    style_scale: float = 1.0
+    color: ColorConf = field(default_factory=ColorConf)
+    spatial: SpatialConf = field(default_factory=SpatialConf)
+    coarse_to_fine: CoarseToFineConf = field(default_factory=CoarseToFineConf)
+    tv_weight: float = 0.0
     init: InitConf = field(default_factory=InitConf)
     optimizer: Any = MISSING
     model: ModelConf = field(default_factory=ModelConf)
@@ -135,3 +183,92 @@ def validate(cfg: Any) -> None:
             f"checkpoint.every={cfg.checkpoint.every} must be >= 0 (iterations between checkpoints; "
             "0 = only when the run stops)."
         )
+    validate_control(cfg)
+
+
+def normalized_weights(weights: Sequence[float], key: str) -> list[float]:
+    """Non-negative weights scaled to sum 1; ``key`` names the setting in the error."""
+    values = [float(w) for w in weights]
+    negative = [w for w in values if w < 0]
+    if negative:
+        raise NstError(f"{key}={values} has a negative weight ({negative[0]:g}). Weights must be >= 0.")
+    total = sum(values)
+    if total <= 0:
+        raise NstError(f"{key}={values} sums to 0. Give at least one positive weight.")
+    return [w / total for w in values]
+
+
+def validate_control(cfg: Any) -> None:
+    """Colour, several styles, scale, masks and TV (Gatys et al., CVPR 2017)."""
+    if cfg.color.mode not in COLOR_MODES:
+        raise NstError(f"color.mode={cfg.color.mode!r} is not one of {', '.join(COLOR_MODES)}. Pick one with color=...")
+    if cfg.color.histogram not in HISTOGRAM_MATCHES:
+        raise NstError(f"color.histogram={cfg.color.histogram!r} is not one of {', '.join(HISTOGRAM_MATCHES)}.")
+    if cfg.style_blend is not None:
+        if not cfg.styles:
+            raise NstError(
+                "style_blend is set but styles is empty. Name the styles it weights, e.g. "
+                "styles=[starry_night,the_scream] style_blend=[0.7,0.3]."
+            )
+        if len(cfg.style_blend) != len(cfg.styles):
+            raise NstError(
+                f"style_blend has {len(cfg.style_blend)} weights but styles has {len(cfg.styles)} "
+                f"({', '.join(cfg.styles)}). Give one weight per style, or style_blend=null for equal weights."
+            )
+        normalized_weights(cfg.style_blend, "style_blend")
+    if cfg.style_scale <= 0:
+        raise NstError(f"style_scale={cfg.style_scale} must be > 0 (1 = the style image as large as the content).")
+    if cfg.tv_weight < 0:
+        raise NstError(f"tv_weight={cfg.tv_weight} is negative. Use 0 (off, as in the paper) or a positive weight.")
+    validate_coarse_to_fine(cfg)
+    validate_spatial(cfg)
+
+
+def validate_coarse_to_fine(cfg: Any) -> None:
+    sizes, iterations = list(cfg.coarse_to_fine.sizes), list(cfg.coarse_to_fine.iterations)
+    if any(size < 1 for size in sizes) or sizes != sorted(set(sizes)) or (sizes and sizes[-1] >= cfg.image_size):
+        raise NstError(
+            f"coarse_to_fine.sizes={sizes} must be increasing positive sizes below image_size={cfg.image_size} "
+            f"(the last stage), e.g. coarse_to_fine.sizes=[{cfg.image_size // 4},{cfg.image_size // 2}]."
+        )
+    if iterations and len(iterations) != len(sizes):
+        raise NstError(
+            f"coarse_to_fine.iterations has {len(iterations)} values for {len(sizes)} coarse stages "
+            f"(coarse_to_fine.sizes={sizes}). Give one per size, or [] for `iterations` each."
+        )
+    if any(count < 0 for count in iterations):
+        raise NstError(f"coarse_to_fine.iterations={iterations} must be >= 0.")
+
+
+def validate_spatial(cfg: Any) -> None:
+    spatial = cfg.spatial
+    if spatial.propagation not in GUIDE_PROPAGATIONS:
+        raise NstError(
+            f"spatial.propagation={spatial.propagation!r} is not one of {', '.join(GUIDE_PROPAGATIONS)}."
+        )
+    if not spatial.regions:
+        return
+    if cfg.styles:
+        raise NstError(
+            "styles and spatial.regions are both set. Give each region its style "
+            "(spatial.regions[i].style) and leave styles=[]."
+        )
+    names = [region.name for region in spatial.regions]
+    if len(set(names)) != len(names):
+        raise NstError(f"spatial.regions names must differ: {names}.")
+    for index, region in enumerate(spatial.regions):
+        for key in ("mask", "style_mask"):
+            mask = region[key]
+            if not (0 <= mask.top < mask.bottom <= 1 and 0 <= mask.left < mask.right <= 1):
+                raise NstError(
+                    f"spatial.regions[{index}].{key} (region '{region.name}') has top={mask.top}, "
+                    f"bottom={mask.bottom}, left={mask.left}, right={mask.right}: need "
+                    "0 <= top < bottom <= 1 and 0 <= left < right <= 1 (fractions of the image)."
+                )
+    styled = [region.weight for region in spatial.regions if region.style]
+    if not styled:
+        raise NstError(
+            "No region in spatial.regions has a style. Give at least one region a style "
+            "(spatial.regions[i].style=starry_night), or drop spatial.regions for a plain run."
+        )
+    normalized_weights(styled, "spatial.regions[*].weight")

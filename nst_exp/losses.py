@@ -11,18 +11,27 @@ Two conventions, named where they differ (``loss=paper`` is the default):
   (leongatys/PytorchNeuralStyleTransfer): G = F F^T / M_l; E_l = 1e3 / N_l^2 *
   mean (G - A)^2; L_content = mean (F - P)^2. Its per-layer weights are 1, not
   1/5: use it with ``style_weights=[1,1,1,1,1]`` to match that code exactly.
+
+Extensions from Gatys et al., "Controlling Perceptual Factors in Neural Style
+Transfer" (CVPR 2017): several style images with weights, and guided Gram
+matrices for spatial control (sec. 4). An optional total-variation term
+(not in the papers) is off by default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
+from nst_exp.guidance import layer_guides
+
+log = logging.getLogger(__name__)
 
 CONVENTIONS = ("paper", "authors_code")
 
@@ -33,6 +42,13 @@ def gram_matrix(features: Tensor, normalize: bool = False) -> Tensor:
     flat = features.reshape(b, n, h * w)
     gram = flat @ flat.transpose(1, 2)
     return gram / (h * w) if normalize else gram
+
+
+def mean_gram(features: Tensor, guide: Tensor | None = None) -> Tensor:
+    """(B, N, H, W), optional normalised guide (H, W) -> (B, N, N) Gram per position, (F o T)(F o T)^T / M."""
+    if guide is not None:
+        features = features * guide
+    return gram_matrix(features, normalize=True)
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
@@ -55,6 +71,19 @@ def authors_style_layer_loss(gram: Tensor, target: Tensor, n: int) -> Tensor:
     return 1e3 / n**2 * (gram - target).pow(2).mean()
 
 
+class StyleTarget(NamedTuple):
+    """One style image the objective matches, with its weight and, for spatial control, where.
+
+    A plain ``(image, weight)`` pair is a StyleTarget without guides.
+    """
+
+    image: Tensor  # (1, 3, H_s, W_s) in [0, 1], as the network sees it
+    weight: float  # blend weight b_s, or region weight lambda_r; the caller normalises
+    guide: Tensor | None = None  # (H, W) in [0, 1] on the content: where this style applies; None = everywhere
+    style_guide: Tensor | None = None  # (H_s, W_s) on the style image: which part of it; None = all
+    name: str = "style"  # label for logs (loss/style_image/<name>)
+
+
 @dataclass
 class LossTerms:
     """One evaluation of the objective; tensors are scalars on the image's device."""
@@ -63,6 +92,19 @@ class LossTerms:
     content: Tensor
     style: Tensor
     style_layers: dict[str, Tensor]  # E_l per layer, before w_l and beta
+    tv: Tensor | None = None  # total variation of the image, before tv_weight
+    style_images: dict[str, Tensor] = field(default_factory=dict)  # sum_l w_l E_l(s) per style, when several
+
+
+def total_variation(image: Tensor) -> Tensor:
+    """(B, C, H, W) -> scalar sum of squared differences between vertical and horizontal neighbours.
+
+    The squared (beta = 2) total variation of Mahendran and Vedaldi; not in the
+    Gatys papers, which have no regulariser (``tv_weight=0``, the default).
+    """
+    down = image[..., 1:, :] - image[..., :-1, :]
+    right = image[..., :, 1:] - image[..., :, :-1]
+    return down.pow(2).sum() + right.pow(2).sum()
 
 
 def equal_style_weights(style_layers: Sequence[str], style_weights: Sequence[float] | None) -> list[float]:
@@ -79,23 +121,34 @@ def equal_style_weights(style_layers: Sequence[str], style_weights: Sequence[flo
 
 
 class GatysLoss(nn.Module):
-    """L_total = alpha * L_content + beta * sum_l w_l E_l, targets computed once.
+    """L_total = alpha * L_content + beta * sum_l w_l E_l (+ tv_weight * TV), targets computed once.
 
-    Several style images may be given with blend weights b_s (summing to 1):
-    each keeps its own Gram targets and E_l = sum_s b_s E_l(s).
+    Several style images may be given with weights (blend weights b_s summing
+    to 1, or region weights lambda_r): each keeps its own Gram targets and
+    E_l = sum_s b_s E_l(s). A style with a ``guide`` is matched only where the
+    guide is on, with guided Gram matrices (CVPR 2017, sec. 4): G_r = (F o T_r)(F o T_r)^T,
+    T_r carried to each layer as ``propagation`` says (nst_exp.guidance).
+
+    Targets are kept as Grams per position, A^l / M_l(style), and scaled by the
+    synthesised image's M_l in eq. 4. With a style image as large as the image
+    (the paper's setting) this is exactly eq. 4; when the sizes differ (a
+    different aspect ratio, ``style_scale``) the style statistics still compare
+    like with like.
     """
 
     def __init__(
         self,
         extractor: FeatureExtractor,
         content: Tensor,
-        styles: Sequence[tuple[Tensor, float]],
+        styles: Sequence[StyleTarget | tuple[Tensor, float]],
         content_layers: Sequence[str],
         style_layers: Sequence[str],
         style_weights: Sequence[float],
         alpha: float,
         beta: float,
         convention: str = "paper",
+        propagation: str = "downsample",
+        tv_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if convention not in CONVENTIONS:
@@ -105,55 +158,104 @@ class GatysLoss(nn.Module):
         self.style_layers = list(style_layers)
         self.style_weights = dict(zip(style_layers, style_weights))
         self.alpha, self.beta, self.convention = float(alpha), float(beta), convention
-        self.normalize_gram = convention == "authors_code"
+        self.tv_weight, self.propagation = float(tv_weight), propagation
+        targets = [StyleTarget(*style) for style in styles]
+        self.style_names = [target.name for target in targets]
+        self.guided = any(target.guide is not None for target in targets)
         with torch.no_grad():
-            targets = extractor(content)
+            features = extractor(content)
             for layer in self.content_layers:
-                self.register_buffer(f"content_{layer}", targets[layer].detach().clone())
-            self.register_buffer("blend", torch.tensor([w for _, w in styles], dtype=torch.float32))
-            grams: dict[str, list[Tensor]] = {layer: [] for layer in self.style_layers}
-            for image, _ in styles:
-                features = extractor(image)
-                for layer in self.style_layers:
-                    grams[layer].append(gram_matrix(features[layer], self.normalize_gram)[0])
-            for layer in self.style_layers:
-                self.register_buffer(f"gram_{layer}", torch.stack(grams[layer]))
+                self.register_buffer(f"content_{layer}", features[layer].detach().clone())
+            self.register_buffer("blend", torch.tensor([t.weight for t in targets], dtype=torch.float32))
+            self._register_style_targets(targets, content)
+
+    def _register_style_targets(self, targets: Sequence[StyleTarget], content: Tensor) -> None:
+        """Per layer: gram_<l> (S, N, N) Grams per position, weight_<l> (S,), guide_<l> (S, 1, H_l, W_l)."""
+        layers = self.style_layers
+        grams: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        guides: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        active: dict[str, list[bool]] = {layer: [] for layer in layers}
+        for target in targets:
+            features = self.extractor(target.image)
+            style_guides = self._guides(target.style_guide, target.image)
+            content_guides = self._guides(target.guide, content) if self.guided else {}
+            for layer in layers:
+                style_guide = style_guides.get(layer)
+                grams[layer].append(mean_gram(features[layer], style_guide)[0])
+                empty = [g for g in (style_guide, content_guides.get(layer)) if g is not None and not g.any()]
+                if empty:
+                    log.warning("Style '%s' has no region left on %s; its term there is left out.", target.name, layer)
+                active[layer].append(not empty)
+                if self.guided:
+                    guide = content_guides[layer]
+                    guides[layer].append(guide[None] if guide is not None else None)
+        for layer in layers:
+            self.register_buffer(f"gram_{layer}", torch.stack(grams[layer]))
+            self.register_buffer(f"weight_{layer}", self.blend * torch.tensor(active[layer], dtype=torch.float32))
+            if self.guided:
+                shape = next(g for g in guides[layer] if g is not None).shape
+                filled = [g if g is not None else content.new_ones(shape) for g in guides[layer]]
+                self.register_buffer(f"guide_{layer}", torch.stack(filled))
+
+    def _guides(self, mask: Tensor | None, image: Tensor) -> dict[str, Tensor]:
+        """Normalised per-layer masks for ``mask`` on ``image``; {} without a mask."""
+        if mask is None:
+            return {}
+        if mask.shape != image.shape[-2:]:
+            raise ValueError(f"mask {tuple(mask.shape)} does not match image {tuple(image.shape[-2:])}")
+        return layer_guides(mask.to(image), self.extractor, self.style_layers, self.propagation)
 
     def target(self, kind: str, layer: str) -> Tensor:
         return self.get_buffer(f"{kind}_{layer}")
 
     def forward(self, image: Tensor) -> LossTerms:
-        """image: (1, 3, H, W) in [0, 1] -> LossTerms."""
+        """image: (1, 3, H, W) in [0, 1], the content's size -> LossTerms."""
         features = self.extractor(image)
         zero = image.new_zeros(())
         content = sum((self._content(features[l], self.target("content", l)) for l in self.content_layers), zero)
-        per_layer = {layer: self._style(features[layer], self.target("gram", layer)) for layer in self.style_layers}
+        per_style = {layer: self._style(layer, features[layer]) for layer in self.style_layers}
+        per_layer = {layer: (e * self.target("weight", layer)).sum() for layer, e in per_style.items()}
         style = sum((self.style_weights[l] * e for l, e in per_layer.items()), zero)
+        tv = total_variation(image)
         total = self.alpha * content + self.beta * style
-        return LossTerms(total=total, content=content, style=style, style_layers=per_layer)
+        if self.tv_weight:
+            total = total + self.tv_weight * tv
+        style_images = {}
+        if len(self.style_names) > 1:
+            for index, name in enumerate(self.style_names):
+                style_images[name] = sum((self.style_weights[l] * e[index] for l, e in per_style.items()), zero)
+        return LossTerms(total, content, style, per_layer, tv, style_images)
 
     def _content(self, features: Tensor, target: Tensor) -> Tensor:
         if self.convention == "paper":
             return content_loss(features, target)
         return authors_content_loss(features, target)
 
-    def _style(self, features: Tensor, targets: Tensor) -> Tensor:
-        """features (1, N, H, W), targets (S, N, N) -> sum_s b_s E_l(s)."""
+    def _style(self, layer: str, features: Tensor) -> Tensor:
+        """features (1, N, H, W) -> (S,) E_l(s) for each style, before its weight."""
         _, n, h, w = features.shape
-        gram = gram_matrix(features, self.normalize_gram)
+        m = h * w
+        targets = self.target("gram", layer)
+        if self.guided:
+            features = features * self.target("guide", layer)
+        grams = gram_matrix(features)  # (1 or S, N, N), F F^T
         losses = []
-        for target in targets:
+        for index, target in enumerate(targets):
+            gram = grams[index if self.guided else 0]
             if self.convention == "paper":
-                losses.append(style_layer_loss(gram, target[None], n, h * w))
+                losses.append(style_layer_loss(gram, target * m, n, m))
             else:
-                losses.append(authors_style_layer_loss(gram, target[None], n))
-        return (torch.stack(losses) * self.blend).sum()
+                losses.append(authors_style_layer_loss(gram / m, target, n))
+        return torch.stack(losses)
 
     def extra_repr(self) -> str:
         weights = ", ".join(f"{l}: {w:g}" for l, w in self.style_weights.items())
+        styles = ", ".join(f"{name}: {b:g}" for name, b in zip(self.style_names, self.blend.tolist()))
+        guided = f", guided ({self.propagation})" if self.guided else ""
         return (
             f"alpha={self.alpha:g}, beta={self.beta:g}, convention={self.convention}, "
-            f"content_layers={self.content_layers}, style_weights={{{weights}}}, styles={len(self.blend)}"
+            f"content_layers={self.content_layers}, style_weights={{{weights}}}, styles={{{styles}}}{guided}, "
+            f"tv_weight={self.tv_weight:g}"
         )
 
 
@@ -161,5 +263,8 @@ def loss_values(terms: LossTerms) -> Mapping[str, float]:
     """The scalars to log, by TensorBoard tag, in one device-to-host copy."""
     values = {"loss/total": terms.total, "loss/content": terms.content, "loss/style": terms.style}
     values.update({f"loss/style/{layer}": e for layer, e in terms.style_layers.items()})
+    if terms.tv is not None:
+        values["loss/tv"] = terms.tv
+    values.update({f"loss/style_image/{name}": e for name, e in terms.style_images.items()})
     stacked = torch.stack([v.detach().float() for v in values.values()]).cpu().tolist()
     return dict(zip(values, stacked))

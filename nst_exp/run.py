@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import platform
@@ -18,12 +19,15 @@ from torch import Tensor
 from nst_exp import checkpoint, images, memory
 from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import Checkpoint
+from nst_exp.color import ColorControl
 from nst_exp.config import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import FeatureExtractor, Network, load_network, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
-from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome, State, optimize
+from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome, State
 from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics, write_json
+from nst_exp.stages import Stage, StageSetup, plan, synthesise, upsample
+from nst_exp.styles import StageInputs, StyleSpec, find_images, load_inputs, style_specs
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,10 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, image_size: int) -> None:
-    """Every requested layer must see at least one pixel of ``image``.
+def check_image_size(
+    extractor: FeatureExtractor, image: Tensor, what: str, image_size: int, setting: str = "image_size"
+) -> None:
+    """Every requested layer must see at least one pixel of ``image``; ``setting`` names the size's key.
 
     The deepest layer is checked first (``requested`` is a set, whose order changes from
     process to process), so the error names the size that suffices for every layer.
@@ -72,9 +78,9 @@ def check_image_size(extractor: FeatureExtractor, image: Tensor, what: str, imag
         if min(height, width) < factor:
             needed = math.ceil(factor * image_size / min(height, width))
             raise NstError(
-                f"image_size={image_size} is too small for layer '{layer}': the {what} image becomes "
+                f"{setting}={image_size} is too small for layer '{layer}': the {what} image becomes "
                 f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. "
-                f"Use image_size={needed} or more, or shallower layers."
+                f"Use {setting}={needed} or more, or shallower layers."
             )
 
 
@@ -176,6 +182,67 @@ def continuation(cfg: DictConfig, out_dir: Path | None, overrides: Sequence[str]
     return Continuation(cfg, out_dir, saved, finished)
 
 
+def build_objective(
+    cfg: DictConfig, extractor: FeatureExtractor, inputs: StageInputs, color: ColorControl
+) -> torch.nn.Module:
+    """The objective for one stage's inputs (on the extractor's device), colour control applied."""
+    objective = GatysLoss(
+        extractor,
+        inputs.network_content,
+        inputs.styles,
+        cfg.content_layers,
+        cfg.style_layers,
+        equal_style_weights(cfg.style_layers, cfg.style_weights),
+        cfg.alpha,
+        cfg.beta,
+        cfg.loss,
+        cfg.spatial.propagation,
+        cfg.tv_weight,
+    )
+    return color.objective(objective)
+
+
+def save_inputs(inputs: StageInputs, out_dir: Path) -> None:
+    """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them."""
+    images.save(inputs.content, out_dir / "inputs" / "content.png")
+    several = len(inputs.styles) > 1
+    for target in inputs.styles:
+        images.save(target.image, out_dir / "inputs" / (f"style_{target.name}.png" if several else "style.png"))
+        if target.guide is not None:
+            images.save(target.guide.expand(1, 3, -1, -1), out_dir / "inputs" / f"mask_{target.name}.png")
+
+
+def prepare_stage(
+    cfg: DictConfig,
+    extractor: FeatureExtractor,
+    specs: list[StyleSpec],
+    color: ColorControl,
+    device: torch.device,
+    out_dir: Path,
+    stage: Stage,
+    previous: Tensor | None,
+) -> StageSetup:
+    """Load one stage's inputs at its size, build its objective and its start (see nst_exp.stages)."""
+    inputs = load_inputs(cfg, specs, color, stage.size)
+    setting = "image_size" if stage.index == stage.count else f"coarse_to_fine.sizes[{stage.index - 1}]"
+    check_image_size(extractor, inputs.content, "content", stage.size, setting)
+    for target in inputs.styles:
+        check_image_size(extractor, target.image, f"style '{target.name}'", stage.size, setting)
+    if stage.index == stage.count:
+        save_inputs(inputs, out_dir)
+    if previous is None:
+        init = initial_image(cfg, inputs.content, inputs.style_paths[0])
+        init = color.initial(init, cfg.init.kind, inputs.content)
+    else:
+        init = upsample(previous.clamp(0, 1), tuple(inputs.content.shape[-2:]))  # the result as saved
+    inputs = inputs.to(device)
+    objective = build_objective(cfg, extractor, inputs, color)
+    if stage.index == 1:
+        log.info("Objective: %s; colour: %s", objective.extra_repr(), color.describe())
+    log.info("Stage %d of %d: %d px, %d iterations", stage.index, stage.count, stage.size, stage.iterations)
+    return StageSetup(objective, init.to(device), functools.partial(color.finish, content=inputs.content))
+
+
 def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] | None = None) -> float:
     """Run one style transfer; return its final total loss (what a sweeper minimises).
 
@@ -193,14 +260,14 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
         log.info("%s already holds this run, %s: skipped (delete it to run again).", out_dir, saved.status)
         return where.finished
     validate(cfg)
-    style_weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
+    equal_style_weights(cfg.style_layers, cfg.style_weights)  # refuse a bad length before loading anything
+    specs = style_specs(cfg)
     device = pick_device(cfg.device)
     threads = configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     # Find the images before building the network, so a sweep job with a bad path fails in
     # milliseconds instead of after seconds of loading weights.
-    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
-    style_path = images.resolve(cfg.style.path, cfg.images_dir, cfg.style.url, "style")
+    find_images(cfg, specs)
 
     network = load_network(
         cfg.model.arch,
@@ -221,38 +288,28 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
     network.check_layers(cfg.style_layers, "style layer", cfg.model.name)
     layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
     extractor = network.extractor(layers)
-
-    content = images.load(content_path, cfg.image_size, cfg.max_image_pixels)
-    style = images.load(style_path, cfg.image_size, cfg.max_image_pixels)
-    check_image_size(extractor, content, "content", cfg.image_size)
-    check_image_size(extractor, style, "style", cfg.image_size)
-    guard = memory.Guard(extractor, tuple(content.shape[-2:]), cfg.image_size, cfg, device)
+    color = ColorControl(cfg.color)
+    stages = plan(cfg.image_size, cfg.iterations, cfg.coarse_to_fine.sizes, cfg.coarse_to_fine.iterations)
+    if saved is not None and len(stages) > 1:
+        raise NstError(
+            f"{out_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
+            "hold one stage's image). Start it again in a new output dir."
+        )
+    final_shape = tuple(images.load(images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content"),
+                                    cfg.image_size, cfg.max_image_pixels).shape[-2:])
+    guard = memory.Guard(extractor, final_shape, cfg.image_size, cfg, device)
     guard.check(cfg.memory_guard)
     extractor = extractor.to(device)
-    images.save(content, out_dir / "inputs" / "content.png")
-    images.save(style, out_dir / "inputs" / "style.png")
 
-    objective = GatysLoss(
-        extractor,
-        content.to(device),
-        [(style.to(device), 1.0)],
-        cfg.content_layers,
-        cfg.style_layers,
-        style_weights,
-        cfg.alpha,
-        cfg.beta,
-        cfg.loss,
-    )
-    log.info("Objective: %s", objective.extra_repr())
+    prepare = functools.partial(prepare_stage, cfg, extractor, specs, color, device, out_dir)
+    first = prepare(stages[0], None)  # the smallest stage: a size error stops the run before any file is written
     log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
-    fingerprint = checkpoint.fingerprint(objective)
-    if saved is None:
-        start: Tensor | State = initial_image(cfg, content, style_path).to(device)
-        iteration, seconds_before, resumed = 0, 0.0, []
-    else:
+    fingerprint = checkpoint.fingerprint(first.objective)
+    iteration, seconds_before, resumed = 0, 0.0, []
+    if saved is not None:
         checkpoint.check_fingerprint(saved.fingerprint, fingerprint, out_dir)
         checkpoint.restore_rng(saved.rng)
-        start = replace(saved.state, image=saved.state.image.to(device))
+        first = first._replace(init=replace(saved.state, image=saved.state.image.to(device)))
         iteration, seconds_before = saved.state.iteration, saved.seconds
         resumed = [*saved.resumed, iteration]
         if saved.state.optimizer is None and iteration < cfg.iterations:
@@ -269,10 +326,11 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
             out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every, {"network": about}, iteration
         ),
         Snapshots(out_dir, cfg.log.image_every),
-        ProgressBar(cfg.iterations, cfg.log.progress, iteration),
-        checkpointer,
+        ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, iteration),
     ]
-    outcome = optimize(objective, start, make_optimizer, cfg.iterations, callbacks)
+    if len(stages) == 1:  # a checkpoint holds one image size: coarse-to-fine runs are not checkpointed
+        callbacks.append(checkpointer)
+    outcome, records = synthesise(stages, prepare, make_optimizer, callbacks, first)
     outcome.seconds += seconds_before
 
     images.save(outcome.image, out_dir / RESULT_FILE)
@@ -280,7 +338,11 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
         **metrics(cfg, outcome, network, device, threads, started),
         **guard.measured(),
         "resumed_from": resumed,
+        "styles": {spec.name: spec.weight for spec in specs},
+        "color": color.describe(),
     }
+    if len(stages) > 1:
+        record["stages"] = records
     write_json(out_dir / METRICS_FILE, record)
     if outcome.status == OUT_OF_MEMORY:
         kept = checkpointer.last if checkpointer.last is not None else saved.state.iteration if saved else None

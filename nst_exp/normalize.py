@@ -1,0 +1,221 @@
+"""``python -m nst_exp.normalize``: the papers' normalised VGG, written as a weights file.
+
+Gatys et al. use VGG-19 "normalised by scaling the weights such that the mean
+activation of each convolutional filter over images and positions is equal to
+one". For each convolution l and filter k, with a_lk the mean of its rectified
+output over the calibration images and all positions (every position of every
+image counts once), the filter's weights and bias are divided by f_lk = a_lk, and the next
+convolution's input weights for channel k multiplied by f_lk. ReLU and both
+kinds of pooling commute with a positive per-channel scale, so every layer's
+activations become the original's divided by its f_l, and each filter's mean
+over the calibration images is 1. Nothing follows the last convolution here
+(the classifier is dropped), so its output is the one thing that changes scale.
+A filter that never fires on the calibration images (a_lk = 0) keeps f = 1.
+
+Batch norm is folded into the convolutions first, so the file is for the plain
+architecture (vgg16_bn -> vgg16). The factors depend on ``model.pooling`` past
+pool1: the default, avg, is the pooling synthesis uses.
+
+    python -m nst_exp.normalize images_dir=/path/to/photos              # ImageNet VGG-19
+    python -m nst_exp.normalize model.weights=random images_dir=...     # untrained, for tests
+    python -m nst_exp.normalize model.arch=vgg16_bn model.weights=craft_mlt_25k.pth \\
+        'model.key_map=[["^module\\.basenet\\.slice[1-4]\\.","features."]]' images_dir=...
+
+It writes ``<model.name>_normalised.pth`` (or ``output=...``) and
+``normalisation.json`` (the factors, the images, and the overrides that use it)
+in its run directory, and prints those overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import hydra
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nst_exp import images
+from nst_exp.config import ModelConf, conf_dir
+from nst_exp.errors import NstError
+from nst_exp.features import FeatureExtractor, load_network
+from nst_exp.results import write_json
+from nst_exp.run import output_dir, pick_device
+from nst_exp.styles import IMAGE_SUFFIXES
+
+log = logging.getLogger("nst_exp.normalize")
+PLAIN_ARCH = {"vgg19_bn": "vgg19", "vgg16_bn": "vgg16", "vgg19": "vgg19", "vgg16": "vgg16"}
+
+
+@dataclass
+class NormalizeConfig:
+    model: ModelConf = field(default_factory=ModelConf)
+    images_dir: str = "images"  # folder of calibration images
+    image_size: int = 256  # long side each calibration image is resized to
+    max_images: int = 0  # use at most this many (sorted by name); 0 = all
+    output: Optional[str] = None  # weights file to write; null = <run dir>/<model.name>_normalised.pth
+    seed: int = 0  # seeds random weights
+    device: str = "auto"  # auto | cpu | cuda | mps
+    max_image_pixels: int = 89_478_485  # larger input files are refused
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="base_normalize", node=NormalizeConfig)
+
+
+def calibration_images(folder: str, size: int, limit: int, max_pixels: int) -> list[Tensor]:
+    """Every image file in ``folder`` (sorted; at most ``limit`` if > 0), long side ``size``."""
+    root = Path(folder).expanduser()
+    paths = sorted(p for p in root.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
+    if not paths:
+        raise NstError(
+            f"No calibration images in '{root}' (looked for {', '.join(IMAGE_SUFFIXES)}). "
+            "Point images_dir=... at a folder of photos."
+        )
+    return [images.load(path, size, max_pixels) for path in paths[: limit or None]]
+
+
+def activation_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
+    """{conv name: the layer whose output is its rectified activation} (conv3_1 -> relu3_1)."""
+    names = list(layers)
+    pairs = {}
+    for name in names:
+        if isinstance(layers[name], nn.Conv2d):
+            relu = name.replace("conv", "relu")
+            pairs[name] = relu if relu in layers else name
+    return pairs
+
+
+@torch.no_grad()
+def mean_activations(extractor: FeatureExtractor, batch: Iterable[Tensor], pairs: Mapping[str, str]) -> dict[str, Tensor]:
+    """{conv name: (N,) mean rectified activation per filter over all images and positions}, float64."""
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    for image in batch:
+        features = extractor(image)
+        for conv, layer in pairs.items():
+            value = features[layer].double()
+            sums[conv] = sums.get(conv, 0) + value.sum((0, 2, 3))
+            counts[conv] = counts.get(conv, 0) + value.shape[0] * value.shape[2] * value.shape[3]
+    return {conv: sums[conv] / counts[conv] for conv in pairs}
+
+
+def scale_factors(means: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """f = the mean activation; 1 for filters that never fire."""
+    return {conv: torch.where(mean > 0, mean, torch.ones_like(mean)) for conv, mean in means.items()}
+
+
+def normalised_layers(layers: Mapping[str, nn.Module], factors: Mapping[str, Tensor]) -> OrderedDict[str, nn.Module]:
+    """A copy of ``layers`` whose convolutions are rescaled: output / f, next input * f."""
+    out: OrderedDict[str, nn.Module] = OrderedDict()
+    incoming: Tensor | None = None
+    for name, module in layers.items():
+        if isinstance(module, nn.Conv2d):
+            factor = factors[name].to(module.weight)
+            conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding)
+            weight = module.weight.detach().clone()
+            if incoming is not None:
+                weight = weight * incoming.reshape(1, -1, 1, 1)
+            bias = module.bias.detach() if module.bias is not None else torch.zeros_like(factor)
+            with torch.no_grad():
+                conv.weight.copy_(weight / factor.reshape(-1, 1, 1, 1))
+                conv.bias.copy_(bias / factor)
+            module, incoming = conv, factor
+        out[name] = module
+    return out
+
+
+def plain_state_dict(layers: Mapping[str, nn.Module]) -> dict[str, Tensor]:
+    """``features.<i>.weight/bias`` of the plain (no batch norm) architecture for each convolution.
+
+    ``layers`` has no batch norm modules left, so a module's position in it is
+    its index in the plain architecture's ``features``.
+    """
+    state = {}
+    for index, (name, module) in enumerate(layers.items()):
+        if isinstance(module, nn.Conv2d):
+            state[f"features.{index}.weight"] = module.weight.detach().cpu().contiguous()
+            state[f"features.{index}.bias"] = module.bias.detach().cpu().contiguous()
+    return state
+
+
+def _list(values: Iterable[float]) -> str:
+    """[0.485,0.456,0.406]: a list override with no spaces, safe to paste into a shell."""
+    return "[" + ",".join(f"{v:g}" for v in values) + "]"
+
+
+def save_state(state: Mapping[str, Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(dict(state), str(path))
+    else:
+        torch.save(dict(state), path)
+
+
+def normalize(cfg: Any, out_dir: Path) -> Path:
+    """Compute the factors for ``cfg.model`` on ``cfg.images_dir``; write the weights and normalisation.json."""
+    if cfg.model.arch not in PLAIN_ARCH:
+        raise NstError(f"Unknown model.arch '{cfg.model.arch}'. Known: {', '.join(PLAIN_ARCH)}.")
+    device = pick_device(cfg.device)
+    batch = calibration_images(cfg.images_dir, cfg.image_size, cfg.max_images, cfg.max_image_pixels)
+    network = load_network(
+        cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map,
+        seed=cfg.seed, mean=cfg.model.mean, std=cfg.model.std,
+    )
+    pairs = activation_layers(network.layers)
+    extractor = network.extractor(list(pairs.values())).to(device)
+    means = mean_activations(extractor, (image.to(device) for image in batch), pairs)
+    factors = scale_factors(means)
+    dead = {conv: int((mean <= 0).sum()) for conv, mean in means.items() if (mean <= 0).any()}
+    if dead:
+        log.warning("Filters that never fired on the calibration images (kept at scale 1): %s", dead)
+    layers = normalised_layers(network.layers, {k: v.float().cpu() for k, v in factors.items()})
+    path = Path(cfg.output).expanduser() if cfg.output else out_dir / f"{cfg.model.name}_normalised.pth"
+    save_state(plain_state_dict(layers), path)
+    plain = PLAIN_ARCH[cfg.model.arch]
+    overrides = (
+        f"model.arch={plain} model.weights={path.resolve()} model.key_map=[] "
+        f"model.name={cfg.model.name}_normalised model.mean={_list(cfg.model.mean)} model.std={_list(cfg.model.std)}"
+    )
+    write_json(
+        out_dir / "normalisation.json",
+        {
+            "source_weights": network.weights,
+            "trained_weights": network.trained,
+            "arch": cfg.model.arch,
+            "written_arch": plain,
+            "pooling": cfg.model.pooling,
+            "images_dir": str(Path(cfg.images_dir).expanduser().resolve()),
+            "images": len(batch),
+            "image_size": cfg.image_size,
+            "weights_file": str(path.resolve()),
+            "use_with": overrides,
+            "dead_filters": dead,
+            "factors": {conv: factor.tolist() for conv, factor in factors.items()},
+        },
+    )
+    log.info("Wrote %s (%d convolutions, %d calibration images). Use it with:\n  %s", path, len(factors), len(batch), overrides)
+    return path
+
+
+register()
+
+
+@hydra.main(config_path=conf_dir(), config_name="normalize", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        normalize(cfg, output_dir())
+    except NstError as error:
+        log.error("%s", error)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
