@@ -24,7 +24,7 @@ from nst_exp.config import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import FeatureExtractor, Network, load_network, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
-from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome, State
+from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome
 from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics, write_json
 from nst_exp.stages import Stage, StageSetup, plan, synthesise, upsample
 from nst_exp.styles import StageInputs, StyleSpec, find_images, load_inputs, style_specs
@@ -295,8 +295,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
             f"{out_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
-    final_shape = tuple(images.load(images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content"),
-                                    cfg.image_size, cfg.max_image_pixels).shape[-2:])
+    content_path = images.resolve(cfg.content.path, cfg.images_dir, cfg.content.url, "content")
+    final_shape = tuple(images.load(content_path, cfg.image_size, cfg.max_image_pixels).shape[-2:])
     guard = memory.Guard(extractor, final_shape, cfg.image_size, cfg, device)
     guard.check(cfg.memory_guard)
     extractor = extractor.to(device)
