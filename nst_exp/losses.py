@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,11 +36,30 @@ log = logging.getLogger(__name__)
 CONVENTIONS = ("paper", "authors_code")
 
 
+class _Gram(torch.autograd.Function):
+    """F F^T with a one-matmul backward: dL/dF = (dL/dG + dL/dG^T) F.
+
+    Autograd through ``flat @ flat.transpose(1, 2)`` takes two N x N x M matmuls
+    for the gradient (one per operand); G is symmetric, so one does. The Gram
+    matrices are about 7% of a step's work at 256 px; this saves a third of that.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, flat: Tensor) -> Tensor:
+        ctx.save_for_backward(flat)
+        return flat @ flat.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (flat,) = ctx.saved_tensors
+        return (grad + grad.transpose(1, 2)) @ flat
+
+
 def gram_matrix(features: Tensor, normalize: bool = False) -> Tensor:
     """(B, N, H, W) -> (B, N, N), G_ij = sum_k F_ik F_jk; divided by M = H*W if ``normalize``."""
     b, n, h, w = features.shape
     flat = features.reshape(b, n, h * w)
-    gram = flat @ flat.transpose(1, 2)
+    gram = _Gram.apply(flat) if flat.requires_grad else flat @ flat.transpose(1, 2)
     return gram / (h * w) if normalize else gram
 
 

@@ -24,6 +24,19 @@ def explicit_gram(features: torch.Tensor) -> torch.Tensor:
     return torch.tensor([[float((flat[i] * flat[j]).sum()) for j in range(n)] for i in range(n)], dtype=torch.float64)
 
 
+def test_gram_gradient_equals_autograd_of_the_plain_product():
+    """The one-matmul backward of gram_matrix gives autograd's gradient (checked in float64)."""
+    features = torch.rand(2, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weights = torch.rand(2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = features.clone().requires_grad_(True)
+    (gram_matrix(ours) * weights).sum().backward()
+    plain = features.clone().requires_grad_(True)
+    flat = plain.reshape(2, 4, 15)
+    ((flat @ flat.transpose(1, 2)) * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, plain.grad)
+    assert torch.autograd.gradcheck(gram_matrix, (features.clone().requires_grad_(True),))
+
+
 def test_gram_matrix_is_sum_over_positions():
     features = torch.rand(1, 4, 3, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gram_matrix(features)[0].double(), explicit_gram(features), rtol=1e-5, atol=1e-6)
