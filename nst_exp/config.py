@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 COLOR_MODES = ("none", "luminance", "histogram")
 HISTOGRAM_MATCHES = ("cholesky", "pca", "symmetric")
 GUIDE_PROPAGATIONS = ("downsample", "inside")
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 def conf_dir() -> str:
@@ -137,6 +138,9 @@ class Config:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None  # CPU threads per job; None = torch's default
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | tf32 (CUDA): how the network's pass is computed
+    channels_last: bool = False  # NHWC activations
+    compile: bool = False  # the network's pass through torch.compile
     images_dir: str = "images"
     max_image_pixels: int = 89_478_485
     resume: Optional[str] = None  # a run dir to continue from its last checkpoint, with its saved config
@@ -167,6 +171,8 @@ def validate(cfg: Any) -> None:
         raise NstError(f"iterations={cfg.iterations} must be >= 0.")
     if cfg.threads is not None and cfg.threads < 1:
         raise NstError(f"threads={cfg.threads} must be >= 1, or null for torch's default.")
+    if cfg.precision not in PRECISIONS:
+        raise NstError(f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
     if cfg.device not in DEVICES:
         raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}.")
     if cfg.init.kind not in INIT_KINDS:

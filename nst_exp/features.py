@@ -11,16 +11,18 @@ indices.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from nst_exp.config import PRECISIONS
 from nst_exp.errors import NstError
 from nst_exp.weights import apply_key_map, fit_state, imagenet_state, load_state_file, resolve_weights_file
 
@@ -126,10 +128,43 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1))
         self.requires_grad_(False)
         self.eval()
+        self.precision, self.channels_last, self.compiled = "fp32", False, False
+        self._layers = self._pass
+
+    def speed(self, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> FeatureExtractor:
+        """Choose how the pass is computed; the losses always see float32 features.
+
+        ``precision``: ``fp32``; ``bf16``, the convolutions under autocast to
+        bfloat16 (any device with bf16 kernels); ``tf32``, CUDA's TensorFloat-32
+        tensor cores for float32 convolutions and matmuls. On CUDA ``fp32``
+        turns TF32 off, so it is IEEE float32 everywhere. ``channels_last``
+        stores the activations NHWC; ``compile`` runs the pass through
+        ``torch.compile``. Call after moving the extractor to its device.
+        """
+        if precision not in PRECISIONS:
+            raise NstError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+        device = self.mean.device
+        if precision == "tf32" and device.type != "cuda":
+            raise NstError(
+                f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
+                f"{device.type}. Use precision=fp32, or precision=bf16 where the CPU has bf16 instructions."
+            )
+        self.precision, self.channels_last, self.compiled = precision, channels_last, compile
+        self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._layers = torch.compile(self._pass) if compile else self._pass
+        return self
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
-        """image: (B, 3, H, W) in [0, 1] -> {layer: (B, N_l, H_l, W_l)}."""
+        """image: (B, 3, H, W) in [0, 1] -> {layer: (B, N_l, H_l, W_l)} in float32."""
         x = (image - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with tf32(x.device, self.precision == "tf32"):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = self._layers(x)
+        return {name: features.float() for name, features in out.items()}
+
+    def _pass(self, x: Tensor) -> dict[str, Tensor]:
         out = {}
         for name, module in self.body.named_children():
             x = module(x)
@@ -149,6 +184,23 @@ class FeatureExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={sorted(self.requested)}"
+
+
+@contextlib.contextmanager
+def tf32(device: torch.device, enabled: bool) -> Iterator[None]:
+    """On CUDA: float32 convolutions and matmuls on TF32 tensor cores if ``enabled``, else IEEE float32."""
+    if device.type != "cuda":
+        yield
+        return
+    # The allow_tf32 flags, not torch 2.9's fp32_precision: setting only some of the new
+    # per-operator flags makes torch's own reads of allow_tf32 raise ("a mix of the legacy and new APIs").
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 @dataclass(frozen=True)

@@ -299,11 +299,14 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
     final_shape = tuple(images.load(content_path, cfg.image_size, cfg.max_image_pixels).shape[-2:])
     guard = memory.Guard(extractor, final_shape, cfg.image_size, cfg, device)
     guard.check(cfg.memory_guard)
-    extractor = extractor.to(device)
+    extractor = extractor.to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
 
     prepare = functools.partial(prepare_stage, cfg, extractor, specs, color, device, out_dir)
     first = prepare(stages[0], None)  # the smallest stage: a size error stops the run before any file is written
-    log.info("Running %s on %s (%d CPU threads)", cfg.model.name, device, threads)
+    log.info(
+        "Running %s on %s (%d CPU threads), precision %s%s%s", cfg.model.name, device, threads, cfg.precision,
+        ", channels_last" if cfg.channels_last else "", ", torch.compile" if cfg.compile else "",
+    )
     fingerprint = checkpoint.fingerprint(first.objective)
     iteration, seconds_before, resumed = 0, 0.0, []
     if saved is not None:
@@ -392,6 +395,9 @@ def metrics(
         "device": str(device),
         "device_name": device_name(device),
         "threads": threads,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
         "network": cfg.model.name,
         "network_description": cfg.model.description,
         "weights": network.weights,
