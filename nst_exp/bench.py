@@ -29,7 +29,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from nst_exp.config import conf_dir, register
+from nst_exp.config import PRECISIONS, conf_dir, register
 from nst_exp.features import load_network
 from nst_exp.results import read_metrics
 from nst_exp.run import pick_device, run
@@ -43,10 +43,19 @@ def config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
-def floor_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
-    """Seconds per bare forward+backward of the truncated network, over ``n`` passes."""
+def floor_timer(
+    cfg: DictConfig, shape: tuple[int, ...], device: torch.device, variant: str = "fp32"
+) -> Callable[[int], float]:
+    """Seconds per bare forward+backward of the truncated network, over ``n`` passes.
+
+    ``variant``: fp32, or one speed setting of FeatureExtractor.speed (bf16, tf32,
+    channels_last, compile) applied to that same bare pass.
+    """
     network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
-    extractor = network.extractor(list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))).to(device)
+    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
+    deepest = max(layers, key=network.layer_names.index)
+    settings = {"precision": variant} if variant in PRECISIONS else {variant: True}
+    extractor = network.extractor([deepest]).to(device).speed(**settings)
     image = torch.rand(shape, device=device, requires_grad=True)
 
     def timed(n: int) -> float:
@@ -54,12 +63,11 @@ def floor_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -
         start = time.perf_counter()
         for _ in range(n):
             image.grad = None
-            x = (image - extractor.mean) / extractor.std
-            extractor.body(x).sum().backward()
+            extractor(image)[deepest].sum().backward()
         synchronize(device)
         return (time.perf_counter() - start) / n
 
-    timed(2)  # warm-up
+    timed(2)  # warm-up (and, for compile, compilation)
     return timed
 
 
@@ -108,6 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images-dir", default=str(SHARED_IMAGES))
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--floor-variants", nargs="*", default=[], choices=[*PRECISIONS, "channels_last", "compile"],
+        help="also time the bare pass under these settings, against the fp32 floor",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
     args = parser.parse_args(argv)
@@ -125,20 +137,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             *args.overrides,
         ]
 
-    floors, runs, memory, shapes = {}, {}, {}, {}
+    variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
+    floors, runs, losses, memory, shapes = {}, {}, {}, {}, {}
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
-        floors[size] = (floor_timer(cfg, shapes[size], device), [])
+        for variant in variants:
+            floors[size, variant] = (floor_timer(cfg, shapes[size], device, variant), [])
         for optimizer in args.optimizers:
             runs[size, optimizer] = []
     for repeat in range(args.repeats):
         for size in args.sizes:
-            timer, samples = floors[size]
-            samples.append(timer(args.evaluations))
+            for variant in variants:
+                timer, samples = floors[size, variant]
+                samples.append(timer(args.evaluations))
             for optimizer in args.optimizers:
-                runs[size, optimizer].append(run_seconds_per_evaluation(overrides(size, optimizer))[0])
+                seconds, metrics = run_seconds_per_evaluation(overrides(size, optimizer))
+                runs[size, optimizer].append(seconds)
+                losses[size, optimizer] = metrics["loss/total"]
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
     if args.memory:
         for size in args.sizes:
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows = []
     for size in args.sizes:
-        floor = summary(floors[size][1])
+        floor = summary(floors[size, "fp32"][1])
         for optimizer in args.optimizers:
             timing = summary(runs[size, optimizer])
             rows.append(
@@ -158,9 +175,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "floor_s": floor,
                     "run_s": timing,
                     "ratio": timing["median"] / floor["median"],
+                    "final_loss": losses[size, optimizer],
                     "peak_memory_mb": memory.get((size, optimizer)),
                 }
             )
+    floor_rows = [
+        {
+            "size": size,
+            "variant": variant,
+            "floor_s": summary(floors[size, variant][1]),
+            "ratio": statistics.median(floors[size, variant][1]) / statistics.median(floors[size, "fp32"][1]),
+        }
+        for size in args.sizes
+        for variant in variants[1:]
+    ]
     report = {
         "machine": machine(device),
         "torch": torch.__version__,
@@ -169,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "overrides": args.overrides,
         "rows": rows,
+        "floor_variants": floor_rows,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
@@ -186,24 +215,30 @@ def machine(device: torch.device) -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    """The report as a Markdown table."""
+    """The report as Markdown tables: runs against the fp32 floor, then any floor variants."""
+    overrides = f"; overrides: {' '.join(report['overrides'])}" if report["overrides"] else ""
     lines = [
         f"{report['machine']}; torch {report['torch']}, {report['threads']} threads; "
-        f"{report['evaluations']} evaluations x {report['repeats']} interleaved repeats",
+        f"{report['evaluations']} evaluations x {report['repeats']} interleaved repeats{overrides}",
         "",
-        "| size | image | optimizer | floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio | peak MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| size | image | optimizer | fp32 floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio | final loss | peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
-        floor, timing = row["floor_s"], row["run_s"]
         peak = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else "-"
         lines.append(
-            f"| {row['size']} | {row['image']} | {row['optimizer']} "
-            f"| {floor['median']:.3f} ({floor['min']:.3f}-{floor['max']:.3f}) "
-            f"| {timing['median']:.3f} ({timing['min']:.3f}-{timing['max']:.3f}) "
-            f"| {row['ratio']:.3f} | {peak} |"
+            f"| {row['size']} | {row['image']} | {row['optimizer']} | {span(row['floor_s'])} | {span(row['run_s'])} "
+            f"| {row['ratio']:.3f} | {row['final_loss']:.6g} | {peak} |"
         )
+    if report.get("floor_variants"):
+        lines += ["", "| size | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
+        for row in report["floor_variants"]:
+            lines.append(f"| {row['size']} | {row['variant']} | {span(row['floor_s'])} | {row['ratio']:.3f} |")
     return "\n".join(lines)
+
+
+def span(timing: dict[str, float]) -> str:
+    return f"{timing['median']:.3f} ({timing['min']:.3f}-{timing['max']:.3f})"
 
 
 if __name__ == "__main__":

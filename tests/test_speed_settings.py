@@ -1,0 +1,119 @@
+"""precision, channels_last and compile: each gives finite losses that fall, and the same features.
+
+Speed itself is measured by ``python -m nst_exp.bench``, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import make_config
+
+from nst_exp.errors import NstError
+from nst_exp.features import load_network, tf32
+from nst_exp.results import read_metrics
+from nst_exp.run import run
+from test_optimize import first_and_last
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_2"]
+
+
+def extractor():
+    return load_network("vgg19", "random", seed=0).extractor(LAYERS)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+@pytest.mark.parametrize("setting", ["precision=bf16", "channels_last=true", "precision=bf16 channels_last=true"])
+def test_setting_gives_finite_losses_that_fall(tmp_path, tiny, optimizer, setting):
+    run(make_config([*tiny, f"optimizer={optimizer}", "iterations=15", *setting.split()]), out_dir=tmp_path)
+    first, last = first_and_last(tmp_path, "loss/total")
+    metrics = read_metrics(tmp_path)
+    assert last < 0.5 * first
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.startswith("loss/"))
+    assert metrics["evaluations"] == 15 and metrics["seconds_per_evaluation"] > 0
+    assert metrics["precision"] == ("bf16" if "bf16" in setting else "fp32")
+    assert metrics["channels_last"] == ("channels_last" in setting)
+
+
+def test_bf16_features_are_float32_and_close_to_fp32():
+    image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    exact = extractor()(image)
+    low = extractor().speed("bf16")(image)
+    for layer in LAYERS:
+        assert low[layer].dtype == torch.float32
+        error = (low[layer] - exact[layer]).norm() / exact[layer].norm()
+        assert 0 < error < 0.02, layer  # bfloat16 keeps 8 bits of mantissa: about 0.4% per operation
+
+
+def test_channels_last_gives_the_same_features():
+    image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    exact = extractor()(image)
+    nhwc = extractor().speed(channels_last=True)(image)
+    for layer in LAYERS:
+        torch.testing.assert_close(nhwc[layer], exact[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_tf32_without_cuda_names_the_fix():
+    with pytest.raises(NstError, match="precision=tf32 needs a CUDA GPU.*Use precision=fp32"):
+        extractor().speed("tf32")
+
+
+def test_unknown_precision_is_refused(tmp_path, tiny):
+    with pytest.raises(NstError, match="precision='fp8' is not one of fp32, bf16, tf32"):
+        run(make_config([*tiny, "precision=fp8"]), out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_tf32_switch_sets_and_restores_cuda_flags(enabled):
+    """The switch only sets flags, so it is checked without a GPU; on CUDA fp32 means IEEE float32."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    with tf32(torch.device("cuda"), enabled):
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (enabled, enabled)
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == before
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_features():
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    small = load_network("vgg19", "random", seed=0).extractor(["relu1_1", "relu2_1"])
+    exact = small(image)
+    compiled = small.speed(compile=True)(image)
+    for layer in exact:
+        torch.testing.assert_close(compiled[layer], exact[layer], rtol=1e-4, atol=1e-5)
+
+
+@CUDA
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_cuda_precision_gives_finite_losses_that_fall(tmp_path, tiny, precision):
+    run(make_config([*tiny, "device=cuda", f"precision={precision}", "iterations=15"]), out_dir=tmp_path)
+    first, last = first_and_last(tmp_path, "loss/total")
+    metrics = read_metrics(tmp_path)
+    assert last < 0.5 * first and metrics["device"].startswith("cuda") and metrics["precision"] == precision
+
+
+def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir, capsys):
+    from nst_exp import bench
+
+    out = tmp_path / "bench.json"
+    argv = [
+        "--sizes", "32", "--repeats", "2", "--evaluations", "2", "--images-dir", str(images_dir),
+        "--floor-variants", "channels_last", "--out", str(out),
+        "content.path=content.png", "style.path=style.png", "content_layers=[relu2_1]", "style_layers=[relu1_1]",
+    ]
+    report = bench.main(argv)
+    assert json.loads(out.read_text()) == report
+    assert [(r["size"], r["image"], r["optimizer"]) for r in report["rows"]] == [(32, "32x24", "lbfgs"), (32, "32x24", "adam")]
+    for row in report["rows"]:
+        assert row["floor_s"]["min"] <= row["floor_s"]["median"] <= row["floor_s"]["max"]
+        assert row["ratio"] == pytest.approx(row["run_s"]["median"] / row["floor_s"]["median"])
+        assert row["peak_memory_mb"] > 100  # torch alone is more than that
+        assert math.isfinite(row["final_loss"])
+    assert [(r["size"], r["variant"]) for r in report["floor_variants"]] == [(32, "channels_last")]
+    printed = capsys.readouterr().out
+    assert "| 32 | 32x24 | adam |" in printed and "| 32 | channels_last |" in printed
