@@ -252,7 +252,7 @@ def test_a_layer_the_network_lacks_is_named_with_what_exists(tmp_path, tiny):
     with pytest.raises(NstError) as error:
         run(cfg, out_dir=tmp_path / "run")
     message = str(error.value)
-    assert "content layer 'conv5_4'" in message and "vgg16 has no such layer" in message
+    assert "Unknown content layer 'conv5_4': vgg16 has no such layer. Did you mean 'conv5_3'?" in message
     assert "Known: conv1_1, relu1_1," in message and "relu5_3, pool5." in message
 
 
