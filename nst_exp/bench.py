@@ -84,22 +84,21 @@ def run_seconds_per_evaluation(overrides: list[str]) -> tuple[float, dict[str, A
 
 
 def peak_memory_mb(overrides: list[str], device: torch.device) -> float:
-    """Peak RSS (CPU) or max allocated (CUDA) of a short run in a child process, in MiB."""
+    """Peak RSS (CPU) or max allocated (CUDA) of a short run in a child process, in MiB.
+
+    The child reports its own whole-process peak (VmHWM, from its start): ru_maxrss
+    from wait4 would include the size of this process, which the child is forked from.
+    """
     code = (
         "import sys, json, tempfile, torch; from pathlib import Path; "
-        "from nst_exp.bench import config; from nst_exp.run import run; "
+        "from nst_exp.bench import config; from nst_exp.memory import process_peak_rss_bytes; from nst_exp.run import run; "
         "out = tempfile.mkdtemp(); run(config(sys.argv[1:]), out_dir=Path(out)); "
-        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0))"
+        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else process_peak_rss_bytes()))"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, *overrides], stdout=subprocess.PIPE, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
+    child = subprocess.run([sys.executable, "-c", code, *overrides], stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode:
         raise RuntimeError(f"memory run failed ({child.returncode}): {overrides}")
-    if device.type == "cuda":
-        return json.loads(output.strip().splitlines()[-1]) / 2**20
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+    return json.loads(child.stdout.strip().splitlines()[-1]) / 2**20
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -277,7 +277,9 @@ def current_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return int(torch.cuda.memory_reserved(device))
+    global _PEAK_BEFORE_RESET
     try:
+        _PEAK_BEFORE_RESET = max(_PEAK_BEFORE_RESET, peak_rss_bytes())
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
         status = Path("/proc/self/status").read_text()
     except OSError:
@@ -285,8 +287,29 @@ def current_bytes(device: torch.device) -> int | None:
     return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
 
 
+_PEAK_BEFORE_RESET = 0  # the highest VmHWM that current_bytes reset
+
+
+def process_peak_rss_bytes() -> int:
+    """The peak RSS of the whole process so far, across the resets current_bytes makes."""
+    return max(_PEAK_BEFORE_RESET, peak_rss_bytes())
+
+
 def peak_bytes(device: torch.device) -> int:
     """Peak memory since ``current_bytes``: CUDA's reserved peak, or the peak RSS."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_reserved(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS: VmHWM where /proc has it, else ru_maxrss.
+
+    ru_maxrss also keeps the peak of what the process was before exec: a child
+    forked from a large process (a benchmark, a launcher) would report its parent's size.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux

@@ -117,3 +117,12 @@ def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir,
     assert [(r["size"], r["variant"]) for r in report["floor_variants"]] == [(32, "channels_last")]
     printed = capsys.readouterr().out
     assert "| 32 | 32x24 | adam |" in printed and "| 32 | channels_last |" in printed
+
+
+def test_bench_memory_is_the_childs_own_peak_not_its_parents(tiny):
+    """The child is forked from this process; its peak must not include this process's size."""
+    from nst_exp import bench
+
+    ballast = b"\x01" * (3 * 2**30)  # 3 GiB, written, so resident in the parent the child forks from
+    peak_mb = bench.peak_memory_mb([*tiny, "iterations=2"], torch.device("cpu"))
+    assert len(ballast) and 200 < peak_mb < 2.5 * 1024  # a 32 px run: torch and a small network
