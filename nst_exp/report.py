@@ -220,12 +220,17 @@ def short(text: str, limit: int) -> str:
 
 
 def networks(sweep: Sweep) -> str:
-    """Which network and weights made the results, in words (one line per distinct pair)."""
+    """Which network made the results, in words: its description if trained, else its (random) weights."""
     pairs = sweep.jobs.get("metrics.network"), sweep.jobs.get("metrics.weights")
     if pairs[0] is None or pairs[1] is None:
         return "unknown (no job finished)"
-    distinct = sweep.jobs[["metrics.network", "metrics.weights"]].dropna().drop_duplicates()
-    return "; ".join(f"{net} with {weights}" for net, weights in distinct.itertuples(index=False)) or "unknown"
+    columns = ["metrics.network", "metrics.weights", "metrics.trained_weights", "metrics.network_description"]
+    distinct = sweep.jobs.reindex(columns=columns).dropna(subset=columns[:2]).drop_duplicates()
+    labels = [
+        f"{net} ({description})" if trained is True and isinstance(description, str) else f"{net} with {weights}"
+        for net, weights, trained, description in distinct.itertuples(index=False)
+    ]
+    return "; ".join(labels) or "unknown"
 
 
 def write_tables(sweep: Sweep, out: Path) -> tuple[Path, Path, Path]:
