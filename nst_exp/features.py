@@ -128,7 +128,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1))
         self.requires_grad_(False)
         self.eval()
-        self.precision, self.channels_last, self.compiled = "fp32", False, False
+        self.precision, self.channels_last = "fp32", False
         self._layers = self._pass
 
     def speed(self, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> FeatureExtractor:
@@ -149,7 +149,7 @@ class FeatureExtractor(nn.Module):
                 f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
                 f"{device.type}. Use precision=fp32, or precision=bf16 where the CPU has bf16 instructions."
             )
-        self.precision, self.channels_last, self.compiled = precision, channels_last, compile
+        self.precision, self.channels_last = precision, channels_last
         self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self._layers = torch.compile(self._pass) if compile else self._pass
         return self

@@ -235,7 +235,7 @@ def plot_grid(sweep: Sweep, path: Path, cell_inches: float = 2.0, dpi: int = 100
             if c == 0 and layout.rows[r]:
                 ax.set_ylabel(layout.rows[r], rotation=0, ha="right", va="center", fontsize=9)
     axes = ", ".join(f"{what}: {title}" for what, title in (("rows", layout.row_title), ("columns", layout.col_title)) if title)
-    figure.suptitle(f"{sweep.name}  ({axes or 'no swept key'})\nnetwork: {networks(sweep)}", fontsize=9)
+    figure.suptitle(f"{sweep.name}  ({axes or 'no swept key'})\n{fit(f'network: {networks(sweep)}', figure)}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return layout
@@ -274,7 +274,7 @@ def plot_losses(sweep: Sweep, path: Path, tags: Sequence[str] = HEADLINE_LOSSES)
     handles = legend_handles(sweep, jobs, colour_of, style_of, palette)
     if handles:
         figure.legend(handles=handles, loc="outside right upper", fontsize=8)
-    figure.suptitle(f"{sweep.name}: losses per iteration (network: {networks(sweep)})", fontsize=9)
+    figure.suptitle(fit(f"{sweep.name}: losses per iteration (network: {networks(sweep)})", figure, 0.75), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return tags
@@ -303,3 +303,8 @@ def legend_handles(
             label = ", ".join(value_label(sweep, key, job) for key in swept[1:])
             handles.append(Line2D([], [], color="black", linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=label))
     return handles
+
+
+def fit(title: str, figure: Figure, share: float = 0.95) -> str:
+    """``title`` wrapped to ``share`` of the figure's width (9 pt text: about 14 characters an inch)."""
+    return textwrap.fill(title, max(40, int(figure.get_figwidth() * 14 * share)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,10 +227,11 @@ def networks(sweep: Sweep) -> str:
         return "unknown (no job finished)"
     columns = ["metrics.network", "metrics.weights", "metrics.trained_weights", "metrics.network_description"]
     distinct = sweep.jobs.reindex(columns=columns).dropna(subset=columns[:2]).drop_duplicates()
-    labels = [
-        f"{net} ({description})" if trained is True and isinstance(description, str) else f"{net} with {weights}"
-        for net, weights, trained, description in distinct.itertuples(index=False)
-    ]
+    labels = []
+    for net, weights, trained, description in distinct.itertuples(index=False):
+        weights = re.sub(r" \(/[^()]*\)$", "", weights)  # drop the absolute path a package: file resolved to
+        trained = pd.notna(trained) and bool(trained)
+        labels.append(f"{net} ({description}; weights {weights})" if trained and pd.notna(description) else f"{net} with {weights}")
     return "; ".join(labels) or "unknown"
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from tbparse import SummaryReader
 
 from nst_exp.figures import grid_layout, layers_label, number_label, ratio_label, value_label
-from nst_exp.report import Sweep, main, read_sweep, report, swept_keys
+from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,3 +193,16 @@ def test_a_swept_config_group_is_labelled_with_its_option_and_ratio(tmp_path):
     assert layout.shape == (1, 2)  # one swept key: one row
     assert layout.cols == ["starry_night\nalpha/beta = 1e-3", "composition_vii\nalpha/beta = 1e-4"]
     assert layout.inset == ["style"]  # the painting changes per job: shown in each cell's corner
+
+
+def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():
+    jobs = pd.DataFrame({
+        "metrics.network": ["vgg16_bn_craft", "vgg19"],
+        "metrics.weights": ["package:m/w.pth (/site-packages/m/w.pth)", "random (seed 0); UNTRAINED"],
+        "metrics.trained_weights": [True, False],
+        "metrics.network_description": ["CRAFT's backbone, not the paper's VGG-19", "VGG-19"],
+    })
+    assert networks(Sweep(Path("sweep"), jobs, pd.DataFrame(), [])) == (
+        "vgg16_bn_craft (CRAFT's backbone, not the paper's VGG-19; weights package:m/w.pth); "
+        "vgg19 with random (seed 0); UNTRAINED"
+    )
