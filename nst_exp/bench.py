@@ -92,10 +92,11 @@ def peak_memory_mb(overrides: list[str], device: torch.device) -> float:
     code = (
         "import sys, json, tempfile, torch; from pathlib import Path; "
         "from nst_exp.bench import config; from nst_exp.memory import process_peak_rss_bytes; from nst_exp.run import run; "
-        "out = tempfile.mkdtemp(); run(config(sys.argv[1:]), out_dir=Path(out)); "
-        "print(json.dumps(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else process_peak_rss_bytes()))"
+        "out = tempfile.mkdtemp(); run(config(sys.argv[2:]), out_dir=Path(out)); "
+        "print(json.dumps(torch.cuda.max_memory_allocated() if sys.argv[1] == 'cuda' else process_peak_rss_bytes()))"
     )
-    child = subprocess.run([sys.executable, "-c", code, *overrides], stdout=subprocess.PIPE, text=True, check=False)
+    command = [sys.executable, "-c", code, device.type, *overrides]
+    child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if child.returncode:
         raise RuntimeError(f"memory run failed ({child.returncode}): {overrides}")
     return json.loads(child.stdout.strip().splitlines()[-1]) / 2**20
