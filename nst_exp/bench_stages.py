@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tbparse import SummaryReader
 
 from nst_exp.bench import config, machine
+from nst_exp.report import read_scalars
 from nst_exp.results import read_metrics
 from nst_exp.run import pick_device, run
 
 
 def loss_curve(out_dir: Path) -> pd.DataFrame:
     """``loss/total`` per iteration with seconds since the first logged one: columns step, value, seconds."""
-    scalars = SummaryReader(str(out_dir), extra_columns={"wall_time"}).scalars
-    curve = scalars[scalars.tag == "loss/total"].sort_values("step").reset_index(drop=True)
+    scalars = read_scalars(out_dir, {".": 0})
+    curve = scalars[scalars.tag == "loss/total"].reset_index(drop=True)
     curve["seconds"] = curve.wall_time - curve.wall_time.iloc[0]
     return curve[["step", "value", "seconds"]]
 

@@ -145,13 +145,13 @@ def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
 
 
 def read_scalars(root: Path, dirs: dict[str, int]) -> pd.DataFrame:
-    """Every TensorBoard scalar under ``root`` as (job, tag, step, value), read by tbparse.
+    """Every TensorBoard scalar under ``root`` as (job, tag, step, value, wall_time), read by tbparse.
 
     A job resumed from a checkpoint logs again the steps its stopped session had logged
     after that checkpoint; TensorBoard drops the older ones (purge_step), tbparse does
     not, so the newest value of each step is kept here too.
     """
-    columns = ["job", "tag", "step", "value"]
+    columns = ["job", "tag", "step", "value", "wall_time"]
     frame = SummaryReader(str(root), pivot=False, extra_columns={"dir_name", "wall_time"}).scalars
     if frame.empty:
         return pd.DataFrame(columns=columns)
