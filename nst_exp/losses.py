@@ -40,8 +40,8 @@ class _Gram(torch.autograd.Function):
     """F F^T with a one-matmul backward: dL/dF = (dL/dG + dL/dG^T) F.
 
     Autograd through ``flat @ flat.transpose(1, 2)`` takes two N x N x M matmuls
-    for the gradient (one per operand); G is symmetric, so one does. The Gram
-    matrices are about 7% of a step's work at 256 px; this saves a third of that.
+    for the gradient (one per operand); G is symmetric, so one does. By FLOP count
+    the Gram matrices are about 7% of a step at 256 px; this saves a third of that.
     """
 
     @staticmethod
