@@ -7,8 +7,8 @@ events. It reports the single-scale run's final loss, the time the
 coarse-to-fine run took to first reach that loss in its final stage (the same
 objective at the same size), and the ratio of the two times.
 
-    python -m nst_exp.bench_stages --size 256 --coarse 64 128 --iterations 300 \\
-        model=vgg16_bn_craft beta=1e7 images_dir=../shared/images
+    python -m nst_exp.bench_stages --size 256 --coarse 64 128 --coarse-iterations 100 50 \\
+        --iterations 300 model=vgg16_bn_craft beta=1e7 images_dir=../shared/images
 
 Times are wall-clock from each run's first logged iteration, so they include
 loading each stage's images and targets and the default logging and
@@ -53,15 +53,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="the final image_size of both runs")
     parser.add_argument("--coarse", type=int, nargs="+", default=[64, 128], help="coarse_to_fine.sizes")
-    parser.add_argument("--iterations", type=int, default=300, help="single-scale iterations; also each stage's")
+    parser.add_argument("--iterations", type=int, default=300, help="single-scale iterations; also the final stage's")
+    parser.add_argument(
+        "--coarse-iterations", type=int, nargs="+", default=None,
+        help="coarse_to_fine.iterations, one per coarse size; default --iterations each",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_stages.json"))
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs, e.g. model=vgg16_bn_craft")
     args = parser.parse_args(argv)
     common = [f"image_size={args.size}", f"iterations={args.iterations}", "log.progress=false", *args.overrides]
-    coarse = f"coarse_to_fine.sizes=[{','.join(map(str, args.coarse))}]"
+    coarse_iterations = args.coarse_iterations or [args.iterations] * len(args.coarse)
+    if len(coarse_iterations) != len(args.coarse):
+        parser.error(f"--coarse-iterations needs one value per --coarse size ({len(args.coarse)})")
+    coarse = [
+        f"coarse_to_fine.sizes=[{','.join(map(str, args.coarse))}]",
+        f"coarse_to_fine.iterations=[{','.join(map(str, coarse_iterations))}]",
+    ]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name, overrides in (("single", common), ("coarse_to_fine", [*common, coarse])):
+        for name, overrides in (("single", common), ("coarse_to_fine", [*common, *coarse])):
             out_dir = Path(scratch) / name
             run(config(overrides), out_dir=out_dir)
             results[name] = {"overrides": overrides, "metrics": read_metrics(out_dir), "curve": loss_curve(out_dir)}
@@ -69,13 +79,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     single, staged = results["single"], results["coarse_to_fine"]
     target = float(single["curve"].value.iloc[-1])
     single_seconds = float(single["curve"].seconds.iloc[-1])
-    final_stage_from = len(args.coarse) * args.iterations
+    final_stage_from = sum(coarse_iterations)
     hit = reached(staged["curve"], target, final_stage_from)
     report = {
         "machine": machine(pick_device(config(common).device)),
         "size": args.size,
         "coarse": args.coarse,
         "iterations": args.iterations,
+        "coarse_iterations": coarse_iterations,
         "overrides": args.overrides,
         "single": {"final_loss": target, "seconds": single_seconds},
         "coarse_to_fine": {
@@ -100,7 +111,8 @@ def table(report: dict[str, Any]) -> str:
         if hit else "not reached"
     )
     return "\n".join([
-        f"{report['machine']}; {report['iterations']} iterations per stage; overrides: {' '.join(report['overrides'])}",
+        f"{report['machine']}; {report['iterations']} iterations at {report['size']} px, coarse stages "
+        f"{' + '.join(map(str, report['coarse_iterations']))}; overrides: {' '.join(report['overrides'])}",
         "",
         "| run | final loss/total | seconds |",
         "|---|---|---|",

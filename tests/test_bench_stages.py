@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from nst_exp import bench_stages
 
@@ -18,13 +19,20 @@ def test_reached_is_the_first_final_stage_iteration_at_or_below_the_target():
 def test_bench_stages_runs_both_and_reports(tmp_path, tiny):
     out = tmp_path / "stages.json"
     overrides = [o for o in tiny if not o.startswith(("image_size", "iterations"))]
-    argv = ["--size", "32", "--coarse", "16", "--iterations", "4", "--out", str(out), *overrides,
+    argv = ["--size", "32", "--coarse", "16", "--coarse-iterations", "2", "--iterations", "4", "--out", str(out), *overrides,
             "content_layers=[relu2_1]", "style_layers=[relu1_1,relu2_1]"]
     report = bench_stages.main(argv)
     assert json.loads(out.read_text()) == report
-    assert [stage["size"] for stage in report["coarse_to_fine"]["stages"]] == [16, 32]
+    stages = report["coarse_to_fine"]["stages"]
+    assert [(stage["size"], stage["iterations"]) for stage in stages] == [(16, 2), (32, 4)]
     assert report["single"]["seconds"] > 0 and report["coarse_to_fine"]["seconds"] > 0
     hit = report["coarse_to_fine"]["reached_single_final_loss"]
     if hit is not None:
-        assert hit["step"] > 4 and hit["loss"] <= report["single"]["final_loss"]
+        assert hit["step"] > 2 and hit["loss"] <= report["single"]["final_loss"]
         assert report["time_ratio"] == hit["seconds"] / report["single"]["seconds"]
+
+
+def test_bench_stages_wants_one_iteration_count_per_coarse_size(capsys):
+    with pytest.raises(SystemExit):
+        bench_stages.main(["--coarse", "64", "128", "--coarse-iterations", "50"])
+    assert "--coarse-iterations needs one value per --coarse size (2)" in capsys.readouterr().err
