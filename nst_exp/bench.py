@@ -7,8 +7,11 @@ can only add to it (Gram matrices, losses, the optimiser, logging). This times,
 in one process and interleaved, the floor and full nst_exp runs (logging,
 progress and snapshots at their default intervals) per image size and
 optimiser, and measures each configuration's peak memory in a child process.
+``--breakdown`` also times the objective alone (a run less its loop) and the
+style terms alone (what the objective adds to the bare pass).
 
     python -m nst_exp.bench --sizes 128 256 512 --repeats 5 --out bench.json
+    python -m nst_exp.bench --sizes 256 --optimizers lbfgs --no-memory --breakdown
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from omegaconf import DictConfig
 
 from nst_exp.config import PRECISIONS, conf_dir, register
 from nst_exp.features import load_network
+from nst_exp.losses import GatysLoss, StyleTarget, equal_style_weights, gram_matrix, style_layer_loss
 from nst_exp.results import read_metrics
 from nst_exp.run import pick_device, run
 
@@ -52,18 +56,61 @@ def floor_timer(
     channels_last, compile) applied to that same bare pass.
     """
     network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
-    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
-    deepest = max(layers, key=network.layer_names.index)
+    deepest = max(run_layers(cfg), key=network.layer_names.index)
     settings = {"precision": variant} if variant in PRECISIONS else {variant: True}
     extractor = network.extractor([deepest]).to(device).speed(**settings)
     image = torch.rand(shape, device=device, requires_grad=True)
+    return timer(lambda: extractor(image)[deepest].sum().backward(), [image], device)
+
+
+def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
+    """Seconds per forward+backward of the run's objective (network, Gram matrices, losses), without
+    the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
+    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
+    extractor = network.extractor(run_layers(cfg)).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
+    content, style, image = (torch.rand(shape, device=device) for _ in range(3))
+    weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
+    objective = GatysLoss(
+        extractor, content, [StyleTarget(style, 1.0)], cfg.content_layers, cfg.style_layers, weights,
+        cfg.alpha, cfg.beta, cfg.loss,
+    )
+    image.requires_grad_(True)
+    return timer(lambda: objective(image).total.backward(), [image], device)
+
+
+def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
+    """Seconds per forward+backward of the style terms alone (Gram matrices and E_l, eq. 4) on
+    features of the run's shapes: the part of the objective the bare pass does not have."""
+    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
+    extractor = network.extractor(cfg.style_layers).to(device)
+    with torch.no_grad():
+        features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device)).values()]
+    targets = [gram_matrix(f.detach()) for f in features]
+
+    def style_terms() -> None:
+        terms = [style_layer_loss(gram_matrix(f), a, f.shape[1], f.shape[2] * f.shape[3]) for f, a in zip(features, targets)]
+        torch.stack(terms).sum().backward()
+
+    return timer(style_terms, features, device)
+
+
+BREAKDOWN = {"objective": objective_timer, "style terms": style_terms_timer}
+
+
+def run_layers(cfg: DictConfig) -> list[str]:
+    return list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
+
+
+def timer(step: Callable[[], None], leaves: list[torch.Tensor], device: torch.device) -> Callable[[int], float]:
+    """A function timing ``n`` calls of ``step`` (the leaves' gradients cleared before each), after a warm-up."""
 
     def timed(n: int) -> float:
         synchronize(device)
         start = time.perf_counter()
         for _ in range(n):
-            image.grad = None
-            extractor(image)[deepest].sum().backward()
+            for leaf in leaves:
+                leaf.grad = None
+            step()
         synchronize(device)
         return (time.perf_counter() - start) / n
 
@@ -120,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--floor-variants", nargs="*", default=[], choices=[*PRECISIONS, "channels_last", "compile"],
         help="also time the bare pass under these settings, against the fp32 floor",
     )
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also time the objective alone (no optimiser or logging) and the style terms alone",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
     args = parser.parse_args(argv)
@@ -138,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
 
     variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
+    parts = list(BREAKDOWN) if args.breakdown else []
     floors, runs, losses, memory, shapes = {}, {}, {}, {}, {}
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
@@ -145,13 +197,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
         for variant in variants:
             floors[size, variant] = (floor_timer(cfg, shapes[size], device, variant), [])
+        for part in parts:
+            floors[size, part] = (BREAKDOWN[part](cfg, shapes[size], device), [])
         for optimizer in args.optimizers:
             runs[size, optimizer] = []
     for repeat in range(args.repeats):
         for size in args.sizes:
-            for variant in variants:
-                timer, samples = floors[size, variant]
-                samples.append(timer(args.evaluations))
+            for name in [*variants, *parts]:
+                timed, samples = floors[size, name]
+                samples.append(timed(args.evaluations))
             for optimizer in args.optimizers:
                 seconds, metrics = run_seconds_per_evaluation(overrides(size, optimizer))
                 runs[size, optimizer].append(seconds)
@@ -179,16 +233,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "peak_memory_mb": memory.get((size, optimizer)),
                 }
             )
-    floor_rows = [
-        {
-            "size": size,
-            "variant": variant,
-            "floor_s": summary(floors[size, variant][1]),
-            "ratio": statistics.median(floors[size, variant][1]) / statistics.median(floors[size, "fp32"][1]),
-        }
-        for size in args.sizes
-        for variant in variants[1:]
-    ]
+    def against_floor(names: list[str], key: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "size": size,
+                key: name,
+                "floor_s": summary(floors[size, name][1]),
+                "ratio": statistics.median(floors[size, name][1]) / statistics.median(floors[size, "fp32"][1]),
+            }
+            for size in args.sizes
+            for name in names
+        ]
+
     report = {
         "machine": machine(device),
         "torch": torch.__version__,
@@ -197,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "overrides": args.overrides,
         "rows": rows,
-        "floor_variants": floor_rows,
+        "floor_variants": against_floor(variants[1:], "variant"),
+        "breakdown": against_floor(parts, "part"),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
@@ -234,6 +291,10 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", "| size | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["floor_variants"]:
             lines.append(f"| {row['size']} | {row['variant']} | {span(row['floor_s'])} | {row['ratio']:.3f} |")
+    if report.get("breakdown"):
+        lines += ["", "| size | timed alone | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
+        for row in report["breakdown"]:
+            lines.append(f"| {row['size']} | {row['part']} | {span(row['floor_s'])} | {row['ratio']:.3f} |")
     return "\n".join(lines)
 
 

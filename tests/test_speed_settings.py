@@ -103,7 +103,7 @@ def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir,
     out = tmp_path / "bench.json"
     argv = [
         "--sizes", "32", "--repeats", "2", "--evaluations", "2", "--images-dir", str(images_dir),
-        "--floor-variants", "channels_last", "--out", str(out),
+        "--floor-variants", "channels_last", "--breakdown", "--out", str(out),
         "content.path=content.png", "style.path=style.png", "content_layers=[relu2_1]", "style_layers=[relu1_1]",
     ]
     report = bench.main(argv)
@@ -115,8 +115,12 @@ def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir,
         assert row["peak_memory_mb"] > 100  # torch alone is more than that
         assert math.isfinite(row["final_loss"])
     assert [(r["size"], r["variant"]) for r in report["floor_variants"]] == [(32, "channels_last")]
+    assert [(r["size"], r["part"]) for r in report["breakdown"]] == [(32, "objective"), (32, "style terms")]
+    for row in report["breakdown"]:
+        assert 0 < row["floor_s"]["min"] <= row["floor_s"]["median"] <= row["floor_s"]["max"]
     printed = capsys.readouterr().out
     assert "| 32 | 32x24 | adam |" in printed and "| 32 | channels_last |" in printed
+    assert "| 32 | objective |" in printed and "| 32 | style terms |" in printed
 
 
 def test_bench_memory_is_the_childs_own_peak_not_its_parents(tiny):
