@@ -190,21 +190,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
     parts = list(BREAKDOWN) if args.breakdown else []
-    floors, runs, losses, memory, shapes = {}, {}, {}, {}, {}
+    passes, runs, losses, memory, shapes = {}, {}, {}, {}, {}  # passes: (size, variant or part) -> (timer, samples)
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
         for variant in variants:
-            floors[size, variant] = (floor_timer(cfg, shapes[size], device, variant), [])
+            passes[size, variant] = (floor_timer(cfg, shapes[size], device, variant), [])
         for part in parts:
-            floors[size, part] = (BREAKDOWN[part](cfg, shapes[size], device), [])
+            passes[size, part] = (BREAKDOWN[part](cfg, shapes[size], device), [])
         for optimizer in args.optimizers:
             runs[size, optimizer] = []
     for repeat in range(args.repeats):
         for size in args.sizes:
             for name in [*variants, *parts]:
-                timed, samples = floors[size, name]
+                timed, samples = passes[size, name]
                 samples.append(timed(args.evaluations))
             for optimizer in args.optimizers:
                 seconds, metrics = run_seconds_per_evaluation(overrides(size, optimizer))
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows = []
     for size in args.sizes:
-        floor = summary(floors[size, "fp32"][1])
+        floor = summary(passes[size, "fp32"][1])
         for optimizer in args.optimizers:
             timing = summary(runs[size, optimizer])
             rows.append(
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {
                 "size": size,
                 key: name,
-                "floor_s": summary(floors[size, name][1]),
-                "ratio": statistics.median(floors[size, name][1]) / statistics.median(floors[size, "fp32"][1]),
+                "seconds": summary(passes[size, name][1]),
+                "ratio": statistics.median(passes[size, name][1]) / statistics.median(passes[size, "fp32"][1]),
             }
             for size in args.sizes
             for name in names
@@ -290,11 +290,11 @@ def table(report: dict[str, Any]) -> str:
     if report.get("floor_variants"):
         lines += ["", "| size | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["floor_variants"]:
-            lines.append(f"| {row['size']} | {row['variant']} | {span(row['floor_s'])} | {row['ratio']:.3f} |")
+            lines.append(f"| {row['size']} | {row['variant']} | {span(row['seconds'])} | {row['ratio']:.3f} |")
     if report.get("breakdown"):
         lines += ["", "| size | timed alone | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["breakdown"]:
-            lines.append(f"| {row['size']} | {row['part']} | {span(row['floor_s'])} | {row['ratio']:.3f} |")
+            lines.append(f"| {row['size']} | {row['part']} | {span(row['seconds'])} | {row['ratio']:.3f} |")
     return "\n".join(lines)
 
 

@@ -117,7 +117,7 @@ def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir,
     assert [(r["size"], r["variant"]) for r in report["floor_variants"]] == [(32, "channels_last")]
     assert [(r["size"], r["part"]) for r in report["breakdown"]] == [(32, "objective"), (32, "style terms")]
     for row in report["breakdown"]:
-        assert 0 < row["floor_s"]["min"] <= row["floor_s"]["median"] <= row["floor_s"]["max"]
+        assert 0 < row["seconds"]["min"] <= row["seconds"]["median"] <= row["seconds"]["max"]
     printed = capsys.readouterr().out
     assert "| 32 | 32x24 | adam |" in printed and "| 32 | channels_last |" in printed
     assert "| 32 | objective |" in printed and "| 32 | style terms |" in printed
