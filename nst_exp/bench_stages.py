@@ -33,11 +33,16 @@ from nst_exp.run import pick_device, run
 
 
 def loss_curve(out_dir: Path) -> pd.DataFrame:
-    """``loss/total`` per iteration with seconds since the first logged one: columns step, value, seconds."""
+    """``loss/total`` per iteration with seconds since the first logged one: columns step, value, seconds,
+    and the run's content and style terms (``loss/content``, ``loss/style``)."""
     scalars = read_scalars(out_dir, {".": 0})
+    terms = scalars[scalars.tag.isin(TERMS)].pivot_table(index="step", columns="tag", values="value")
     curve = scalars[scalars.tag == "loss/total"].reset_index(drop=True)
     curve["seconds"] = curve.wall_time - curve.wall_time.iloc[0]
-    return curve[["step", "value", "seconds"]]
+    return curve[["step", "value", "seconds"]].join(terms, on="step")
+
+
+TERMS = ("loss/content", "loss/style")
 
 
 def reached(curve: pd.DataFrame, target: float, after_step: int) -> dict[str, Any] | None:
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     single_seconds = float(single["curve"].seconds.iloc[-1])
     final_stage_from = sum(coarse_iterations)
     hit = reached(staged["curve"], target, final_stage_from)
+    start = staged["curve"][staged["curve"].step == final_stage_from + 1].iloc[0]
     report = {
         "machine": machine(pick_device(config(common).device)),
         "size": args.size,
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds": float(staged["curve"].seconds.iloc[-1]),
             "stages": staged["metrics"].get("stages"),
             "reached_single_final_loss": hit,
+            # the final stage's first iteration: what its upsampled start costs in the final objective
+            "final_stage_start": {"loss/total": float(start.value), **{tag: float(start[tag]) for tag in TERMS}},
         },
         "time_ratio": hit["seconds"] / single_seconds if hit else None,
     }
@@ -120,6 +128,7 @@ def table(report: dict[str, Any]) -> str:
         f"| coarse to fine, {sizes} px | {staged['final_loss']:.6g} | {staged['seconds']:.1f} |",
         "",
         f"Coarse to fine reached the single-scale final loss after {when}.",
+        "Its final stage started at " + ", ".join(f"{tag} {value:.6g}" for tag, value in staged["final_stage_start"].items()) + ".",
     ])
 
 

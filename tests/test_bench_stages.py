@@ -26,6 +26,8 @@ def test_bench_stages_runs_both_and_reports(tmp_path, tiny):
     stages = report["coarse_to_fine"]["stages"]
     assert [(stage["size"], stage["iterations"]) for stage in stages] == [(16, 2), (32, 4)]
     assert report["single"]["seconds"] > 0 and report["coarse_to_fine"]["seconds"] > 0
+    start = report["coarse_to_fine"]["final_stage_start"]  # iteration 3, the 32 px stage's first
+    assert start["loss/total"] == pytest.approx(start["loss/content"] + 1e3 * start["loss/style"], rel=1e-5)
     hit = report["coarse_to_fine"]["reached_single_final_loss"]
     if hit is not None:
         assert hit["step"] > 2 and hit["loss"] <= report["single"]["final_loss"]
