@@ -125,9 +125,14 @@ def resized(image: Image.Image, long_side: int) -> Image.Image:
 
 
 def to_tensor(image: Image.Image) -> Tensor:
-    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8).copy()
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
+    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1], contiguous (NCHW in memory).
+
+    The HWC pixels transposed without a copy would stay channels-last in memory: a
+    start image like that gives a gradient L-BFGS cannot flatten, and the network
+    would run in that layout whatever ``channels_last`` says.
+    """
+    planes = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))  # a writable CHW copy
+    return torch.from_numpy(planes).float().div_(255.0).unsqueeze(0)
 
 
 def to_pil(image: Tensor) -> Image.Image:

@@ -140,7 +140,7 @@ def optimize(
     """
     callbacks = list(callbacks)
     start = init if isinstance(init, State) else State(init, 0, 0, None)
-    image = start.image.detach().clone().requires_grad_(True)
+    image = start.image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)  # L-BFGS flattens it
     optimizer = make_optimizer([image])
     if start.optimizer is not None:
         optimizer.load_state_dict(start.optimizer)

@@ -148,3 +148,11 @@ def test_failed_fetch_says_what_to_do_and_leaves_no_partial_file(tmp_path, http_
     with pytest.raises(NstError, match=r"Fetching it from .*/gone.png failed \(HTTP Error 404"):
         images.resolve("gone.png", str(tmp_path / "cache"), f"{base}/gone.png", what="content")
     assert not any((tmp_path / "cache").glob("*"))
+
+
+def test_loaded_images_are_nchw_in_memory(tmp_path):
+    """A start image in the file's HWC order gave gradients L-BFGS could not flatten (init=content crashed)."""
+    path = tmp_path / "halves.png"
+    halves().save(path)
+    for image in (images.load(path, 40, 10**6), images.load_sized(path, (10, 20), 10**6)):
+        assert image.is_contiguous() and image.shape[:2] == (1, 3)

@@ -34,6 +34,18 @@ def test_total_loss_falls(tmp_path, tiny, optimizer):
     assert read_metrics(tmp_path)["loss/total"] < first
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+@pytest.mark.parametrize("init", ["content", "style", "file"])
+def test_every_image_start_runs_with_both_optimizers(tmp_path, tiny, images_dir, init, optimizer):
+    """Starts read from files once reached L-BFGS in the pixels' HWC memory order, which it cannot flatten."""
+    start = ["init.path=style.png"] if init == "file" else []
+    run(make_config([*tiny, f"init={init}", *start, f"optimizer={optimizer}", "iterations=6"]), out_dir=tmp_path)
+    first, last = first_and_last(tmp_path, "loss/total")
+    metrics = read_metrics(tmp_path)
+    assert metrics["status"] == "completed" and metrics["evaluations"] == 6
+    assert last < first
+
+
 def test_content_reconstruction_from_noise(tmp_path, tiny):
     """beta=0, content at relu1_1: the result approaches the content image (PSNR > 25 dB here)."""
     overrides = [*tiny, "beta=0", "content_layers=[relu1_1]", "style_layers=[relu1_1]", "iterations=150"]
