@@ -281,10 +281,9 @@ def current_bytes(device: torch.device) -> int | None:
     try:
         _PEAK_BEFORE_RESET = max(_PEAK_BEFORE_RESET, peak_rss_bytes())
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
-        status = Path("/proc/self/status").read_text()
+        return proc_status_bytes("VmRSS")
     except OSError:
         return None  # no reset: the peak would include the network's construction
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
 
 
 _PEAK_BEFORE_RESET = 0  # the highest VmHWM that current_bytes reset
@@ -309,7 +308,12 @@ def peak_rss_bytes() -> int:
     forked from a large process (a benchmark, a launcher) would report its parent's size.
     """
     try:
-        status = Path("/proc/self/status").read_text()
-        return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+        return proc_status_bytes("VmHWM")
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def proc_status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; OSError or StopIteration without it."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith(f"{field}:"))
