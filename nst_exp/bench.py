@@ -33,10 +33,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from nst_exp.config import PRECISIONS, conf_dir, register
-from nst_exp.features import load_network
-from nst_exp.losses import GatysLoss, StyleTarget, equal_style_weights, gram_matrix, style_layer_loss
+from nst_exp.color import ColorControl
+from nst_exp.features import load_model
+from nst_exp.losses import gram_matrix, style_layer_loss
 from nst_exp.results import read_metrics
-from nst_exp.run import pick_device, run
+from nst_exp.run import build_objective, pick_device, run, synthesis_layers
+from nst_exp.styles import load_inputs, style_specs
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
@@ -55,8 +57,8 @@ def floor_timer(
     ``variant``: fp32, or one speed setting of FeatureExtractor.speed (bf16, tf32,
     channels_last, compile) applied to that same bare pass.
     """
-    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
-    deepest = max(run_layers(cfg), key=network.layer_names.index)
+    network = load_model(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
+    deepest = max(synthesis_layers(cfg), key=network.layer_names.index)
     settings = {"precision": variant} if variant in PRECISIONS else {variant: True}
     extractor = network.extractor([deepest]).to(device).speed(**settings)
     image = torch.rand(shape, device=device, requires_grad=True)
@@ -66,23 +68,19 @@ def floor_timer(
 def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the run's objective (network, Gram matrices, losses), without
     the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
-    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
-    extractor = network.extractor(run_layers(cfg)).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
-    content, style, image = (torch.rand(shape, device=device) for _ in range(3))
-    weights = equal_style_weights(cfg.style_layers, cfg.style_weights)
-    objective = GatysLoss(
-        extractor, content, [StyleTarget(style, 1.0)], cfg.content_layers, cfg.style_layers, weights,
-        cfg.alpha, cfg.beta, cfg.loss,
-    )
-    image.requires_grad_(True)
+    network = load_model(cfg.model, cfg.seed)
+    extractor = network.extractor(synthesis_layers(cfg)).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
+    color = ColorControl(cfg.color)
+    inputs = load_inputs(cfg, style_specs(cfg), color, cfg.image_size).to(device)
+    objective = build_objective(cfg, extractor, inputs, color)
+    image = torch.rand(shape, device=device, requires_grad=True)
     return timer(lambda: objective(image).total.backward(), [image], device)
 
 
 def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the style terms alone (Gram matrices and E_l, eq. 4) on
     features of the run's shapes: the part of the objective the bare pass does not have."""
-    network = load_network(cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map, cfg.seed)
-    extractor = network.extractor(cfg.style_layers).to(device)
+    extractor = load_model(cfg.model, cfg.seed).extractor(cfg.style_layers).to(device)
     with torch.no_grad():
         features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device)).values()]
     targets = [gram_matrix(f.detach()) for f in features]
@@ -95,10 +93,6 @@ def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.dev
 
 
 BREAKDOWN = {"objective": objective_timer, "style terms": style_terms_timer}
-
-
-def run_layers(cfg: DictConfig) -> list[str]:
-    return list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
 
 
 def timer(step: Callable[[], None], leaves: list[torch.Tensor], device: torch.device) -> Callable[[int], float]:

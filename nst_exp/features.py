@@ -16,7 +16,7 @@ import difflib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torchvision
@@ -278,6 +278,13 @@ def init_random(features: nn.Sequential, seed: int) -> None:
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 module.reset_parameters()
+
+
+def load_model(model: Any, seed: int) -> Network:
+    """``load_network`` for a ``model`` config (conf/model/<name>.yaml)."""
+    return load_network(
+        model.arch, model.weights, model.pooling, model.key_map, seed=seed, mean=model.mean, std=model.std
+    )
 
 
 def load_network(

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from nst_exp import images
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
-from nst_exp.features import FeatureExtractor, load_network
+from nst_exp.features import FeatureExtractor, load_model
 from nst_exp.results import write_json
 from nst_exp.run import output_dir, pick_device
 from nst_exp.styles import IMAGE_SUFFIXES
@@ -165,10 +165,7 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
         raise NstError(f"Unknown model.arch '{cfg.model.arch}'. Known: {', '.join(PLAIN_ARCH)}.")
     device = pick_device(cfg.device)
     batch = calibration_images(cfg.images_dir, cfg.image_size, cfg.max_images, cfg.max_image_pixels)
-    network = load_network(
-        cfg.model.arch, cfg.model.weights, cfg.model.pooling, cfg.model.key_map,
-        seed=cfg.seed, mean=cfg.model.mean, std=cfg.model.std,
-    )
+    network = load_model(cfg.model, cfg.seed)
     pairs = activation_layers(network.layers)
     extractor = network.extractor(list(pairs.values())).to(device)
     means = mean_activations(extractor, (image.to(device) for image in batch), pairs)

@@ -22,7 +22,7 @@ from nst_exp.checkpoint import Checkpoint
 from nst_exp.color import ColorControl
 from nst_exp.config import validate
 from nst_exp.errors import NstError, RunFailed
-from nst_exp.features import FeatureExtractor, Network, load_network, summary
+from nst_exp.features import FeatureExtractor, Network, load_model, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome
 from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics, write_json
@@ -182,6 +182,11 @@ def continuation(cfg: DictConfig, out_dir: Path | None, overrides: Sequence[str]
     return Continuation(cfg, out_dir, saved, finished)
 
 
+def synthesis_layers(cfg: DictConfig) -> list[str]:
+    """The layers a run reads: its content layers, then its style layers, each once."""
+    return list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
+
+
 def build_objective(
     cfg: DictConfig, extractor: FeatureExtractor, inputs: StageInputs, color: ColorControl
 ) -> torch.nn.Module:
@@ -269,15 +274,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
     # milliseconds instead of after seconds of loading weights.
     find_images(cfg, specs)
 
-    network = load_network(
-        cfg.model.arch,
-        cfg.model.weights,
-        cfg.model.pooling,
-        cfg.model.key_map,
-        seed=cfg.seed,
-        mean=cfg.model.mean,
-        std=cfg.model.std,
-    )
+    network = load_model(cfg.model, cfg.seed)
     about = summary(cfg.model.name, cfg.model.description, network)
     log.info("Network: %s", about)
     if not network.trained:
@@ -286,8 +283,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None, overrides: Sequence[str] |
         log.warning("%s is not the paper's network; see README, 'Networks and weights'.", cfg.model.name)
     network.check_layers(cfg.content_layers, "content layer", cfg.model.name)
     network.check_layers(cfg.style_layers, "style layer", cfg.model.name)
-    layers = list(dict.fromkeys([*cfg.content_layers, *cfg.style_layers]))
-    extractor = network.extractor(layers)
+    extractor = network.extractor(synthesis_layers(cfg))
     color = ColorControl(cfg.color)
     stages = plan(cfg.image_size, cfg.iterations, cfg.coarse_to_fine.sizes, cfg.coarse_to_fine.iterations)
     if saved is not None and len(stages) > 1:

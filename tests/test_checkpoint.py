@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import nst_exp.run
 from nst_exp import checkpoint
 from nst_exp.errors import NstError, RunFailed
-from nst_exp.features import load_network
+from nst_exp.features import load_model
 from nst_exp.losses import GatysLoss
 from nst_exp.optimize import Interrupted, State
 from nst_exp.report import read_scalars
@@ -31,10 +31,10 @@ def quick(monkeypatch):
     def cached(*args, **kwargs):
         key = repr((args, sorted(kwargs.items())))
         if key not in _networks:
-            _networks[key] = load_network(*args, **kwargs)
+            _networks[key] = load_model(*args, **kwargs)
         return _networks[key]
 
-    monkeypatch.setattr(nst_exp.run, "load_network", cached)
+    monkeypatch.setattr(nst_exp.run, "load_model", cached)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
