@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from nst_exp.config import Config
 from nst_exp.errors import NstError
 from nst_exp.optimize import State
+from nst_exp.results import Status, atomic_write, flatten
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Checkpoint:
 
     state: State
     config: dict[str, Any]  # the run's resolved config
-    status: str  # running | completed | interrupted | diverged
+    status: Status
     seconds: float  # optimisation time so far, over all sessions
     fingerprint: dict[str, list[float]]  # per objective buffer: [sum, sum of |x|]
     resumed: list[int] = field(default_factory=list)  # iterations the run was resumed from
@@ -87,22 +88,19 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
         "evaluations": state.evaluations,
         "optimizer": _to_cpu(state.optimizer),
         "config": checkpoint.config,
-        "status": checkpoint.status,
+        "status": str(checkpoint.status),
         "seconds": checkpoint.seconds,
         "fingerprint": checkpoint.fingerprint,
         "resumed": list(checkpoint.resumed),
         "rng": checkpoint.rng,
     }
     payload["checksum"] = _checksum(payload)
-    partial = folder / f".{LAST}.part"
-    with open(partial, "wb") as out:
-        torch.save(payload, out)
-        out.flush()
-        os.fsync(out.fileno())
     last = folder / LAST
+    with atomic_write(folder / f"{LAST}.new", "wb") as out:
+        torch.save(payload, out)
     if last.is_file():
         os.replace(last, folder / PREVIOUS)
-    os.replace(partial, last)
+    os.replace(folder / f"{LAST}.new", last)
     return last
 
 
@@ -152,7 +150,7 @@ def _read(path: Path) -> Checkpoint:
     return Checkpoint(
         state=state,
         config=payload["config"],
-        status=payload["status"],
+        status=Status(payload["status"]),
         seconds=payload["seconds"],
         fingerprint=payload["fingerprint"],
         resumed=payload["resumed"],
@@ -285,17 +283,8 @@ def resumed_config(saved: Mapping[str, Any], overrides: Sequence[str]) -> DictCo
 def difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """The first key (dotted) whose value differs, outside ``RESUMABLE_KEYS`` and ``resume``."""
     ignored = set(RESUMABLE_KEYS) | {"resume"}
-
-    def walk(old: Any, new: Any, prefix: str) -> str | None:
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            for key in list(old) + [k for k in new if k not in old]:
-                found = walk(old.get(key), new.get(key), f"{prefix}{key}.")
-                if found:
-                    return found
-            return None
-        key = prefix[:-1]
-        if key in ignored or old == new:
-            return None
-        return f"{key} is {old!r} there and {new!r} now"
-
-    return walk(saved, current, "")
+    old, new = flatten(saved), flatten(current)
+    for key in list(old) + [k for k in new if k not in old]:
+        if key not in ignored and old.get(key) != new.get(key):
+            return f"{key} is {old.get(key)!r} there and {new.get(key)!r} now"
+    return None

@@ -25,9 +25,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from nst_exp.report import HEADLINE_LOSSES, Sweep, networks, ratio
-from nst_exp.results import RESULT_FILE
+from nst_exp.results import RESULT_FILE, Status
 
-COMPLETED = "completed"  # optimize.COMPLETED, named here so the report needs no torch
 LINE_STYLES = ("-", "--", ":", "-.")
 LAYER = re.compile(r"^(conv|relu)(\d+)_(\d+)$")
 
@@ -188,7 +187,7 @@ def draw_job(ax: Any, sweep: Sweep, job: int, inset: Sequence[str]) -> None:
     image = load_rgb(sweep.job_dir(job) / RESULT_FILE)
     note = f"job {job}: {status}" + (f"\n{textwrap.shorten(message, 90)}" if message else "")
     show(ax, image, "\n".join(line for part in note.splitlines() for line in textwrap.wrap(part, 28)))
-    if image is not None and status != COMPLETED:
+    if image is not None and status != Status.COMPLETED:
         ax.text(0.02, 0.98, status, color="white", backgroundcolor="crimson", fontsize=7,
                 ha="left", va="top", transform=ax.transAxes)
     for position, name in enumerate(inset):

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nst_exp.errors import NstError
+from nst_exp.results import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,14 @@ def resolve(path: str, images_dir: str, url: str | None = None, what: str = "ima
 
 def fetch(url: str, destination: Path) -> None:
     """Download ``url`` to ``destination`` with a progress bar; atomic, so no half files remain."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
     log.info("Fetching %s -> %s", url, destination)
     request = urllib.request.Request(url, headers={"User-Agent": "nst_exp"})
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
+    with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response, atomic_write(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                bar.update(len(chunk))
 
 
 def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -155,7 +150,5 @@ def load_sized(path: Path, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
 
 def save(image: Tensor, path: Path) -> None:
     """Write a (1, 3, H, W) tensor in [0, 1] as an image; atomic, so a kill leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    to_pil(image).save(partial, format=(path.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
-    os.replace(partial, path)
+    with atomic_write(path, "wb") as out:
+        to_pil(image).save(out, format=(path.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))

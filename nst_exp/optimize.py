@@ -26,10 +26,11 @@ import torch
 from torch import Tensor
 
 from nst_exp.losses import GatysLoss, LossTerms, loss_values
+from nst_exp.results import Status
 
 log = logging.getLogger(__name__)
 
-COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY = "completed", "diverged", "interrupted", "out_of_memory"
+COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY = Status.COMPLETED, Status.DIVERGED, Status.INTERRUPTED, Status.OUT_OF_MEMORY
 
 
 @dataclass

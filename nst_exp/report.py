@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, read_metrics
+from nst_exp.results import METRICS_FILE, flatten, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,6 @@ def resolved(path: Path) -> dict[str, Any]:
         return OmegaConf.to_container(config, resolve=False)
 
 
-def flatten(node: Any, prefix: str) -> dict[str, Any]:
-    """Nested dicts -> {"prefix.a.b": value}; lists become "[x, y]" so each cell holds one value."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}.{key}"))
-        return flat
-    if isinstance(node, list):
-        return {prefix: "[" + ", ".join(str(item) for item in node) + "]"}
-    return {prefix: node}
-
-
 def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str]]:
     """(row without swept keys, resolved config, group choices, overrides) of one job."""
     hydra_dir = job_dir / ".hydra"
@@ -126,7 +114,7 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
     row.update({key: value for key, value in metrics.items() if key.startswith("loss/")})
     row.update({f"metrics.{key}": value for key, value in metrics.items() if not key.startswith("loss/")})
     row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
-    row.update(flatten(settings, "cfg"))
+    row.update(flatten(settings, "cfg", lists_as_text=True))
     choices = OmegaConf.to_container(hydra.runtime.choices) if "choices" in hydra.runtime else {}
     return row, settings, choices, overrides
 

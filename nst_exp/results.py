@@ -1,34 +1,99 @@
-"""What a run leaves in its directory: metrics.json beside result.png and the TensorBoard events."""
+"""The contract of a run directory, free of torch: its file names, status values, and how they are written.
+
+A run directory holds ``result.png``, ``metrics.json`` (whose ``status`` is a
+:class:`Status` value), ``inputs/``, ``snapshots/``, ``checkpoints/``, the
+TensorBoard events and Hydra's ``.hydra/``. The report, the evaluation command
+and the runner all read and write it through this module.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Iterator, Mapping
 
 METRICS_FILE = "metrics.json"
 RESULT_FILE = "result.png"
+INPUTS_DIR = "inputs"
+SNAPSHOTS_DIR = "snapshots"
+
+
+class Status(str, Enum):
+    """How a run ended; the value is what metrics.json and checkpoints store."""
+
+    RUNNING = "running"  # a checkpoint written mid-run
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # the loss turned NaN or infinite; the last finite image is kept
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; continue with resume=
+    OUT_OF_MEMORY = "out_of_memory"
+    FAILED = "failed"  # refused or broken before it could finish
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """A run that will not continue by itself: completed or diverged."""
+        return self in (Status.COMPLETED, Status.DIVERGED)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a per-process temp file beside ``path``; on success, flush it to disk and rename it over ``path``.
+
+    A kill or an error leaves ``path`` as it was and removes the temp file, so
+    no half-written file ever carries the final name or fills a disk.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(partial, mode) as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON atomically (write, then rename), NaN and inf as null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(json.dumps(_finite_or_none(data), indent=2, sort_keys=False) + "\n")
-    os.replace(partial, path)
+    """Write ``data`` as JSON atomically, NaN and inf as null."""
+    with atomic_write(path) as out:
+        out.write(json.dumps(finite_or_none(data), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / METRICS_FILE).read_text())
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN and inf (at any depth) replaced by None, as JSON wants."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
+
+
+def flatten(node: Any, prefix: str = "", lists_as_text: bool = False, private: bool = True) -> dict[str, Any]:
+    """Nested dicts -> {"prefix.a.b": value}.
+
+    ``lists_as_text`` writes a list as "[x, y]" so a table cell holds one value;
+    ``private=False`` drops keys that start with ``_`` (``_target_``).
+    """
+    if isinstance(node, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            if private or not str(key).startswith("_"):
+                flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key), lists_as_text, private))
+        return flat
+    if isinstance(node, (list, tuple)) and lists_as_text:
+        return {prefix: "[" + ", ".join(str(item) for item in node) + "]"}
+    return {prefix: node}

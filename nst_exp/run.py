@@ -25,7 +25,7 @@ from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import FeatureExtractor, Network, load_model, summary
 from nst_exp.losses import GatysLoss, equal_style_weights
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, OUT_OF_MEMORY, Interrupted, Outcome
-from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics, write_json
+from nst_exp.results import METRICS_FILE, RESULT_FILE, flatten, read_metrics, write_json
 from nst_exp.stages import Stage, StageSetup, plan, synthesise, upsample
 from nst_exp.styles import StageInputs, StyleSpec, find_images, load_inputs, style_specs
 
@@ -101,18 +101,10 @@ def initial_image(cfg: DictConfig, content: Tensor, style_path: Path) -> Tensor:
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     """The run's settings flattened to scalars for TensorBoard's HParams view."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if not str(key).startswith("_"):
-                    walk(value, f"{prefix}{key}.")
-        else:
-            key = prefix[:-1]
-            flat[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    flat = {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in flatten(OmegaConf.to_container(cfg, resolve=True), private=False).items()
+    }
     if cfg.beta > 0:
         flat["alpha/beta"] = cfg.alpha / cfg.beta
     return flat
