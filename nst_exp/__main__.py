@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,7 +14,8 @@ from omegaconf import DictConfig
 
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
-from nst_exp.run import output_dir, record_failure, run
+from nst_exp.results import record_failure
+from nst_exp.run import run
 
 log = logging.getLogger("nst_exp")
 register()
@@ -22,23 +24,26 @@ register()
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run one job. A user error is reported in one message; in a sweep the other jobs go on."""
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run(cfg)
+        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun)
     except NstError as error:
         log.error("%s", error)
         if not cfg.resume or isinstance(error, RunFailed):  # a refused resume leaves the run's record alone
-            record_failure(output_dir(), error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            record_failure(out_dir, str(error), error.metrics if isinstance(error, RunFailed) else None)
+        if multirun:
             return float("nan")
         sys.exit(2)
     except KeyboardInterrupt as stop:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            again = f"run the same sweep again with hydra.sweep.dir={HydraConfig.get().sweep.dir}"
+        if multirun:
+            again = f"run the same sweep again with hydra.sweep.dir={hydra_cfg.sweep.dir}"
         else:
-            again = f"python -m nst_exp resume={output_dir()}"
+            again = f"python -m nst_exp resume={out_dir}"
         log.error(
             "Interrupted; the image and metrics so far are saved in %s, with a checkpoint. Continue: %s",
-            output_dir(),
+            out_dir,
             again,
         )
         sys.exit(128 + int(getattr(stop, "signal", signal.SIGINT)))

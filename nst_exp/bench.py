@@ -37,8 +37,10 @@ from nst_exp.color import ColorControl
 from nst_exp.features import load_model
 from nst_exp.losses import gram_matrix, style_layer_loss
 from nst_exp.results import read_metrics
-from nst_exp.run import build_objective, pick_device, run, synthesis_layers
-from nst_exp.styles import load_inputs, style_specs
+from nst_exp.inputs import Inputs
+from nst_exp.losses import LossSettings
+from nst_exp.problem import Problem
+from nst_exp.run import pick_device, run
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
@@ -58,7 +60,7 @@ def floor_timer(
     channels_last, compile) applied to that same bare pass.
     """
     network = load_model(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
-    deepest = max(synthesis_layers(cfg), key=network.layer_names.index)
+    deepest = max(LossSettings.from_config(cfg).layers, key=network.layer_names.index)
     settings = {"precision": variant} if variant in PRECISIONS else {variant: True}
     extractor = network.extractor([deepest]).to(device).speed(**settings)
     image = torch.rand(shape, device=device, requires_grad=True)
@@ -69,10 +71,10 @@ def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.devic
     """Seconds per forward+backward of the run's objective (network, Gram matrices, losses), without
     the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
     network = load_model(cfg.model, cfg.seed)
-    extractor = network.extractor(synthesis_layers(cfg)).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
-    color = ColorControl(cfg.color)
-    inputs = load_inputs(cfg, style_specs(cfg), color, cfg.image_size).to(device)
-    objective = build_objective(cfg, extractor, inputs, color)
+    settings = LossSettings.from_config(cfg)
+    extractor = network.extractor(settings.layers).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
+    problem = Problem(Inputs.from_config(cfg), settings, extractor, ColorControl(cfg.color))
+    objective = problem.objective(cfg.image_size)
     image = torch.rand(shape, device=device, requires_grad=True)
     return timer(lambda: objective(image).total.backward(), [image], device)
 

@@ -27,13 +27,13 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from nst_exp.config import Convention, Propagation
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.guidance import layer_guides
 
 log = logging.getLogger(__name__)
 
-CONVENTIONS = ("paper", "authors_code")
 
 
 class _Gram(torch.autograd.Function):
@@ -139,6 +139,53 @@ def equal_style_weights(style_layers: Sequence[str], style_weights: Sequence[flo
     return [float(w) for w in style_weights]
 
 
+@dataclass(frozen=True)
+class LossSettings:
+    """What the objective matches and how it weighs it; built from the config once.
+
+    ``style_weights`` are the w_l, resolved (1/L each when the config says null)
+    and length-checked here, so the objective never sees a half-valid setting.
+    """
+
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_weights: tuple[float, ...] | None = None  # None = 1/L each
+    alpha: float = 1.0
+    beta: float = 1e3
+    convention: Convention = Convention.paper
+    propagation: Propagation = Propagation.downsample
+    tv_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content_layers", tuple(self.content_layers))
+        object.__setattr__(self, "style_layers", tuple(self.style_layers))
+        object.__setattr__(self, "style_weights", tuple(equal_style_weights(self.style_layers, self.style_weights)))
+        if self.convention not in Convention.values():
+            raise NstError(f"Unknown loss convention '{self.convention}'. Known: {', '.join(Convention.values())}.")
+        object.__setattr__(self, "convention", Convention(self.convention))
+        object.__setattr__(self, "propagation", Propagation(self.propagation))
+        for key in ("alpha", "beta", "tv_weight"):
+            object.__setattr__(self, key, float(getattr(self, key)))
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LossSettings:
+        return cls(
+            content_layers=cfg.content_layers,
+            style_layers=cfg.style_layers,
+            style_weights=cfg.style_weights,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            convention=cfg.loss,
+            propagation=cfg.spatial.propagation,
+            tv_weight=cfg.tv_weight,
+        )
+
+    @property
+    def layers(self) -> list[str]:
+        """The layers the objective reads: content layers, then style layers, each once."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+
 class GatysLoss(nn.Module):
     """L_total = alpha * L_content + beta * sum_l w_l E_l (+ tv_weight * TV), targets computed once.
 
@@ -160,24 +207,19 @@ class GatysLoss(nn.Module):
         extractor: FeatureExtractor,
         content: Tensor,
         styles: Sequence[StyleTarget | tuple[Tensor, float]],
-        content_layers: Sequence[str],
-        style_layers: Sequence[str],
-        style_weights: Sequence[float],
-        alpha: float,
-        beta: float,
-        convention: str = "paper",
-        propagation: str = "downsample",
-        tv_weight: float = 0.0,
+        settings: LossSettings | None = None,
+        **options: Any,
     ) -> None:
+        """``settings``, or its fields as keyword options (``alpha=2.0, style_layers=[...]``)."""
         super().__init__()
-        if convention not in CONVENTIONS:
-            raise NstError(f"Unknown loss convention '{convention}'. Known: {', '.join(CONVENTIONS)}.")
+        settings = settings if settings is not None else LossSettings(**options)
+        self.settings = settings
         self.extractor = extractor
-        self.content_layers = list(content_layers)
-        self.style_layers = list(style_layers)
-        self.style_weights = dict(zip(style_layers, style_weights))
-        self.alpha, self.beta, self.convention = float(alpha), float(beta), convention
-        self.tv_weight, self.propagation = float(tv_weight), propagation
+        self.content_layers = list(settings.content_layers)
+        self.style_layers = list(settings.style_layers)
+        self.style_weights = dict(zip(settings.style_layers, settings.style_weights))
+        self.alpha, self.beta, self.convention = settings.alpha, settings.beta, settings.convention
+        self.tv_weight, self.propagation = settings.tv_weight, settings.propagation
         targets = [StyleTarget(*style) for style in styles]
         self.style_names = [target.name for target in targets]
         self.guided = any(target.guide is not None for target in targets)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
@@ -45,7 +46,7 @@ from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor, load_model
 from nst_exp.results import write_json
-from nst_exp.run import output_dir, pick_device
+from nst_exp.run import pick_device
 from nst_exp.styles import IMAGE_SUFFIXES
 
 log = logging.getLogger("nst_exp.normalize")
@@ -208,7 +209,7 @@ register()
 @hydra.main(config_path=conf_dir(), config_name="normalize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        normalize(cfg, output_dir())
+        normalize(cfg, Path(HydraConfig.get().runtime.output_dir))
     except NstError as error:
         log.error("%s", error)
         raise SystemExit(2) from None

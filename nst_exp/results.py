@@ -97,3 +97,20 @@ def flatten(node: Any, prefix: str = "", lists_as_text: bool = False, private: b
     if isinstance(node, (list, tuple)) and lists_as_text:
         return {prefix: "[" + ", ".join(str(item) for item in node) + "]"}
     return {prefix: node}
+
+
+def record_failure(run_dir: Path, message: str, so_far: Mapping[str, Any] | None = None) -> None:
+    """metrics.json for a run that could not start or finish, so a sweep's report lists it.
+
+    ``so_far`` is what the run measured before it stopped. A finished run's
+    metrics.json is never replaced by a later attempt's failure.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        finished = Status(read_metrics(run_dir).get("status")).finished
+    except (OSError, ValueError):  # none yet, unreadable, or no known status
+        finished = False
+    if finished and not so_far:
+        return
+    so_far = dict(so_far or {})
+    write_json(path, {**so_far, "status": so_far.get("status", Status.FAILED), "message": message})

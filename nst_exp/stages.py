@@ -7,6 +7,10 @@ style images (and masks) at its own size and optimises for its iterations
 the configured init, every later one from the previous stage's result
 (clipped to [0, 1], as saved), upsampled bilinearly to its size. A plain run is one stage at image_size.
 
+The loop owns its stages, as pystiche's pyramid optimisation does: it asks a
+:class:`Problem` for each stage's objective and start, and a resumed run hands
+it an explicit start (the checkpoint's state) for its first stage.
+
 Callbacks see one run: iteration numbers (TensorBoard's global step),
 evaluations and seconds continue across stages, and ``on_end`` comes once,
 at the end. Callbacks that also implement StageAware hear when each stage
@@ -21,7 +25,7 @@ from typing import Callable, Mapping, NamedTuple, Protocol, Sequence, runtime_ch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nst_exp.optimize import COMPLETED, Callback, Outcome, Step, optimize
+from nst_exp.optimize import COMPLETED, Callback, Outcome, State, Step, optimize
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,12 @@ class StageSetup(NamedTuple):
     show: Callable[[Tensor], Tensor]
 
 
+class Problem(Protocol):
+    """Builds each stage: its objective and its start (the configured init, or the previous stage's result)."""
+
+    def setup(self, stage: Stage, previous: Tensor | None) -> StageSetup: ...
+
+
 class _Continued:
     """Hands one stage's steps to the run's callbacks with run-wide counts; keeps its end to itself."""
 
@@ -106,27 +116,27 @@ def _record(stage: Stage, outcome: Outcome, shown: Tensor) -> dict:
 
 def synthesise(
     stages: Sequence[Stage],
-    prepare: Callable[[Stage, Tensor | None], StageSetup],
+    problem: Problem,
     make_optimizer: Callable,
     callbacks: Sequence[Callback],
-    first: StageSetup | None = None,
+    start: State | None = None,
 ) -> tuple[Outcome, list[dict]]:
     """Run the stages in order; return the run's outcome (its image shown) and one record per stage.
 
-    ``first`` is the first stage's setup if the caller prepared it already: the
-    first stage is the smallest, so preparing it before creating callbacks lets a
-    run that cannot start fail before any callback writes a file. A stage that
-    diverges or is interrupted ends the run with its image.
+    ``start`` continues the first stage from a saved state (a resumed run)
+    instead of the problem's start. A stage that diverges or is interrupted
+    ends the run with its image.
     """
     staged = [c for c in callbacks if isinstance(c, StageAware)] if len(stages) > 1 else []
     previous: Tensor | None = None
     evaluations, seconds, records = 0, 0.0, []
     for stage in stages:
-        setup = first if stage.index == 1 and first is not None else prepare(stage, previous)
+        setup = problem.setup(stage, previous)
+        init = start if stage.index == 1 and start is not None else setup.init
         for callback in staged:
             callback.on_stage_start(stage)
         continued = _Continued(callbacks, stage, evaluations, seconds)
-        outcome = optimize(setup.objective, setup.init, make_optimizer, stage.iterations, [continued])
+        outcome = optimize(setup.objective, init, make_optimizer, stage.iterations, [continued])
         evaluations, seconds = evaluations + outcome.evaluations, seconds + outcome.seconds
         shown = setup.show(outcome.image)
         records.append(_record(stage, outcome, shown))

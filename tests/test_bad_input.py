@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 from conftest import make_config
+from hydra.errors import ConfigCompositionException
 
 from nst_exp.errors import NstError
 from nst_exp.run import run
@@ -29,13 +30,29 @@ from nst_exp.run import run
         (["style.path=missing.jpg"], "The style image 'missing.jpg' was not found"),
         (["init=file", "init.path=nowhere.png"], "The init image 'nowhere.png' was not found"),
         (["iterations=-1"], "iterations=-1 must be >= 0"),
-        (["loss=caffe"], "Unknown loss convention 'caffe'"),
-        (["model.pooling=min"], "model.pooling must be 'avg'"),
     ],
 )
 def test_bad_values_raise_clear_errors(tmp_path, tiny, overrides, message):
     with pytest.raises(NstError, match=message):
         run(make_config([*tiny, *overrides]), out_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("override", "options"),
+    [
+        ("loss=caffe", "paper, authors_code"),
+        ("model.pooling=min", "avg, max"),
+        ("precision=fp16", "fp32, bf16, tf32"),
+        ("init.kind=zeros", "noise, content, style, file"),
+        ("color.mode=sepia", "none, luminance, histogram"),
+        ("spatial.propagation=blur", "downsample, inside"),
+    ],
+)
+def test_fixed_choices_fail_when_composed_listing_the_options(tiny, override, options):
+    with pytest.raises(ConfigCompositionException) as error:
+        make_config([*tiny, override])
+    value = override.split("=")[1]
+    assert f"Invalid value '{value}', expected one of [{options}]" in str(error.value.__cause__)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message when CUDA is absent")

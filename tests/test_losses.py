@@ -75,7 +75,10 @@ def test_total_is_alpha_content_plus_beta_weighted_style():
     generator = torch.Generator().manual_seed(3)
     content, style, x = (torch.rand(1, 3, 32, 32, generator=generator) for _ in range(3))
     weights = [0.5, 0.3, 0.2]
-    objective = GatysLoss(extractor, content, [(style, 1.0)], ["relu2_2"], style_layers, weights, alpha=2.0, beta=7.0)
+    objective = GatysLoss(
+        extractor, content, [(style, 1.0)],
+        content_layers=["relu2_2"], style_layers=style_layers, style_weights=weights, alpha=2.0, beta=7.0,
+    )
     terms = objective(x)
 
     fx, fp, fa = extractor(x), extractor(content), extractor(style)
@@ -99,7 +102,7 @@ def test_blended_styles_weight_each_styles_loss():
     content, s1, s2, x = (torch.rand(1, 3, 16, 16, generator=generator) for _ in range(4))
 
     def style_loss(styles):
-        return GatysLoss(extractor, content, styles, [], ["relu1_1"], [1.0], 1.0, 1.0)(x).style.item()
+        return GatysLoss(extractor, content, styles, content_layers=[], style_layers=["relu1_1"], alpha=1.0, beta=1.0)(x).style.item()
 
     blended = style_loss([(s1, 0.7), (s2, 0.3)])
     assert blended == pytest.approx(0.7 * style_loss([(s1, 1.0)]) + 0.3 * style_loss([(s2, 1.0)]), rel=1e-5)
@@ -109,4 +112,4 @@ def test_unknown_convention_is_refused():
     network = load_network("vgg19", "random", seed=0)
     image = torch.rand(1, 3, 16, 16)
     with pytest.raises(NstError, match="Unknown loss convention 'caffe'. Known: paper, authors_code"):
-        GatysLoss(network.extractor(["relu1_1"]), image, [(image, 1.0)], [], ["relu1_1"], [1.0], 1, 1, "caffe")
+        GatysLoss(network.extractor(["relu1_1"]), image, [(image, 1.0)], content_layers=[], style_layers=["relu1_1"], convention="caffe")

@@ -13,7 +13,8 @@ from nst_exp.errors import NstError
 from nst_exp.features import load_network
 from nst_exp.losses import GatysLoss, StyleTarget, gram_matrix, style_layer_loss
 from nst_exp.run import run
-from nst_exp.styles import load_inputs, style_specs
+from nst_exp.inputs import Inputs
+from nst_exp.styles import style_specs
 
 LAYERS = ["relu1_1", "relu2_1"]
 
@@ -24,7 +25,10 @@ def extractor():
 
 
 def _objective(extractor, content, styles, **kwargs):
-    return GatysLoss(extractor, content, styles, ["relu2_1"], LAYERS, [0.5, 0.5], 1.0, 1e3, **kwargs)
+    return GatysLoss(
+        extractor, content, styles,
+        content_layers=["relu2_1"], style_layers=LAYERS, style_weights=[0.5, 0.5], alpha=1.0, beta=1e3, **kwargs,
+    )
 
 
 def test_style_names_resolve_against_conf_style():
@@ -112,7 +116,7 @@ def test_style_targets_are_per_position_so_style_size_does_not_scale_them(extrac
 def test_style_scale_resizes_the_style_relative_to_the_content(tiny, images_dir):
     pattern_image(images_dir / "wide.png", (80, 40), seed=4)
     cfg = make_config([*tiny, "style.path=wide.png", "style_scale=0.5"])
-    inputs = load_inputs(cfg, style_specs(cfg), ColorControl(cfg.color), 64)
+    inputs = Inputs.from_config(cfg).load(64, ColorControl(cfg.color))
     assert max(inputs.content.shape[-2:]) == 64
     assert tuple(inputs.styles[0].image.shape[-2:]) == (16, 32)
 

@@ -26,8 +26,10 @@ def test_tv_weight_adds_its_term_to_the_total():
     content, style, image = (torch.rand(1, 3, 32, 32, generator=generator) for _ in range(3))
 
     def objective(tv_weight):
-        return GatysLoss(extractor, content, [(style, 1.0)], ["relu2_1"], ["relu1_1"], [1.0], 2.0, 30.0,
-                         tv_weight=tv_weight)
+        return GatysLoss(
+            extractor, content, [(style, 1.0)],
+            content_layers=["relu2_1"], style_layers=["relu1_1"], alpha=2.0, beta=30.0, tv_weight=tv_weight,
+        )
 
     with torch.no_grad():
         off, on = objective(0.0)(image), objective(0.5)(image)

@@ -1,0 +1,182 @@
+"""The files a run reads, each found (or fetched) once, and a stage's tensors loaded at its size.
+
+``Inputs.from_config`` resolves the content, every style image, every mask
+file and the init file before anything heavy runs, so a sweep job with a bad
+path fails in milliseconds. The content's size comes from its file header, so
+the memory guard and the size checks need no decoding. ``Inputs.load(size)``
+then decodes one stage's images at long side ``size``.
+
+A path the user typed (``content.path=...``) is never fetched: the config's
+download ``url`` belongs to the config's own file name, so a typo must fail
+instead of downloading the default image under the typo's name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection
+
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from nst_exp import images
+from nst_exp.color import ColorControl
+from nst_exp.errors import NstError
+from nst_exp.guidance import mask_image
+from nst_exp.losses import StyleTarget
+from nst_exp.results import INPUTS_DIR
+from nst_exp.styles import StyleSpec, style_specs
+
+# Settings whose value is a path the user may type; their config's url is then not fetched.
+USER_PATH_KEYS = ("content.path", "style.path")
+
+
+@dataclass(frozen=True)
+class StyleSource:
+    """One style term and its resolved image file."""
+
+    spec: StyleSpec
+    path: Path
+    size: tuple[int, int]  # (width, height) of the file, upright
+
+
+@dataclass
+class StageInputs:
+    """A stage's images at its size, after colour control, ready for the objective."""
+
+    content: Tensor  # (1, 3, H, W) RGB photo
+    network_content: Tensor  # what the network sees as the content
+    styles: list[StyleTarget]
+
+    def to(self, device: torch.device) -> StageInputs:
+        moved = [
+            target._replace(
+                image=target.image.to(device),
+                guide=None if target.guide is None else target.guide.to(device),
+                style_guide=None if target.style_guide is None else target.style_guide.to(device),
+            )
+            for target in self.styles
+        ]
+        return StageInputs(self.content.to(device), self.network_content.to(device), moved)
+
+    def save(self, out_dir: Path) -> None:
+        """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them."""
+        folder = Path(out_dir) / INPUTS_DIR
+        images.save(self.content, folder / "content.png")
+        several = len(self.styles) > 1
+        for target in self.styles:
+            images.save(target.image, folder / (f"style_{target.name}.png" if several else "style.png"))
+            if target.guide is not None:
+                images.save(target.guide.expand(1, 3, -1, -1), folder / f"mask_{target.name}.png")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every input file of a run, resolved once, and how to load them at a stage's size."""
+
+    content: Path
+    content_size: tuple[int, int]  # (width, height) of the file, upright
+    styles: tuple[StyleSource, ...]
+    init: Path | None  # the start image for init=file
+    style_scale: float = 1.0
+    images_dir: str = "images"
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def from_config(cls, cfg: Any, user_paths: Collection[str] = ()) -> Inputs:
+        """Resolve (or fetch) every file ``cfg`` names; ``user_paths`` are the USER_PATH_KEYS the user set."""
+        folder, limit = cfg.images_dir, cfg.max_image_pixels
+        content_url = None if "content.path" in user_paths else cfg.content.url
+        content = images.resolve(cfg.content.path, folder, content_url, "content")
+        styles = []
+        for spec in style_specs(cfg):
+            url = None if spec.key == "style" and "style.path" in user_paths else spec.image.url
+            path = images.resolve(spec.image.path, folder, url, "style")
+            for mask in (spec.mask, spec.style_mask):
+                if mask is not None and mask.path:
+                    images.resolve(mask.path, folder, what="mask")
+            styles.append(StyleSource(spec, path, upright_size(path, limit)))
+        init = images.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
+        return cls(
+            content,
+            upright_size(content, limit),
+            tuple(styles),
+            init,
+            float(cfg.style_scale),
+            folder,
+            limit,
+        )
+
+    def shape(self, size: int) -> tuple[int, int]:
+        """(H, W) of the content at long side ``size``, from its header."""
+        return fitted(self.content_size, size)
+
+    def style_shapes(self, size: int) -> list[tuple[int, int]]:
+        """(H, W) of each style image when the content's long side is ``size``."""
+        return [fitted(source.size, self.style_size(size)) for source in self.styles]
+
+    def style_size(self, size: int) -> int:
+        return max(1, round(self.style_scale * size))
+
+    def load(self, size: int, color: ColorControl) -> StageInputs:
+        """Content at long side ``size``, each style at ``style_scale`` times that, masks at their sizes."""
+        content = images.load(self.content, size, self.max_pixels)
+        targets = []
+        for source in self.styles:
+            style = images.load(source.path, self.style_size(size), self.max_pixels)
+            spec = source.spec
+            guide = self._mask(spec, "mask", tuple(content.shape[-2:])) if spec.mask is not None else None
+            style_guide = (
+                self._mask(spec, "style_mask", tuple(style.shape[-2:])) if spec.style_mask is not None else None
+            )
+            targets.append(StyleTarget(color.style(style, content), spec.weight, guide, style_guide, spec.name))
+        return StageInputs(content, color.content(content), targets)
+
+    def start(self, kind: str, seed: int, content: Tensor) -> Tensor:
+        """The image a run starts from (init.kind), on the CPU, the content's size."""
+        if kind == "noise":
+            return torch.rand(content.shape, generator=torch.Generator().manual_seed(seed))
+        if kind == "content":
+            return content.clone()
+        path = self.styles[0].path if kind == "style" else self.init
+        return images.load_sized(path, tuple(content.shape[-2:]), self.max_pixels)
+
+    def _mask(self, spec: StyleSpec, which: str, size: tuple[int, int]) -> Tensor:
+        conf = spec.mask if which == "mask" else spec.style_mask
+        mask = mask_image(conf, size, self.images_dir, self.max_pixels)
+        if not mask.any():
+            raise NstError(
+                f"{spec.key}.{which} (region '{spec.name}') covers no pixel of the "
+                f"{'content' if which == 'mask' else 'style'} image at {size[1]} x {size[0]} pixels. "
+                "Widen the rectangle, check the mask file (white = inside) or its invert setting."
+            )
+        return mask
+
+
+def user_path_keys(overrides: Collection[str]) -> set[str]:
+    """The USER_PATH_KEYS that command-line ``overrides`` set (``content.path=...``, ``+style.path=...``)."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides if "=" in override}
+    return {key for key in USER_PATH_KEYS if key in keys}
+
+
+def upright_size(path: Path, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of an image file as it will load (EXIF rotation applied), from its header only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
+    except Exception:  # unreadable headers are reported by the full decode, with its message
+        return images.open_rgb(path, None, max_pixels).size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def fitted(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(H, W) that images.load gives a (width, height) image at ``long_side``."""
+    width, height = size
+    scale = long_side / max(width, height)
+    return max(1, round(height * scale)), max(1, round(width * scale))

@@ -1,0 +1,155 @@
+"""Where a run picks up: ``resume=DIR``, a run dir that already holds this run, or a fresh start.
+
+- ``resume=DIR`` continues the run in DIR from its last checkpoint with the
+  config saved there; the command line may change only
+  ``checkpoint.RESUMABLE_KEYS`` (how long it goes on, where and how it reports).
+- Otherwise an output dir that already holds this same run continues it, or
+  skips it if it finished (``checkpoint.auto_resume``): a preempted sweep re-run
+  in its sweep dir finishes what was left. A different run there is refused.
+
+checkpoint.py holds the file format; this module holds the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nst_exp import checkpoint
+from nst_exp.checkpoint import Checkpoint
+from nst_exp.errors import NstError
+from nst_exp.optimize import State
+from nst_exp.results import METRICS_FILE, Status, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Continuation:
+    """Where a run picks up: its config and directory, and what an earlier session left there."""
+
+    cfg: DictConfig
+    out_dir: Path
+    saved: Checkpoint | None = None  # the checkpoint to continue from
+    finished: float | None = None  # the final loss, if the run there is finished: nothing to do
+
+    @property
+    def iteration(self) -> int:
+        return self.saved.state.iteration if self.saved is not None else 0
+
+    @property
+    def seconds(self) -> float:
+        return self.saved.seconds if self.saved is not None else 0.0
+
+    @property
+    def resumed(self) -> list[int]:
+        """Iterations at which earlier sessions of this run stopped, this one included."""
+        return [*self.saved.resumed, self.saved.state.iteration] if self.saved is not None else []
+
+    def start(self, fingerprint: dict, device: torch.device) -> State | None:
+        """The explicit start of a continued run, once its objective is known to be the saved one's."""
+        if self.saved is None:
+            return None
+        checkpoint.check_fingerprint(self.saved.fingerprint, fingerprint, self.out_dir)
+        checkpoint.restore_rng(self.saved.rng)
+        state = self.saved.state
+        if state.optimizer is None and state.iteration < self.cfg.iterations:
+            log.warning(
+                "The checkpoint (%s at iteration %d) has no optimizer state: the optimizer starts afresh from its "
+                "image, so the result differs from a run that went through without stopping.",
+                self.saved.status, state.iteration,
+            )
+        return replace(state, image=state.image.to(device))
+
+
+def continuation(
+    cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), multirun: bool = False
+) -> Continuation:
+    """``resume=DIR``: DIR's checkpoint and saved config. Else a run dir holding this same run, or a fresh one."""
+    if cfg.resume:
+        return _resume(Path(cfg.resume), overrides, multirun)
+    out_dir = Path(out_dir)
+    if not (cfg.checkpoint.auto_resume and checkpoint.exists(out_dir)):
+        return Continuation(cfg, out_dir)
+    saved = checkpoint.load(out_dir)
+    mismatch = checkpoint.difference(saved.config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if mismatch:
+        raise NstError(
+            f"{out_dir} already holds a different run ({mismatch}). Use another output dir "
+            "(hydra.run.dir=... or hydra.sweep.dir=...), or delete that one to start over."
+        )
+    finished = finished_loss(saved, out_dir, cfg.iterations)
+    if finished is None:
+        log.info("Continuing the run in %s from its checkpoint at iteration %d.", out_dir, saved.state.iteration)
+    return Continuation(cfg, out_dir, saved, finished)
+
+
+def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continuation:
+    if multirun:
+        raise NstError(
+            "resume= continues one run. To finish a sweep, run the same sweep again with "
+            "hydra.sweep.dir=<its dir>: finished jobs are skipped, unfinished ones continue."
+        )
+    check_run_dir(run_dir)
+    saved = checkpoint.load(run_dir)
+    changes = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+    cfg = checkpoint.resumed_config(saved.config, changes)
+    if cfg.iterations < saved.state.iteration:
+        raise NstError(
+            f"resume={run_dir} with iterations={cfg.iterations}: that run has done {saved.state.iteration} "
+            f"iterations already. Give iterations={saved.state.iteration} or more to continue it; "
+            "its checkpoint is left as it was."
+        )
+    log.info(
+        "Resuming %s from its checkpoint at iteration %d (%s) with the config saved there, "
+        "not one composed now; changes from the command line: %s.",
+        run_dir, saved.state.iteration, saved.path, ", ".join(changes) or "none",
+    )
+    return Continuation(cfg, run_dir, saved)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """``resume=`` must name one run's directory: say what it names instead, and what to do."""
+    if not run_dir.exists():
+        raise NstError(
+            f"resume={run_dir}: there is no such directory. Give the directory of the run to continue "
+            "(outputs/runs/<date>/<time>, or a sweep's job folder such as outputs/multirun/<date>/<time>/3)."
+        )
+    if not run_dir.is_dir():
+        raise NstError(f"resume={run_dir} is a file, not a run directory. Give the directory that holds its checkpoints/.")
+    if checkpoint.exists(run_dir):
+        return
+    jobs = sorted(p.parent.parent.name for p in run_dir.glob(f"*/{checkpoint.CHECKPOINT_DIR}/*.pt"))
+    if jobs:
+        raise NstError(
+            f"resume={run_dir} is a sweep's folder (its jobs {', '.join(dict.fromkeys(jobs))} hold checkpoints). "
+            f"Continue one job with resume={run_dir / jobs[0]}, or the whole sweep by running it again "
+            f"with hydra.sweep.dir={run_dir}."
+        )
+    raise NstError(
+        f"resume={run_dir} holds no checkpoint ({checkpoint.CHECKPOINT_DIR}/last.pt or previous.pt), so there "
+        "is nothing to continue. Start a new run instead."
+    )
+
+
+def finished_loss(saved: Checkpoint, out_dir: Path, iterations: int) -> float | None:
+    """The final loss of the run in ``out_dir`` if it finished (and asked no more iterations), else None."""
+    if not Status(saved.status).finished or not (out_dir / METRICS_FILE).is_file():
+        return None
+    done = read_metrics(out_dir)
+    if done.get("status") != saved.status:
+        return None
+    if saved.status == Status.COMPLETED and saved.state.iteration < iterations:
+        return None  # asked for more: continue it
+    if saved.status == Status.COMPLETED and saved.state.iteration > iterations:
+        raise NstError(
+            f"{out_dir} holds this run finished after {saved.state.iteration} iterations, more than "
+            f"iterations={iterations}. Use another output dir to run {iterations} iterations."
+        )
+    loss = done.get("loss/total")
+    return float("nan") if loss is None else float(loss)
