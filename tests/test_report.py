@@ -15,8 +15,9 @@ from conftest import pattern_image
 from PIL import Image
 from tbparse import SummaryReader
 
-from nst_exp.figures import grid_layout, layers_label, number_label, ratio_label, value_label
 from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
+from nst_exp.report.figures import grid_layout
+from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
