@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -207,3 +208,68 @@ def test_network_label_names_a_trained_network_by_its_description_without_machin
         "vgg16_bn_craft (CRAFT's backbone, not the paper's VGG-19; weights package:m/w.pth); "
         "vgg19 with random (seed 0); UNTRAINED"
     )
+
+
+EVAL_KEYS = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
+
+
+@pytest.fixture(scope="module")
+def evaluated(grid_sweep, tmp_path_factory):
+    """The grid sweep with picture metrics added to its completed jobs' metrics.json, and its report."""
+    copy = tmp_path_factory.mktemp("evaluated") / "sweep"
+    shutil.copytree(grid_sweep, copy, ignore=shutil.ignore_patterns("report"))
+    for job in range(4):
+        path = copy / str(job) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        if metrics["status"] == "completed":
+            metrics.update(zip(EVAL_KEYS, (0.9 - 0.2 * job, 0.05 + 0.01 * job, 10.0 + job)))
+            path.write_text(json.dumps(metrics))
+    return report(copy)
+
+
+@pytest.mark.slow
+def test_picture_metrics_are_columns_of_both_tables(evaluated):
+    table = pd.read_csv(evaluated.written["results.csv"])
+    assert set(EVAL_KEYS) <= set(table.columns)
+    assert not [column for column in table.columns if column.startswith("metrics.eval/")]
+    assert list(table["eval/content_ssim"].iloc[:3]) == pytest.approx([0.9, 0.7, 0.5])
+    assert list(table["eval/style_swd"].iloc[:3]) == pytest.approx([0.05, 0.06, 0.07])
+    assert pd.isna(table.at[3, "eval/content_ssim"])  # the failed job has none
+    header = next(line for line in evaluated.written["results.md"].read_text().splitlines() if line.startswith("|"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns.index("loss/style") < columns.index("eval/content_ssim")
+    assert set(EVAL_KEYS) <= set(columns)
+
+
+REPORT_PACKAGE = ROOT / "nst_exp" / "report"
+
+
+def test_report_package_imports_no_torch():
+    modules = [f"nst_exp.report.{path.stem}" for path in REPORT_PACKAGE.glob("*.py") if path.stem != "__main__"]
+    code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n" \
+           "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_report_modules_import_each_other_without_a_cycle():
+    graph = {}
+    for path in REPORT_PACKAGE.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nst_exp.report."):
+                imported.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = imported
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in graph[module]:
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "figures" not in graph["sweep"] and "build" not in graph["figures"]

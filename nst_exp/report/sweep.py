@@ -1,9 +1,9 @@
 """Reading a sweep: every job Hydra wrote under a folder, as one DataFrame sorted by the swept keys.
 
-Each job's ``.hydra/`` settings, its ``metrics.json`` (final losses ``loss/*``, the other
-keys as ``metrics.*``) and its TensorBoard scalars (through tbparse). The swept keys are
-read from the sweep itself: the override keys whose values differ between jobs, in the
-order Hydra swept them.
+Each job's ``.hydra/`` settings, its ``metrics.json`` (final losses ``loss/*``, picture
+metrics ``eval/*``, the other keys as ``metrics.*``) and its TensorBoard scalars (through
+tbparse). The swept keys are read from the sweep itself: the override keys whose values
+differ between jobs, in the order Hydra swept them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from nst_exp.results import METRICS_FILE, flatten, read_metrics
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
+LOSS_PREFIX = "loss/"  # metrics.json keys kept as their own columns: final losses ...
+EVAL_PREFIX = "eval/"  # ... and picture metrics (content SSIM, style SWD, colour distance)
 
 
 @dataclass
@@ -97,8 +99,10 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
         "status": metrics.pop("status", MISSING),
         "alpha/beta": ratio(settings.get("alpha"), settings.get("beta")),
     }
-    row.update({key: value for key, value in metrics.items() if key.startswith("loss/")})
-    row.update({f"metrics.{key}": value for key, value in metrics.items() if not key.startswith("loss/")})
+    row.update({key: value for key, value in metrics.items() if key.startswith(LOSS_PREFIX)})
+    row.update({key: value for key, value in metrics.items() if key.startswith(EVAL_PREFIX)})
+    row.update({f"metrics.{key}": value for key, value in metrics.items()
+                if not key.startswith((LOSS_PREFIX, EVAL_PREFIX))})
     row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
     row.update(flatten(settings, "cfg", lists_as_text=True))
     choices = OmegaConf.to_container(hydra.runtime.choices) if "choices" in hydra.runtime else {}
@@ -192,3 +196,7 @@ def networks(sweep: Sweep) -> str:
         labels.append(f"{net} ({description}; weights {weights})" if trained and pd.notna(description) else f"{net} with {weights}")
     return "; ".join(labels) or "unknown"
 
+
+def eval_columns(jobs: pd.DataFrame) -> list[str]:
+    """The ``eval/*`` columns some job has a value in, in the order metrics.json wrote them."""
+    return [column for column in jobs.columns if column.startswith(EVAL_PREFIX) and jobs[column].notna().any()]

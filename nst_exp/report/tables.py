@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, networks
+from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
 
 HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
 
@@ -14,7 +14,7 @@ HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", 
 def headline(sweep: Sweep) -> pd.DataFrame:
     """The columns results.md shows; results.csv has them all."""
     losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
-    columns = ["job", *sweep.swept, "status", "alpha/beta", *losses,
+    columns = ["job", *sweep.swept, "status", "alpha/beta", *losses, *eval_columns(sweep.jobs),
                *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]
     table = sweep.jobs[[column for column in columns if column in sweep.jobs]].astype(object)
     table = table.where(table.notna(), None)  # blank cells, not "nan", in Markdown
