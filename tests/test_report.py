@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -130,13 +131,15 @@ def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
 
 
 @pytest.mark.slow
-def test_command_line_report(grid_sweep, tmp_path, capsys):
-    assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
+def test_command_line_report(grid_sweep, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "4 jobs (3 completed, 1 failed); swept: style_layers, image_size; figure 2 x 2" in printed
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "results.csv", "results.md", "scalars.csv", "figure.png", "losses.png",
     }
+    assert "no job has both eval/content_ssim and eval/style_swd" in caplog.text.lower()  # hence no tradeoff.png
 
 
 def test_a_folder_without_jobs_is_refused_with_the_fix(tmp_path, capsys):
@@ -239,6 +242,19 @@ def test_picture_metrics_are_columns_of_both_tables(evaluated):
     columns = [cell.strip() for cell in header.strip("|").split("|")]
     assert columns.index("loss/style") < columns.index("eval/content_ssim")
     assert set(EVAL_KEYS) <= set(columns)
+
+
+@pytest.mark.slow
+def test_tradeoff_plot_shows_every_measured_job(evaluated):
+    assert evaluated.tradeoff_jobs == [0, 1, 2]  # the failed job has no picture metrics
+    path = evaluated.written["tradeoff.png"]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as plot:
+        plot.verify()
+    with Image.open(path) as plot:
+        width, height = plot.size
+    assert 600 <= width <= 1200 and 400 <= height <= 900  # 8 x 5.5 in at 100 dpi
+    assert path.stat().st_size > 10_000  # drawn, not blank
 
 
 REPORT_PACKAGE = ROOT / "nst_exp" / "report"

@@ -9,6 +9,7 @@ from pathlib import Path
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
 from nst_exp.report.sweep import Sweep, read_sweep
 from nst_exp.report.tables import write_tables
+from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class Report:
     layout: GridLayout  # where each job sits in figure.png
     written: dict[str, Path]  # file name -> path
     loss_tags: list[str]  # the tags losses.png shows (empty: no scalars, no file)
+    tradeoff_jobs: list[int]  # the jobs tradeoff.png shows (empty: no picture metrics, no file)
 
 
 def report(root: Path | str, out: Path | str | None = None) -> Report:
@@ -36,4 +38,9 @@ def report(root: Path | str, out: Path | str | None = None) -> Report:
         written["losses.png"] = out / "losses.png"
     else:
         log.warning("No job logged a positive loss scalar: losses.png not written.")
-    return Report(sweep, layout, written, loss_tags)
+    tradeoff_jobs = plot_tradeoff(sweep, out / "tradeoff.png")
+    if tradeoff_jobs:
+        written["tradeoff.png"] = out / "tradeoff.png"
+    else:
+        log.info(f"No job has both {CONTENT_SSIM} and {STYLE_SWD} in its metrics.json: tradeoff.png not written.")
+    return Report(sweep, layout, written, loss_tags, tradeoff_jobs)
