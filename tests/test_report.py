@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
@@ -136,9 +138,12 @@ def test_command_line_report(grid_sweep, tmp_path, capsys, caplog):
         assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "4 jobs (3 completed, 1 failed); swept: style_layers, image_size; figure 2 x 2" in printed
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "results.csv", "results.md", "scalars.csv", "figure.png", "losses.png",
-    }
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written >= {"results.csv", "results.md", "scalars.csv", "figure.png", "losses.png"}
+    assert written == {"results.csv", "results.md", "scalars.csv", "figure.png", "losses.png", "index.html", "curves"}
+    for name in sorted(written):  # where each file went
+        assert f"wrote {tmp_path / 'out' / name}" in printed
+    assert f"open {(tmp_path / 'out' / 'index.html').as_uri()}" in printed
     assert "no job has both eval/content_ssim and eval/style_swd" in caplog.text.lower()  # hence no tradeoff.png
 
 
@@ -255,6 +260,89 @@ def test_tradeoff_plot_shows_every_measured_job(evaluated):
         width, height = plot.size
     assert 600 <= width <= 1200 and 400 <= height <= 900  # 8 x 5.5 in at 100 dpi
     assert path.stat().st_size > 10_000  # drawn, not blank
+
+
+class Page(HTMLParser):
+    """The links, table headers, cells per row and scripts of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []  # every href and src
+        self.headers: list[str] = []  # the text of each <th>
+        self.row_cells: list[int] = []  # <td>s per <tr>
+        self.scripts: list[str] = []
+        self.external: list[str] = []  # <link> or <script src=...>: something fetched from elsewhere
+        self.inside = ""  # "th" or "script" while in one
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.links += [values[name] for name in ("href", "src") if values.get(name)]
+        if tag == "link" or (tag == "script" and values.get("src")):
+            self.external.append(tag)
+        if tag in ("th", "script"):
+            self.inside = tag
+            self.headers += [""] if tag == "th" else []
+        elif tag == "tr":
+            self.row_cells.append(0)
+        elif tag == "td":
+            self.row_cells[-1] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self.inside:
+            self.inside = ""
+
+    def handle_data(self, data: str) -> None:
+        if self.inside == "th":
+            self.headers[-1] += data
+        elif self.inside == "script":
+            self.scripts.append(data)
+
+
+def read_page(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def assert_links_resolve(page: Page, folder: Path) -> None:
+    for link in page.links:
+        parts = urlsplit(link)
+        assert not parts.scheme and not parts.netloc and not link.startswith("/"), f"not relative: {link}"
+        assert (folder / unquote(parts.path)).exists(), f"broken link {link}"
+
+
+@pytest.mark.slow
+def test_gallery_links_each_jobs_files_and_every_link_resolves(evaluated):
+    out = evaluated.written["index.html"].parent
+    page = read_page(evaluated.written["index.html"])
+    assert_links_resolve(page, out)
+    links = set(page.links)
+    for job in range(4):
+        assert f"../{job}/metrics.json" in links and f"../{job}/.hydra/config.yaml" in links
+    for job in range(3):
+        assert f"../{job}/result.png" in links
+        assert f"curves/job_{job}.png" in links  # its loss curve
+    assert "../3/result.png" not in links  # the failed job wrote none
+    assert {"results.csv", "figure.png", "losses.png", "tradeoff.png"} <= links
+    assert not page.external  # no stylesheet or script fetched from anywhere
+
+
+@pytest.mark.slow
+def test_gallery_is_one_sortable_table(evaluated):
+    page = read_page(evaluated.written["index.html"])
+    headers = [" ".join(text.split()).replace("/ ", "/") for text in page.headers]
+    assert headers[:5] == ["result", "job", "style_layers", "image_size", "status"]
+    assert {"loss/total", "loss/content", "loss/style", *EVAL_KEYS, "files"} <= set(headers)
+    assert page.row_cells[1:] == [len(headers)] * 4  # a header per column; one row per job
+    script = "".join(page.scripts)
+    assert "addEventListener(\"click\"" in script and "aria-sort" in script and ".sort(" in script
+
+
+@pytest.mark.slow
+def test_gallery_links_still_resolve_after_the_sweep_is_moved(evaluated, tmp_path):
+    moved = tmp_path / "elsewhere" / "sweep"
+    shutil.copytree(evaluated.sweep.root, moved)
+    assert_links_resolve(read_page(moved / "report" / "index.html"), moved / "report")
 
 
 REPORT_PACKAGE = ROOT / "nst_exp" / "report"

@@ -1,4 +1,4 @@
-"""A sweep's output directory -> one table of every job, a figure grid and loss curves.
+"""A sweep's output directory -> one table of every job, a figure grid, loss curves and a gallery page.
 
 ``python -m nst_exp.report outputs/multirun/<date>/<time> [--out DIR]`` reads every job
 Hydra wrote there (``.hydra/`` settings, ``metrics.json``, TensorBoard scalars through
@@ -7,7 +7,10 @@ tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless `
 - ``results.csv``: one row per job, every column; ``results.md``: the headline columns;
 - ``scalars.csv``: every logged loss scalar per job and step;
 - ``figure.png``: the result images in a grid laid out by the swept keys;
-- ``losses.png``: the loss curves of all jobs, coloured by the swept keys.
+- ``losses.png``: the loss curves of all jobs, coloured by the swept keys;
+- ``tradeoff.png``: content SSIM against style SWD per job, when metrics.json has them;
+- ``index.html``: every job in one sortable table with its picture, numbers, loss curve
+  (``curves/``) and links to its files; it opens from disk, and its links are relative.
 
 The swept keys are read from the sweep itself: the override keys whose values differ
 between jobs, in the order Hydra swept them. Jobs that failed or were cut short are
@@ -18,7 +21,8 @@ Modules, each importing only those above it (none imports torch):
 - ``sweep``: finding the jobs and reading them (``Sweep``, ``read_sweep``, ``read_scalars``);
 - ``labels``: swept values labelled as the paper labels them;
 - ``tables``: results.csv, results.md, scalars.csv;
-- ``figures``: the image grid and the loss curves;
+- ``figures``: the image grid and the loss curves; ``tradeoff``: tradeoff.png;
+- ``gallery``: index.html and its per-job loss curves;
 - ``build``: ``report()``, which writes all of the above; ``cli``: the command line.
 """
 

@@ -1,4 +1,4 @@
-"""``report(sweep_dir)``: read a sweep and write its tables and figures into one folder."""
+"""``report(sweep_dir)``: read a sweep and write its tables, figures and gallery page into one folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
+from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, write_gallery
 from nst_exp.report.sweep import Sweep, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
@@ -43,4 +44,8 @@ def report(root: Path | str, out: Path | str | None = None) -> Report:
         written["tradeoff.png"] = out / "tradeoff.png"
     else:
         log.info(f"No job has both {CONTENT_SSIM} and {STYLE_SWD} in its metrics.json: tradeoff.png not written.")
+    page, curves = write_gallery(sweep, out, written)
+    if curves:
+        written[CURVES_DIR] = out / CURVES_DIR
+    written[GALLERY_FILE] = page
     return Report(sweep, layout, written, loss_tags, tradeoff_jobs)
