@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nst_exp.report.figures import inputs_that_vary
 from nst_exp.report.labels import value_label
 from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
@@ -135,8 +136,10 @@ def job_row(sweep: Sweep, job: int, out: Path, curves: Mapping[int, Path], numbe
         label = html.escape(value_label(sweep, key, job)).replace("\n", "<br>")
         cells.append(f'<td data-sort="{rank}" title="{html.escape(f"{key}={row[key]}")}">{label}</td>')
     status = str(row["status"])
-    message = str(row.get("metrics.message") or "") if pd.notna(row.get("metrics.message")) else ""
-    shown = f'<span class="status-{"completed" if status == Status.COMPLETED else "other"}">{html.escape(status)}</span>'
+    message = row.get("metrics.message")
+    message = message if isinstance(message, str) else ""  # NaN where metrics.json had none
+    css = "status-completed" if status == Status.COMPLETED else "status-other"
+    shown = f'<span class="{css}">{html.escape(status)}</span>'
     if message and status != Status.COMPLETED:
         shown += f'<span class="message">{html.escape(message[:200])}</span>'
     cells.append(cell(shown, status))
@@ -178,12 +181,14 @@ def about(sweep: Sweep, out: Path, files: Mapping[str, Path]) -> str:
               if Path(path).is_file() and name != GALLERY_FILE]
     if others:
         lines.append(f"<p>Report files: {' &middot; '.join(others)}</p>")
-    first = sweep.job_dir(int(sweep.jobs["job"].iloc[0])) / INPUTS_DIR
-    shared = [name for name in ("content", "style")
-              if (first / f"{name}.png").is_file() and len({str(s.get(name)) for s in sweep.settings.values()}) <= 1]
+    beside, _ = inputs_that_vary(sweep)  # the inputs every job shares, as figure.png shows them
+    shared = {name: next((path for job in sweep.jobs["job"]
+                          if (path := sweep.job_dir(job) / INPUTS_DIR / f"{name}.png").is_file()), None)
+              for name in beside}
+    shared = {name: path for name, path in shared.items() if path is not None}
     if shared:
-        pictures = "".join(f'<a href="{link(first / f"{name}.png", out)}"><img src="{link(first / f"{name}.png", out)}" '
-                           f'alt="{name} image" title="{name}"></a>' for name in shared)
+        pictures = "".join(f'<a href="{link(path, out)}"><img src="{link(path, out)}" alt="{name} image" '
+                           f'title="{name}"></a>' for name, path in shared.items())
         lines.append(f'<p class="inputs">{" and ".join(shared)}: {pictures}</p>')
     return "\n".join(lines)
 
