@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
@@ -15,8 +19,9 @@ from conftest import pattern_image
 from PIL import Image
 from tbparse import SummaryReader
 
-from nst_exp.figures import grid_layout, layers_label, number_label, ratio_label, value_label
 from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
+from nst_exp.report.figures import grid_layout
+from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,13 +133,18 @@ def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
 
 
 @pytest.mark.slow
-def test_command_line_report(grid_sweep, tmp_path, capsys):
-    assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
+def test_command_line_report(grid_sweep, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "4 jobs (3 completed, 1 failed); swept: style_layers, image_size; figure 2 x 2" in printed
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "results.csv", "results.md", "scalars.csv", "figure.png", "losses.png",
-    }
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written >= {"results.csv", "results.md", "scalars.csv", "figure.png", "losses.png"}
+    assert written == {"results.csv", "results.md", "scalars.csv", "figure.png", "losses.png", "index.html", "curves"}
+    for name in sorted(written):  # where each file went
+        assert f"wrote {tmp_path / 'out' / name}" in printed
+    assert f"open {(tmp_path / 'out' / 'index.html').as_uri()}" in printed
+    assert "no job has both eval/content_ssim and eval/style_swd" in caplog.text.lower()  # hence no tradeoff.png
 
 
 def test_a_folder_without_jobs_is_refused_with_the_fix(tmp_path, capsys):
@@ -206,3 +216,164 @@ def test_network_label_names_a_trained_network_by_its_description_without_machin
         "vgg16_bn_craft (CRAFT's backbone, not the paper's VGG-19; weights package:m/w.pth); "
         "vgg19 with random (seed 0); UNTRAINED"
     )
+
+
+EVAL_KEYS = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
+
+
+@pytest.fixture(scope="module")
+def evaluated(grid_sweep, tmp_path_factory):
+    """The grid sweep with picture metrics added to its completed jobs' metrics.json, and its report."""
+    copy = tmp_path_factory.mktemp("evaluated") / "sweep"
+    shutil.copytree(grid_sweep, copy, ignore=shutil.ignore_patterns("report"))
+    for job in range(4):
+        path = copy / str(job) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        if metrics["status"] == "completed":
+            metrics.update(zip(EVAL_KEYS, (0.9 - 0.2 * job, 0.05 + 0.01 * job, 10.0 + job)))
+            path.write_text(json.dumps(metrics))
+    return report(copy)
+
+
+@pytest.mark.slow
+def test_picture_metrics_are_columns_of_both_tables(evaluated):
+    table = pd.read_csv(evaluated.written["results.csv"])
+    assert set(EVAL_KEYS) <= set(table.columns)
+    assert not [column for column in table.columns if column.startswith("metrics.eval/")]
+    assert list(table["eval/content_ssim"].iloc[:3]) == pytest.approx([0.9, 0.7, 0.5])
+    assert list(table["eval/style_swd"].iloc[:3]) == pytest.approx([0.05, 0.06, 0.07])
+    assert pd.isna(table.at[3, "eval/content_ssim"])  # the failed job has none
+    header = next(line for line in evaluated.written["results.md"].read_text().splitlines() if line.startswith("|"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns.index("loss/style") < columns.index("eval/content_ssim")
+    assert set(EVAL_KEYS) <= set(columns)
+
+
+@pytest.mark.slow
+def test_tradeoff_plot_shows_every_measured_job(evaluated):
+    assert evaluated.tradeoff_jobs == [0, 1, 2]  # the failed job has no picture metrics
+    path = evaluated.written["tradeoff.png"]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as plot:
+        plot.verify()
+    with Image.open(path) as plot:
+        width, height = plot.size
+    assert 600 <= width <= 1200 and 400 <= height <= 900  # 8 x 5.5 in at 100 dpi
+    assert path.stat().st_size > 10_000  # drawn, not blank
+
+
+class Page(HTMLParser):
+    """The links, table headers, cells per row and scripts of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []  # every href and src
+        self.headers: list[str] = []  # the text of each <th>
+        self.row_cells: list[int] = []  # <td>s per <tr>
+        self.scripts: list[str] = []
+        self.external: list[str] = []  # <link> or <script src=...>: something fetched from elsewhere
+        self.inside = ""  # "th" or "script" while in one
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.links += [values[name] for name in ("href", "src") if values.get(name)]
+        if tag == "link" or (tag == "script" and values.get("src")):
+            self.external.append(tag)
+        if tag in ("th", "script"):
+            self.inside = tag
+            self.headers += [""] if tag == "th" else []
+        elif tag == "tr":
+            self.row_cells.append(0)
+        elif tag == "td":
+            self.row_cells[-1] += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self.inside:
+            self.inside = ""
+
+    def handle_data(self, data: str) -> None:
+        if self.inside == "th":
+            self.headers[-1] += data
+        elif self.inside == "script":
+            self.scripts.append(data)
+
+
+def read_page(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def assert_links_resolve(page: Page, folder: Path) -> None:
+    for link in page.links:
+        parts = urlsplit(link)
+        assert not parts.scheme and not parts.netloc and not link.startswith("/"), f"not relative: {link}"
+        assert (folder / unquote(parts.path)).exists(), f"broken link {link}"
+
+
+@pytest.mark.slow
+def test_gallery_links_each_jobs_files_and_every_link_resolves(evaluated):
+    out = evaluated.written["index.html"].parent
+    page = read_page(evaluated.written["index.html"])
+    assert_links_resolve(page, out)
+    links = set(page.links)
+    for job in range(4):
+        assert f"../{job}/metrics.json" in links and f"../{job}/.hydra/config.yaml" in links
+    for job in range(3):
+        assert f"../{job}/result.png" in links
+        assert f"curves/job_{job}.png" in links  # its loss curve
+    assert "../3/result.png" not in links  # the failed job wrote none
+    assert {"results.csv", "figure.png", "losses.png", "tradeoff.png"} <= links
+    assert not page.external  # no stylesheet or script fetched from anywhere
+
+
+@pytest.mark.slow
+def test_gallery_is_one_sortable_table(evaluated):
+    page = read_page(evaluated.written["index.html"])
+    headers = [" ".join(text.split()).replace("/ ", "/") for text in page.headers]
+    assert headers[:5] == ["result", "job", "style_layers", "image_size", "status"]
+    assert {"loss/total", "loss/content", "loss/style", *EVAL_KEYS, "files"} <= set(headers)
+    assert page.row_cells[1:] == [len(headers)] * 4  # a header per column; one row per job
+    script = "".join(page.scripts)
+    assert "addEventListener(\"click\"" in script and "aria-sort" in script and ".sort(" in script
+
+
+@pytest.mark.slow
+def test_gallery_links_still_resolve_after_the_sweep_is_moved(evaluated, tmp_path):
+    moved = tmp_path / "elsewhere" / "sweep"
+    shutil.copytree(evaluated.sweep.root, moved)
+    assert_links_resolve(read_page(moved / "report" / "index.html"), moved / "report")
+
+
+REPORT_PACKAGE = ROOT / "nst_exp" / "report"
+
+
+def test_report_package_imports_no_torch():
+    modules = [f"nst_exp.report.{path.stem}" for path in REPORT_PACKAGE.glob("*.py") if path.stem != "__main__"]
+    code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n" \
+           "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_report_modules_import_each_other_without_a_cycle():
+    graph = {}
+    for path in REPORT_PACKAGE.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nst_exp.report."):
+                imported.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = imported
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in graph[module]:
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "figures" not in graph["sweep"] and "build" not in graph["figures"]

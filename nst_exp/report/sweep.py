@@ -1,26 +1,15 @@
-"""A sweep's output directory -> one table of every job, a figure grid and loss curves.
+"""Reading a sweep: every job Hydra wrote under a folder, as one DataFrame sorted by the swept keys.
 
-``python -m nst_exp.report outputs/multirun/<date>/<time> [--out DIR]`` reads every job
-Hydra wrote there (``.hydra/`` settings, ``metrics.json``, TensorBoard scalars through
-tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless ``--out``:
-
-- ``results.csv``: one row per job, every column; ``results.md``: the headline columns;
-- ``scalars.csv``: every logged loss scalar per job and step;
-- ``figure.png``: the result images in a grid laid out by the swept keys (figures.py);
-- ``losses.png``: the loss curves of all jobs, coloured by the swept keys.
-
-The swept keys are read from the sweep itself: the override keys whose values differ
-between jobs, in the order Hydra swept them. Jobs that failed or were cut short are
-listed with their status; the report is built from the others.
+Each job's ``.hydra/`` settings, its ``metrics.json`` (final losses ``loss/*``, picture
+metrics ``eval/*``, the other keys as ``metrics.*``) and its TensorBoard scalars (through
+tbparse). The swept keys are read from the sweep itself: the override keys whose values
+differ between jobs, in the order Hydra swept them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +23,10 @@ from tbparse import SummaryReader
 from nst_exp.errors import NstError
 from nst_exp.results import METRICS_FILE, flatten, read_metrics
 
-log = logging.getLogger(__name__)
-
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
-HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
+LOSS_PREFIX = "loss/"  # metrics.json keys kept as their own columns: final losses ...
+EVAL_PREFIX = "eval/"  # ... and picture metrics (content SSIM, style SWD, colour distance)
 
 
 @dataclass
@@ -111,8 +99,10 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
         "status": metrics.pop("status", MISSING),
         "alpha/beta": ratio(settings.get("alpha"), settings.get("beta")),
     }
-    row.update({key: value for key, value in metrics.items() if key.startswith("loss/")})
-    row.update({f"metrics.{key}": value for key, value in metrics.items() if not key.startswith("loss/")})
+    row.update({key: value for key, value in metrics.items() if key.startswith(LOSS_PREFIX)})
+    row.update({key: value for key, value in metrics.items() if key.startswith(EVAL_PREFIX)})
+    row.update({f"metrics.{key}": value for key, value in metrics.items()
+                if not key.startswith((LOSS_PREFIX, EVAL_PREFIX))})
     row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
     row.update(flatten(settings, "cfg", lists_as_text=True))
     choices = OmegaConf.to_container(hydra.runtime.choices) if "choices" in hydra.runtime else {}
@@ -192,22 +182,6 @@ def sort_by_sweep(jobs: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
                             if column.name in order else column, kind="stable")
 
 
-def headline(sweep: Sweep) -> pd.DataFrame:
-    """The columns results.md shows; results.csv has them all."""
-    losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
-    columns = ["job", *sweep.swept, "status", "alpha/beta", *losses,
-               *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]
-    table = sweep.jobs[[column for column in columns if column in sweep.jobs]].astype(object)
-    table = table.where(table.notna(), None)  # blank cells, not "nan", in Markdown
-    if "metrics.message" in table:
-        table["metrics.message"] = table["metrics.message"].map(lambda text: short(str(text or ""), 80))
-    return table
-
-
-def short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def networks(sweep: Sweep) -> str:
     """Which network made the results, in words: its description if trained, else its (random) weights."""
     pairs = sweep.jobs.get("metrics.network"), sweep.jobs.get("metrics.weights")
@@ -223,80 +197,6 @@ def networks(sweep: Sweep) -> str:
     return "; ".join(labels) or "unknown"
 
 
-def write_tables(sweep: Sweep, out: Path) -> tuple[Path, Path, Path]:
-    """results.csv (every column), results.md (headline), scalars.csv (per step)."""
-    out.mkdir(parents=True, exist_ok=True)
-    csv, markdown, scalars = out / "results.csv", out / "results.md", out / "scalars.csv"
-    sweep.jobs.to_csv(csv, index=False)
-    per_step = sweep.scalars.merge(sweep.jobs[["job", *sweep.swept]], on="job", how="left")
-    per_step[["job", *sweep.swept, "tag", "step", "value"]].to_csv(scalars, index=False)
-    counts = ", ".join(f"{n} {status}" for status, n in sweep.jobs["status"].value_counts().items())
-    lines = [
-        f"# Sweep {sweep.root}",
-        "",
-        f"- Jobs: {len(sweep.jobs)} ({counts})",
-        f"- Swept: {', '.join(sweep.swept) or 'nothing (all jobs alike)'}",
-        f"- Network: {networks(sweep)}",
-        "- All columns: results.csv; every logged loss per step: scalars.csv",
-        "",
-        headline(sweep).to_markdown(index=False, floatfmt=".4g", missingval=""),
-        "",
-    ]
-    markdown.write_text("\n".join(lines))
-    return csv, markdown, scalars
-
-
-@dataclass
-class Report:
-    """What ``report`` read and wrote."""
-
-    sweep: Sweep
-    layout: Any  # figures.GridLayout of figure.png
-    written: dict[str, Path]  # file name -> path
-    loss_tags: list[str]  # the tags losses.png shows (empty: no scalars, no file)
-
-
-def report(root: Path | str, out: Path | str | None = None) -> Report:
-    """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report)."""
-    from nst_exp.figures import plot_grid, plot_losses  # figures builds on this module's Sweep
-
-    sweep = read_sweep(root)
-    out = Path(out) if out is not None else sweep.root / "report"
-    csv, markdown, scalars = write_tables(sweep, out)
-    written = {"results.csv": csv, "results.md": markdown, "scalars.csv": scalars}
-    layout = plot_grid(sweep, out / "figure.png")
-    written["figure.png"] = out / "figure.png"
-    loss_tags = plot_losses(sweep, out / "losses.png")
-    if loss_tags:
-        written["losses.png"] = out / "losses.png"
-    else:
-        log.warning("No job logged a positive loss scalar: losses.png not written.")
-    return Report(sweep, layout, written, loss_tags)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nst_exp.report",
-        description="Turn a sweep's output directory into results.csv/.md, a figure grid and loss curves.",
-    )
-    parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = report(args.sweep_dir, args.out)
-    except NstError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    jobs = result.sweep.jobs
-    counts = ", ".join(f"{n} {status}" for status, n in jobs["status"].value_counts().items())
-    rows, cols = result.layout.shape
-    print(f"{len(jobs)} jobs ({counts}); swept: {', '.join(result.sweep.swept) or 'nothing'}; "
-          f"figure {rows} x {cols}")
-    for path in result.written.values():
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def eval_columns(jobs: pd.DataFrame) -> list[str]:
+    """The ``eval/*`` columns some job has a value in, in the order metrics.json wrote them."""
+    return [column for column in jobs.columns if column.startswith(EVAL_PREFIX) and jobs[column].notna().any()]

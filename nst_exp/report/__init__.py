@@ -1,0 +1,33 @@
+"""A sweep's output directory -> one table of every job, a figure grid, loss curves and a gallery page.
+
+``python -m nst_exp.report outputs/multirun/<date>/<time> [--out DIR]`` reads every job
+Hydra wrote there (``.hydra/`` settings, ``metrics.json``, TensorBoard scalars through
+tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless ``--out``:
+
+- ``results.csv``: one row per job, every column; ``results.md``: the headline columns;
+- ``scalars.csv``: every logged loss scalar per job and step;
+- ``figure.png``: the result images in a grid laid out by the swept keys;
+- ``losses.png``: the loss curves of all jobs, coloured by the swept keys;
+- ``tradeoff.png``: content SSIM against style SWD per job, when metrics.json has them;
+- ``index.html``: every job in one sortable table with its picture, numbers, loss curve
+  (``curves/``) and links to its files; it opens from disk, and its links are relative.
+
+The swept keys are read from the sweep itself: the override keys whose values differ
+between jobs, in the order Hydra swept them. Jobs that failed or were cut short are
+listed with their status; the report is built from the others.
+
+Modules, each importing only those above it (none imports torch):
+
+- ``sweep``: finding the jobs and reading them (``Sweep``, ``read_sweep``, ``read_scalars``);
+- ``labels``: swept values labelled as the paper labels them;
+- ``tables``: results.csv, results.md, scalars.csv;
+- ``figures``: the image grid and the loss curves; ``tradeoff``: tradeoff.png;
+- ``gallery``: index.html and its per-job loss curves;
+- ``build``: ``report()``, which writes all of the above; ``cli``: the command line.
+"""
+
+from nst_exp.report.build import Report, report
+from nst_exp.report.cli import main
+from nst_exp.report.sweep import Sweep, networks, read_scalars, read_sweep, swept_keys
+
+__all__ = ["Report", "Sweep", "main", "networks", "read_scalars", "read_sweep", "report", "swept_keys"]

@@ -1,0 +1,51 @@
+"""``report(sweep_dir)``: read a sweep and write its tables, figures and gallery page into one folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
+from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, write_gallery
+from nst_exp.report.sweep import Sweep, read_sweep
+from nst_exp.report.tables import write_tables
+from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What ``report`` read and wrote."""
+
+    sweep: Sweep
+    layout: GridLayout  # where each job sits in figure.png
+    written: dict[str, Path]  # file name -> path
+    loss_tags: list[str]  # the tags losses.png shows (empty: no scalars, no file)
+    tradeoff_jobs: list[int]  # the jobs tradeoff.png shows (empty: no picture metrics, no file)
+
+
+def report(root: Path | str, out: Path | str | None = None) -> Report:
+    """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report)."""
+    sweep = read_sweep(root)
+    out = Path(out) if out is not None else sweep.root / "report"
+    csv, markdown, scalars = write_tables(sweep, out)
+    written = {"results.csv": csv, "results.md": markdown, "scalars.csv": scalars}
+    layout = plot_grid(sweep, out / "figure.png")
+    written["figure.png"] = out / "figure.png"
+    loss_tags = plot_losses(sweep, out / "losses.png")
+    if loss_tags:
+        written["losses.png"] = out / "losses.png"
+    else:
+        log.warning("No job logged a positive loss scalar: losses.png not written.")
+    tradeoff_jobs = plot_tradeoff(sweep, out / "tradeoff.png")
+    if tradeoff_jobs:
+        written["tradeoff.png"] = out / "tradeoff.png"
+    else:
+        log.info(f"No job has both {CONTENT_SSIM} and {STYLE_SWD} in its metrics.json: tradeoff.png not written.")
+    page, curves = write_gallery(sweep, out, written)
+    if curves:
+        written[CURVES_DIR] = out / CURVES_DIR
+    written[GALLERY_FILE] = page
+    return Report(sweep, layout, written, loss_tags, tradeoff_jobs)

@@ -1,0 +1,38 @@
+"""``python -m nst_exp.report SWEEP_DIR [--out DIR]``: the report from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from nst_exp.errors import NstError
+from nst_exp.report.build import report
+from nst_exp.report.gallery import GALLERY_FILE
+from nst_exp.report.tables import status_counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nst_exp.report",
+        description="Turn a sweep's output directory into results.csv/.md, a figure grid, loss curves, "
+                    "a content/style trade-off plot and a sortable gallery page (index.html).",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = report(args.sweep_dir, args.out)
+    except NstError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rows, cols = result.layout.shape
+    print(f"{len(result.sweep.jobs)} jobs ({status_counts(result.sweep)}); "
+          f"swept: {', '.join(result.sweep.swept) or 'nothing'}; figure {rows} x {cols}")
+    for path in result.written.values():
+        print(f"wrote {path}" + (f"/ ({len(list(path.iterdir()))} files)" if path.is_dir() else ""))
+    if GALLERY_FILE in result.written:
+        print(f"open {result.written[GALLERY_FILE].resolve().as_uri()}")
+    return 0

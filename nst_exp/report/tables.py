@@ -1,0 +1,54 @@
+"""A sweep's tables: results.csv (every column), results.md (the headline columns), scalars.csv (per step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
+
+HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
+
+
+def headline(sweep: Sweep) -> pd.DataFrame:
+    """The columns results.md shows; results.csv has them all."""
+    losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
+    columns = ["job", *sweep.swept, "status", "alpha/beta", *losses, *eval_columns(sweep.jobs),
+               *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]
+    table = sweep.jobs[[column for column in columns if column in sweep.jobs]].astype(object)
+    table = table.where(table.notna(), None)  # blank cells, not "nan", in Markdown
+    if "metrics.message" in table:
+        table["metrics.message"] = table["metrics.message"].map(lambda text: short(str(text or ""), 80))
+    return table
+
+
+def short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def status_counts(sweep: Sweep) -> str:
+    """"3 completed, 1 failed"."""
+    return ", ".join(f"{n} {status}" for status, n in sweep.jobs["status"].value_counts().items())
+
+
+def write_tables(sweep: Sweep, out: Path) -> tuple[Path, Path, Path]:
+    """results.csv (every column), results.md (headline), scalars.csv (per step)."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv, markdown, scalars = out / "results.csv", out / "results.md", out / "scalars.csv"
+    sweep.jobs.to_csv(csv, index=False)
+    per_step = sweep.scalars.merge(sweep.jobs[["job", *sweep.swept]], on="job", how="left")
+    per_step[["job", *sweep.swept, "tag", "step", "value"]].to_csv(scalars, index=False)
+    lines = [
+        f"# Sweep {sweep.root}",
+        "",
+        f"- Jobs: {len(sweep.jobs)} ({status_counts(sweep)})",
+        f"- Swept: {', '.join(sweep.swept) or 'nothing (all jobs alike)'}",
+        f"- Network: {networks(sweep)}",
+        "- All columns: results.csv; every logged loss per step: scalars.csv",
+        "",
+        headline(sweep).to_markdown(index=False, floatfmt=".4g", missingval=""),
+        "",
+    ]
+    markdown.write_text("\n".join(lines))
+    return csv, markdown, scalars
