@@ -2,7 +2,9 @@
 
 ``pick_device`` turns ``device=...`` into a torch device, ``sweep_device`` gives
 each job of a parallel sweep its own GPU, ``detect`` reads whether bf16 runs in
-hardware, and ``describe_device`` names the device for metrics and reports.
+hardware, ``choose_speed`` turns ``precision=auto`` and ``channels_last=auto``
+into settings with a reason for the log, and ``describe_device`` names the
+device for metrics and reports.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nst_exp.errors import NstError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "tf32")
+CHANNELS_LAST = ("auto", "true", "false")
 CPUINFO = Path("/proc/cpuinfo")
 # CPU flags (Linux /proc/cpuinfo names, which torch.cpu.get_capabilities also uses)
 # that run bf16 convolutions in hardware, best first.
@@ -34,6 +39,15 @@ class Capabilities:
     device_type: str  # cpu | cuda | mps
     native_bf16: bool
     why: str  # the evidence, for the log: "this CPU has AMX-BF16", "CUDA compute capability 9.0"
+
+
+@dataclass(frozen=True)
+class SpeedChoice:
+    """The speed settings a run uses, and why, for the log."""
+
+    precision_used: str  # fp32 | bf16 | tf32
+    channels_last_used: bool
+    reason: str
 
 
 def pick_device(name: str) -> torch.device:
@@ -117,6 +131,43 @@ def detect(device: torch.device, flags: frozenset[str] | None = None) -> Capabil
     if instructions:
         return Capabilities(device.type, True, f"this CPU has {instructions}")
     return Capabilities(device.type, False, f"this CPU has neither AMX-BF16 nor AVX512-BF16, {EMULATED_BF16}")
+
+
+def choose_speed(requested_precision: Any, requested_channels_last: Any, caps: Capabilities) -> SpeedChoice:
+    """The precision and memory format a run uses.
+
+    ``precision=auto``: bf16 where it runs in hardware (CPUs with AMX-BF16 or
+    AVX512-BF16, CUDA GPUs from compute capability 8.0), fp32 elsewhere, MPS
+    included. ``channels_last=auto``: on exactly when the precision is bf16,
+    where oneDNN (AMX) and tensor cores pay for NHWC; alone in fp32 it was
+    measured at 0.96x on an AMX CPU (issue #13). Explicit values are kept;
+    tf32 off CUDA is an error. Either argument may be an Enum (its ``.value``
+    is read) or a plain string; ``channels_last`` may be a bool.
+    """
+    precision = _setting("precision", requested_precision, PRECISIONS)
+    channels_last = _setting("channels_last", requested_channels_last, CHANNELS_LAST)
+    if precision == "tf32" and caps.device_type != "cuda":
+        raise NstError(
+            f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
+            f"{caps.device_type}. Use precision=fp32 or precision=auto."
+        )
+    used = ("bf16" if caps.native_bf16 else "fp32") if precision == "auto" else precision
+    nhwc = used == "bf16" if channels_last == "auto" else channels_last == "true"
+    head = used if precision == "auto" else f"{used} (as asked)"
+    if nhwc:
+        head += " + channels_last" if channels_last == "auto" else " + channels_last (as asked)"
+    elif channels_last == "false" and used == "bf16":
+        head += ", channels_last off (as asked)"
+    return SpeedChoice(used, nhwc, f"{head}: {caps.why}")
+
+
+def _setting(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """A speed setting as one of ``allowed``: an Enum's value, a bool, or a string in any case."""
+    value = getattr(value, "value", value)
+    text = str(value).lower()
+    if text not in allowed:
+        raise NstError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+    return text
 
 
 def cpu_model() -> str:

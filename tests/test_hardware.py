@@ -1,13 +1,15 @@
-"""Device choice and capability detection, on mocked hardware so every case is tested on any machine."""
+"""Device choice and speed settings, decided on mocked capabilities so every rule is tested on any machine."""
 
 from __future__ import annotations
+
+from enum import Enum
 
 import pytest
 import torch
 
 from nst_exp import hardware
 from nst_exp.errors import NstError
-from nst_exp.hardware import Capabilities, describe_device, detect, pick_device, sweep_device
+from nst_exp.hardware import Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device, sweep_device
 
 CPU = torch.device("cpu")
 AMX_CPU = detect(CPU, frozenset({"avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16"}))
@@ -19,6 +21,12 @@ MPS = detect(torch.device("mps"))
 def cuda_caps(monkeypatch, capability: tuple[int, int]) -> Capabilities:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     return detect(torch.device("cuda"))
+
+
+class Precision(Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 # detect
@@ -59,6 +67,96 @@ def test_cpu_flags_empty_without_torch_capabilities_or_cpuinfo(monkeypatch, tmp_
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert hardware.cpu_flags() == frozenset()
     assert not detect(CPU).native_bf16
+
+
+# choose_speed: auto
+
+
+@pytest.mark.parametrize(
+    "caps, instructions", [(AMX_CPU, "AMX-BF16"), (AVX512_BF16_CPU, "AVX512-BF16")], ids=["amx", "avx512_bf16"]
+)
+def test_auto_picks_bf16_and_channels_last_on_cpus_with_bf16_instructions(caps, instructions):
+    expected = SpeedChoice("bf16", True, f"bf16 + channels_last: this CPU has {instructions}")
+    assert choose_speed("auto", "auto", caps) == expected
+
+
+def test_auto_keeps_fp32_without_channels_last_on_a_cpu_without_bf16():
+    choice = choose_speed("auto", "auto", ZEN_CPU)
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert choice.reason.startswith("fp32: this CPU has neither AMX-BF16 nor AVX512-BF16")
+    assert "21 times slower" in choice.reason
+
+
+def test_auto_picks_bf16_from_compute_capability_8_0(monkeypatch):
+    choice = choose_speed("auto", "auto", cuda_caps(monkeypatch, (8, 0)))
+    assert choice == SpeedChoice("bf16", True, "bf16 + channels_last: CUDA compute capability 8.0")
+
+
+def test_auto_keeps_fp32_below_compute_capability_8_0(monkeypatch):
+    choice = choose_speed("auto", "auto", cuda_caps(monkeypatch, (7, 5)))
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert "compute capability 7.5" in choice.reason and "need 8.0" in choice.reason
+
+
+def test_auto_keeps_fp32_on_mps():
+    choice = choose_speed("auto", "auto", MPS)
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert "MPS" in choice.reason
+
+
+# choose_speed: explicit settings
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, ZEN_CPU, MPS], ids=["amx", "zen", "mps"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_explicit_precision_is_kept(caps, precision):
+    choice = choose_speed(precision, "auto", caps)
+    assert choice.precision_used == precision
+    assert choice.channels_last_used == (precision == "bf16")
+    assert choice.reason.startswith(f"{precision} (as asked)") and caps.why in choice.reason
+
+
+def test_explicit_bf16_on_a_cpu_without_it_says_it_is_emulated():
+    assert "emulated" in choose_speed("bf16", "auto", ZEN_CPU).reason
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, ZEN_CPU], ids=["amx", "zen"])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+@pytest.mark.parametrize("channels_last", [True, False, "true", "false"])
+def test_explicit_channels_last_is_kept(caps, precision, channels_last):
+    assert choose_speed(precision, channels_last, caps).channels_last_used == (channels_last in (True, "true"))
+
+
+def test_explicit_channels_last_off_with_bf16_is_said():
+    assert choose_speed("auto", False, AMX_CPU).reason == "bf16, channels_last off (as asked): this CPU has AMX-BF16"
+
+
+def test_tf32_is_kept_on_cuda(monkeypatch):
+    assert choose_speed("tf32", "auto", cuda_caps(monkeypatch, (9, 0))) == SpeedChoice(
+        "tf32", False, "tf32 (as asked): CUDA compute capability 9.0"
+    )
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, MPS], ids=["cpu", "mps"])
+def test_tf32_off_cuda_is_an_error_naming_the_fix(caps):
+    message = rf"needs a CUDA GPU.*on {caps.device_type}\. Use precision=fp32 or precision=auto"
+    with pytest.raises(NstError, match=message):
+        choose_speed("tf32", "auto", caps)
+
+
+def test_enums_are_read_by_value():
+    assert choose_speed(Precision.auto, "auto", AMX_CPU).precision_used == "bf16"
+    assert choose_speed(Precision.fp32, "auto", AMX_CPU) == choose_speed("fp32", "auto", AMX_CPU)
+
+
+@pytest.mark.parametrize(
+    "precision, channels_last, message",
+    [("fp16", "auto", "precision='fp16' is not one of auto, fp32, bf16, tf32"),
+     ("auto", "yes", "channels_last='yes' is not one of auto, true, false")],
+)
+def test_unknown_settings_list_the_allowed_values(precision, channels_last, message):
+    with pytest.raises(NstError, match=message):
+        choose_speed(precision, channels_last, AMX_CPU)
 
 
 # pick_device
