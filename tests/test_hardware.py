@@ -1,0 +1,252 @@
+"""Device choice and speed settings, decided on mocked capabilities so every rule is tested on any machine."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pytest
+import torch
+
+from nst_exp import hardware
+from nst_exp.errors import NstError
+from nst_exp.hardware import Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device, sweep_device
+
+CPU = torch.device("cpu")
+AMX_CPU = detect(CPU, frozenset({"avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16"}))
+AVX512_BF16_CPU = detect(CPU, frozenset({"avx2", "avx512_f", "avx512_bf16"}))
+ZEN_CPU = detect(CPU, frozenset({"avx2", "fma"}))
+MPS = detect(torch.device("mps"))
+
+
+def cuda_caps(monkeypatch, capability: tuple[int, int]) -> Capabilities:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    return detect(torch.device("cuda"))
+
+
+class Precision(Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+# detect
+
+
+def test_detect_reads_bf16_instructions_from_cpu_flags():
+    assert AMX_CPU == Capabilities("cpu", True, "this CPU has AMX-BF16")
+    assert AVX512_BF16_CPU == Capabilities("cpu", True, "this CPU has AVX512-BF16")
+    assert not ZEN_CPU.native_bf16 and "neither AMX-BF16 nor AVX512-BF16" in ZEN_CPU.why and "emulated" in ZEN_CPU.why
+
+
+def test_detect_reads_cuda_compute_capability(monkeypatch):
+    assert cuda_caps(monkeypatch, (9, 0)) == Capabilities("cuda", True, "CUDA compute capability 9.0")
+    assert cuda_caps(monkeypatch, (8, 0)).native_bf16
+    turing = cuda_caps(monkeypatch, (7, 5))
+    assert not turing.native_bf16 and turing.why.startswith("CUDA compute capability 7.5")
+
+
+def test_mps_has_no_native_bf16_for_auto():
+    assert MPS.device_type == "mps" and not MPS.native_bf16
+
+
+def test_cpu_flags_from_cpuinfo_where_torch_has_no_capabilities(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu avx2 avx512_bf16 amx_bf16 amx_tile\n\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    )
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert hardware.cpu_flags() == {"fpu", "avx2", "avx512_bf16", "amx_bf16", "amx_tile"}
+    assert detect(CPU) == Capabilities("cpu", True, "this CPU has AMX-BF16")
+
+
+def test_cpu_flags_empty_without_torch_capabilities_or_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "missing")
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    assert hardware.cpu_flags() == frozenset()
+    assert not detect(CPU).native_bf16
+
+
+# choose_speed: auto
+
+
+@pytest.mark.parametrize(
+    "caps, instructions", [(AMX_CPU, "AMX-BF16"), (AVX512_BF16_CPU, "AVX512-BF16")], ids=["amx", "avx512_bf16"]
+)
+def test_auto_picks_bf16_and_channels_last_on_cpus_with_bf16_instructions(caps, instructions):
+    expected = SpeedChoice("bf16", True, f"bf16 + channels_last: this CPU has {instructions}")
+    assert choose_speed("auto", "auto", caps) == expected
+
+
+def test_auto_keeps_fp32_without_channels_last_on_a_cpu_without_bf16():
+    choice = choose_speed("auto", "auto", ZEN_CPU)
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert choice.reason.startswith("fp32: this CPU has neither AMX-BF16 nor AVX512-BF16")
+    assert "21 times slower" in choice.reason
+
+
+def test_auto_picks_bf16_from_compute_capability_8_0(monkeypatch):
+    choice = choose_speed("auto", "auto", cuda_caps(monkeypatch, (8, 0)))
+    assert choice == SpeedChoice("bf16", True, "bf16 + channels_last: CUDA compute capability 8.0")
+
+
+def test_auto_keeps_fp32_below_compute_capability_8_0(monkeypatch):
+    choice = choose_speed("auto", "auto", cuda_caps(monkeypatch, (7, 5)))
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert "compute capability 7.5" in choice.reason and "need 8.0" in choice.reason
+
+
+def test_auto_keeps_fp32_on_mps():
+    choice = choose_speed("auto", "auto", MPS)
+    assert (choice.precision_used, choice.channels_last_used) == ("fp32", False)
+    assert "MPS" in choice.reason
+
+
+# choose_speed: explicit settings
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, ZEN_CPU, MPS], ids=["amx", "zen", "mps"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_explicit_precision_is_kept(caps, precision):
+    choice = choose_speed(precision, "auto", caps)
+    assert choice.precision_used == precision
+    assert choice.channels_last_used == (precision == "bf16")
+    assert choice.reason.startswith(f"{precision} (as asked)") and caps.why in choice.reason
+
+
+def test_explicit_bf16_on_a_cpu_without_it_says_it_is_emulated():
+    assert "emulated" in choose_speed("bf16", "auto", ZEN_CPU).reason
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, ZEN_CPU], ids=["amx", "zen"])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+@pytest.mark.parametrize("channels_last", [True, False, "true", "false"])
+def test_explicit_channels_last_is_kept(caps, precision, channels_last):
+    assert choose_speed(precision, channels_last, caps).channels_last_used == (channels_last in (True, "true"))
+
+
+def test_explicit_channels_last_off_with_bf16_is_said():
+    assert choose_speed("auto", False, AMX_CPU).reason == "bf16, channels_last off (as asked): this CPU has AMX-BF16"
+
+
+def test_tf32_is_kept_on_cuda(monkeypatch):
+    assert choose_speed("tf32", "auto", cuda_caps(monkeypatch, (9, 0))) == SpeedChoice(
+        "tf32", False, "tf32 (as asked): CUDA compute capability 9.0"
+    )
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, MPS], ids=["cpu", "mps"])
+def test_tf32_off_cuda_is_an_error_naming_the_fix(caps):
+    message = rf"needs a CUDA GPU.*on {caps.device_type}\. Use precision=fp32 or precision=auto"
+    with pytest.raises(NstError, match=message):
+        choose_speed("tf32", "auto", caps)
+
+
+def test_enums_are_read_by_value():
+    assert choose_speed(Precision.auto, "auto", AMX_CPU).precision_used == "bf16"
+    assert choose_speed(Precision.fp32, "auto", AMX_CPU) == choose_speed("fp32", "auto", AMX_CPU)
+
+
+@pytest.mark.parametrize(
+    "precision, channels_last, message",
+    [("fp16", "auto", "precision='fp16' is not one of auto, fp32, bf16, tf32"),
+     ("auto", "yes", "channels_last='yes' is not one of auto, true, false")],
+)
+def test_unknown_settings_list_the_allowed_values(precision, channels_last, message):
+    with pytest.raises(NstError, match=message):
+        choose_speed(precision, channels_last, AMX_CPU)
+
+
+# pick_device
+
+
+def test_pick_device_cpu_and_auto_without_accelerators(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("cpu") == CPU
+    assert pick_device("auto") == CPU
+
+
+def test_pick_device_auto_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "mps"])
+def test_unavailable_device_is_an_error_naming_the_fix(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    message = rf"device={name} was asked for but is not available here\. Use device=auto or device=cpu\."
+    with pytest.raises(NstError, match=message):
+        pick_device(name)
+
+
+def test_cuda_index_is_parsed_and_checked_against_the_gpu_count(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    fix = r"has 2 CUDA GPUs \(cuda:0 to cuda:1\)\. Use device=cuda:0 up to cuda:1, or device=auto"
+    with pytest.raises(NstError, match=rf"device=cuda:2 was asked for but this machine {fix}"):
+        pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cuda:-1", "CPU"])
+def test_unknown_device_lists_the_allowed_values(name):
+    with pytest.raises(NstError, match=r"is not one of auto, cpu, cuda, cuda:N, mps"):
+        pick_device(name)
+
+
+# sweep_device
+
+
+@pytest.mark.parametrize(
+    "name, job_num, gpu_count, expected",
+    [
+        ("auto", 0, 4, "cuda:0"),
+        ("cuda", 5, 4, "cuda:1"),
+        ("auto", 3, 2, "cuda:1"),
+        ("cuda:1", 2, 4, "cuda:1"),  # a named GPU is kept
+        ("cpu", 2, 4, "cpu"),
+        ("auto", None, 4, "auto"),  # not a sweep job
+        ("cuda", 3, 1, "cuda"),  # one GPU: nothing to spread
+        ("auto", 3, 0, "auto"),
+    ],
+)
+def test_sweep_device_gives_each_job_its_own_gpu(name, job_num, gpu_count, expected):
+    assert sweep_device(name, job_num, gpu_count) == expected
+
+
+# describe_device
+
+
+def test_describe_device_on_this_machine():
+    description = describe_device(CPU)
+    assert description.strip() and description.endswith(")")
+
+
+def test_describe_device_names_the_cpu_model_and_its_bf16(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n")
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    assert describe_device(CPU).startswith("Intel(R) Xeon(R) Platinum 8480+ (")
+    assert describe_device(CPU).endswith(", AMX-BF16)")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert describe_device(CPU).endswith(", no native bf16)")
+
+
+def test_describe_device_falls_back_to_platform_without_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "missing")
+    monkeypatch.setattr(hardware.platform, "processor", lambda: "")
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "arm64")
+    assert describe_device(CPU).startswith("arm64 (")
+
+
+def test_describe_device_names_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert describe_device(torch.device("cuda", 0)) == "NVIDIA H200"
