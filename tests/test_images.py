@@ -393,3 +393,9 @@ def test_fit_size_keeps_at_least_one_pixel():
     assert images.fit_size(1000, 10, 50) == (1, 50)
     assert images.fit_size(10, 1000, 50) == (50, 1)
     assert images.fit_size(640, 480, 32) == (24, 32)
+
+
+def test_a_jpeg_draft_decode_does_not_change_the_shape(tmp_path):
+    """Decoding at 1/8 rounds 1997 x 1985 up to 250 x 249, which scaled to 100 gave 100 x 100, not 100 x 99."""
+    halves((1997, 1985)).save(tmp_path / "big.jpg")
+    assert tuple(images.load(tmp_path / "big.jpg", 100).shape[-2:]) == (99, 100)
