@@ -1,22 +1,27 @@
 """Finding, fetching, reading and writing images.
 
-Images enter as upright RGB in [0, 1], whatever their file's mode (grey,
-palette, RGBA, CMYK, 16-bit) or EXIF orientation, already downscaled on the
-CPU to the size the run needs, so a huge photo never reaches the device whole.
+Images enter as upright sRGB in [0, 1], whatever their file's mode (grey,
+palette, RGBA, CMYK, Lab, 16-bit, float), colour profile or EXIF orientation
+(see ``to_rgb``), already downscaled on the CPU to the size the run needs, so
+a huge photo never reaches the device whole. ``header_size`` and ``fit_size``
+give the shape ``load`` will produce without decoding the pixels.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat
 import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 from torch import Tensor
 from tqdm import tqdm
 
@@ -30,11 +35,75 @@ FETCH_TIMEOUT_S = 30
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
+def not_a_file(path: Path, what: str, example: str = "image.jpg", suffixes: Sequence[str] = ()) -> str | None:
+    """Why ``path`` cannot be read as a file (a directory, a FIFO, a device...), or None if it can or is absent.
+
+    ``suffixes`` picks the files a directory's message offers as examples
+    (all of them when empty); ``example`` stands in when it holds none.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"'{path}' is a symbolic link to '{os.readlink(path)}', which does not exist. Fix or remove the link."
+        return None
+    except OSError as error:  # permission denied on a parent folder, a loop of links...
+        return f"'{path}' cannot be read ({error.strerror or error})."
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        try:
+            inside = sorted(
+                entry.name
+                for entry in path.iterdir()
+                if entry.is_file() and (not suffixes or entry.suffix.lower() in suffixes)
+            )[:3]
+        except OSError:
+            inside = []
+        examples = ", ".join(str(path / name) for name in inside) or f"{path / example} (it holds no {what} file now)"
+        return f"'{path}' is a directory, not {_article(what)} file: give the file inside it, e.g. {examples}."
+    kind = next(
+        (name for test, name in _SPECIAL_FILES if test(mode)),
+        "not a regular file",
+    )
+    return f"'{path}' is {kind}, not {_article(what)} file: give the path of a regular file."
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _article(what: str) -> str:
+    return f"an {what}" if what[:1] in "aeiou" else f"a {what}"
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """File extensions Pillow can open, e.g. ``.jpg``, ``.png``."""
+    return tuple(sorted(Image.registered_extensions()))
+
+
 def resolve(path: str, images_dir: str, url: str | None = None, what: str = "image") -> Path:
-    """The file for ``path``: absolute as given, else under ``images_dir``; fetched from ``url`` if missing."""
+    """The file for ``path``: absolute as given, else under ``images_dir``; fetched from ``url`` if missing.
+
+    ``url`` belongs to the config's own ``path`` (a shipped content or style
+    whose file is downloaded on first use). Callers must pass it only while the
+    path is that config's own, and ``url=None`` when the user gave the path:
+    a user's file is never fetched, and a user's missing file is reported
+    missing instead of being replaced by the config's download under its name.
+
+    Something at ``path`` that is not a regular file (a directory, a FIFO, a
+    device, a dangling link) is refused by what it is, never fetched over.
+    """
     candidate = Path(path).expanduser()
     if not candidate.is_absolute():
         candidate = Path(images_dir).expanduser() / candidate
+    problem = not_a_file(candidate, f"{what} image", suffixes=image_suffixes())
+    if problem:
+        raise NstError(f"The {what} image {problem}")
     if candidate.is_file():
         return candidate
     fetch_error = ""
@@ -64,8 +133,11 @@ def fetch(url: str, destination: Path) -> None:
                 bar.update(len(chunk))
 
 
-def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read ``path`` as an upright 8-bit RGB image, shrunk while decoding if larger than needed."""
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """``path`` opened lazily (header only), refused if it is not a regular file or has too many pixels."""
+    problem = not_a_file(Path(path), "image", suffixes=image_suffixes())
+    if problem:
+        raise NstError(problem)  # Pillow would block on a FIFO, or fail on a directory as "damaged"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -85,38 +157,169 @@ def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT
             f"'{path}' is {size}, over the limit of {max_pixels:,} pixels that guards against "
             "decompression bombs. If you trust the file, raise max_image_pixels, or shrink the image first."
         )
+    return image
+
+
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright) as far as the header tells, without decoding the pixels.
+
+    A PNG's eXIf chunk after its pixel data would need the whole file decoded;
+    it is not read, by ``header_size`` and ``load`` alike, so both agree.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError):  # a damaged EXIF block: show the pixels as stored
+        return 1
+    return orientation if orientation in _UPRIGHT else 1
+
+
+def header_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of ``path`` as shown upright, read from its header without decoding the pixels.
+
+    Refuses what ``load`` refuses before decoding: not a regular file, not an
+    image, over ``max_pixels``. EXIF orientations 5 to 8 swap width and height.
+    """
+    with _open(path, max_pixels) as image:
+        width, height = image.size
+        return (height, width) if _orientation(image) >= 5 else (width, height)
+
+
+def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(H, W) that ``load`` gives an upright ``width`` x ``height`` image at ``long_side``: aspect kept, >= 1 px."""
+    scale = long_side / max(width, height)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read ``path`` as an upright 8-bit sRGB image, shrunk while decoding if larger than needed."""
+    image = _open(path, max_pixels)
     if long_side is not None and image.format == "JPEG":
         image.draft("RGB", (long_side, long_side))  # decode at 1/2, 1/4, 1/8 scale when that suffices
     try:
+        orientation = _orientation(image)
         image.load()
-        image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise NstError(
             f"'{path}' is damaged and cannot be decoded ({error}). Re-download or re-export it."
         ) from error
-    return to_rgb(image)
+    image = to_rgb(image, str(path))
+    return image.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB; transparency composited on white, 16-bit scaled, not clipped."""
+def to_rgb(image: Image.Image, source: str = "the image") -> Image.Image:
+    """Any Pillow mode -> 8-bit sRGB; values kept on their scale, transparency composited on white.
+
+    Value scales: 8-bit modes as stored; 16-bit (``I;16*``, and mode ``I`` of a
+    PNG) over 65535; other ``I`` (32-bit integer, e.g. a TIFF) over 255 if no
+    value exceeds 255, else over 65535, refused beyond; ``F`` (float, e.g. a
+    32-bit TIFF) as [0, 1] if no value exceeds 1, else as [0, 255], refused
+    when negative, beyond 255 or not finite. So mid-grey is 0.5 in every mode,
+    except a float image in [0, 255] whose values all lie below 1 (nearly
+    black), which is read as [0, 1].
+
+    Colour: an embedded ICC profile other than sRGB (Adobe RGB, a linear or
+    wide-gamut profile, a CMYK press profile) is converted to sRGB with
+    littlecms, before any resizing. A profile that cannot be read or does not
+    fit the image's mode is ignored with a warning. Without a profile, Lab is
+    converted by Pillow as CIE Lab, CMYK by Pillow's plain formula (Adobe's
+    inverted CMYK JPEGs are un-inverted by Pillow's decoder).
+    """
+    icc, file_format = image.info.get("icc_profile"), image.format
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
+        image = _deep_to_grey(image, source, file_format)
+    elif image.mode == "La":  # premultiplied; Pillow converts it to nothing else
+        grey, alpha = np.asarray(image, dtype=np.float64).transpose(2, 0, 1)
+        grey = np.where(alpha > 0, np.clip(grey * 255.0 / np.maximum(alpha, 1), 0, 255), 0)
+        image = Image.fromarray(np.stack([grey + 0.5, alpha], -1).astype(np.uint8), "LA")
+    elif image.mode == "RGBa":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "PA":
+        image = image.convert("RGBA")
+    image = _to_srgb(image, icc, source)
+    if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
 
 
-def resized(image: Image.Image, long_side: int) -> Image.Image:
-    """``image`` scaled so its longer side is ``long_side`` pixels, aspect kept."""
-    scale = long_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+def _deep_to_grey(image: Image.Image, source: str, file_format: str | None) -> Image.Image:
+    """A 16-bit, 32-bit integer or float greyscale image -> 8-bit L on the scale ``to_rgb`` documents."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise NstError(f"{source} holds values that are not finite numbers (NaN or infinity). Re-export it.")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        if low < 0 or high > 255:
+            raise NstError(
+                f"{source} is a floating-point image with values from {low:g} to {high:g}; float images "
+                "are read in [0, 1] (or [0, 255]). Scale or tone-map it into [0, 1], or export it as "
+                "8- or 16-bit PNG."
+            )
+        peak = 1.0 if high <= 1.0 + 1e-6 else 255.0
+    else:
+        sixteen = image.mode.startswith("I;16") or file_format == "PNG"
+        if low < 0 or high > 65535:
+            raise NstError(
+                f"{source} is a 32-bit integer image with values from {low:g} to {high:g}; integer images "
+                "are read as 8-bit (0-255) or 16-bit (0-65535). Export it as 8- or 16-bit PNG."
+            )
+        peak = 65535.0 if sixteen or high > 255 else 255.0
+    return Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+SRGB = ImageCms.createProfile("sRGB")
+# An ICC profile's colour space -> the Pillow mode of the pixels it describes.
+PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK", "Lab": "LAB"}
+
+
+def _to_srgb(image: Image.Image, icc: bytes | None, source: str) -> Image.Image:
+    """``image`` (any mode ``to_rgb`` passes on) in sRGB, by its ICC profile; as it is without one."""
+    if icc:
+        try:
+            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        except (OSError, ImageCms.PyCMSError) as error:
+            log.warning("%s: its embedded colour profile cannot be read (%s); colours are loaded as stored.", source, error)
+            return image
+    else:
+        return image
+    if "sRGB" in ImageCms.getProfileDescription(profile):
+        return image
+    alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+    colour = image.convert(image.mode[:-1]) if alpha is not None else image
+    if colour.mode == "1":
+        colour = colour.convert("L")
+    space = profile.profile.xcolor_space.strip()
+    if PROFILE_MODES.get(space) != colour.mode:
+        log.warning(
+            "%s: its embedded colour profile is for %s pixels but the image is %s; colours are loaded as stored.",
+            source, space, colour.mode,
+        )
+        return image
+    try:
+        converted = ImageCms.profileToProfile(colour, profile, SRGB, outputMode="RGB")
+    except ImageCms.PyCMSError as error:
+        log.warning("%s: converting its colour profile to sRGB failed (%s); colours are loaded as stored.", source, error)
+        return image
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def to_tensor(image: Image.Image) -> Tensor:
@@ -138,8 +341,13 @@ def to_pil(image: Tensor) -> Image.Image:
 
 
 def load(path: Path, long_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-    """``path`` as (1, 3, H, W) in [0, 1] with long side ``long_side``."""
-    return to_tensor(resized(open_rgb(path, long_side, max_pixels), long_side))
+    """``path`` as (1, 3, H, W) in [0, 1] with long side ``long_side``: (H, W) is
+    ``fit_size(*header_size(path), long_side)``, whatever size a JPEG's draft decode gives."""
+    height, width = fit_size(*header_size(path, max_pixels), long_side)
+    image = open_rgb(path, long_side, max_pixels)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return to_tensor(image)
 
 
 def load_sized(path: Path, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:

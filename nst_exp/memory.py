@@ -31,13 +31,14 @@ import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
+from nst_exp.images import fit_size
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ class Estimate:
     images: int
     weights: int
     overhead: int
+    styles: int = 0  # style images, their other Gram targets, and their pass's excess (see estimate)
 
     @property
     def total(self) -> int:
-        return self.activations + self.optimizer + self.images + self.weights + self.overhead
+        return self.activations + self.optimizer + self.images + self.weights + self.overhead + self.styles
 
     def describe(self) -> str:
         parts = ", ".join(
@@ -74,6 +76,7 @@ class Estimate:
                 ("activations", self.activations),
                 ("optimizer state", self.optimizer),
                 ("images and targets", self.images),
+                ("style images' pass", self.styles),
                 ("weights", self.weights),
                 ("allocator overhead", self.overhead),
             )
@@ -94,21 +97,8 @@ def optimizer_vectors(optimizer: Any) -> int:
     return OPTIMIZER_VECTORS.get(target, 4)
 
 
-def estimate(
-    extractor: FeatureExtractor,
-    height: int,
-    width: int,
-    optimizer: Any,
-    content_layers: list[str],
-    device_type: str,
-) -> Estimate:
-    """Peak bytes of optimising a ``height`` x ``width`` image through ``extractor`` on ``device_type``.
-
-    On the CPU the weights already sit in the memory being checked (the
-    network was built there), so they need no new room.
-    """
-    pixels = 3 * height * width
-    saved, largest, targets = pixels, 0, 0
+def _shapes(extractor: FeatureExtractor, height: int, width: int) -> Iterator[tuple[str, nn.Module, int, int]]:
+    """(name, module, channels, elements of its output) for each module of the body, on a ``height`` x ``width`` input."""
     channels, h, w = 3, height, width
     for name, module in extractor.body.named_children():
         if isinstance(module, nn.Conv2d):
@@ -118,7 +108,50 @@ def estimate(
         elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
             h, w = (h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1
-        size = channels * h * w
+        yield name, module, channels, channels * max(h, 0) * max(w, 0)
+
+
+def style_pass(extractor: FeatureExtractor, height: int, width: int) -> int:
+    """Peak float32 elements of the no-grad pass that computes a ``height`` x ``width`` style image's targets.
+
+    Each module's input and output are alive at once, beside the requested
+    layers' outputs already kept for their Gram matrices; the pass starts from
+    the normalised image (the image itself is counted by the caller).
+    """
+    previous, previous_kept, kept, peak = 3 * height * width, False, 0, 0
+    for name, _, _, size in _shapes(extractor, height, width):
+        peak = max(peak, size + kept + (0 if previous_kept else previous))
+        previous, previous_kept = size, name in extractor.requested
+        if previous_kept:
+            kept += size
+    return peak
+
+
+def estimate(
+    extractor: FeatureExtractor,
+    height: int,
+    width: int,
+    optimizer: Any,
+    content_layers: Sequence[str],
+    device_type: str,
+    style_shapes: Sequence[tuple[int, int]] = (),
+) -> Estimate:
+    """Peak bytes of optimising a ``height`` x ``width`` image through ``extractor`` on ``device_type``.
+
+    On the CPU the weights already sit in the memory being checked (the
+    network was built there), so they need no new room.
+
+    ``style_shapes`` are the style images' (H, W) as loaded (``style_scale``
+    applied). They add the ``styles`` term: the style images and the Gram
+    targets of every style but one (``images`` counts one), plus the part of
+    the largest style pass (``style_pass``) that exceeds the optimisation's
+    activations. The pass runs before the loop and its memory is reused by it,
+    so only its excess raises the peak: none at ``style_scale=1``, most of the
+    peak with a large ``style_scale``. With no ``style_shapes`` the term is 0.
+    """
+    pixels = 3 * height * width
+    saved, largest, targets, grams = pixels, 0, 0, 0
+    for name, module, channels, size in _shapes(extractor, height, width):
         largest = max(largest, size)
         if isinstance(module, (nn.ReLU, nn.AvgPool2d)):
             saved += size
@@ -128,15 +161,23 @@ def estimate(
             saved += size  # (F - P), kept for the square's gradient
             targets += size
         if name in extractor.requested:
-            targets += 2 * channels * channels  # the Gram target and the current Gram
+            grams += channels * channels
+    targets += 2 * grams  # the Gram target and the current Gram
     activations = (saved + BACKWARD_ACTIVATIONS * largest) * FLOAT_BYTES
+    excess, styles = 0, 0
+    if style_shapes:
+        passes = max(style_pass(extractor, h, w) for h, w in style_shapes) * FLOAT_BYTES
+        excess = max(0, passes - activations)
+        kept = sum(3 * h * w for h, w in style_shapes) + (len(style_shapes) - 1) * grams
+        styles = kept * FLOAT_BYTES + excess
     on_cpu = device_type == "cpu"
     return Estimate(
         activations=activations,
         optimizer=optimizer_vectors(optimizer) * pixels * FLOAT_BYTES,
         images=(LOOP_IMAGES * pixels + targets) * FLOAT_BYTES,
         weights=0 if on_cpu else sum(p.numel() for p in extractor.parameters()) * FLOAT_BYTES,
-        overhead=round((CPU_ACTIVATION_FACTOR - 1) * activations) + CPU_FIXED_BYTES if on_cpu else 0,
+        overhead=round((CPU_ACTIVATION_FACTOR - 1) * (activations + excess)) + CPU_FIXED_BYTES if on_cpu else 0,
+        styles=styles,
     )
 
 
@@ -150,7 +191,7 @@ def available(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     free = _meminfo_available()
-    limit = _cgroup_room()
+    limit = cgroup_room()
     return min(free, limit) if limit is not None else free
 
 
@@ -164,19 +205,89 @@ def _meminfo_available() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cgroup_room() -> int | None:
-    """Room left under a cgroup memory limit (v2, then v1), if there is one."""
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-    ):
-        try:
-            limit, usage = Path(limit_file).read_text().strip(), Path(usage_file).read_text().strip()
-        except OSError:
-            continue
-        if limit.isdigit() and int(limit) < 1 << 60:
-            return max(int(limit) - int(usage), 0)
-    return None
+NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
+
+
+def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Room left under this process's own cgroup memory limits, or None without any.
+
+    ``proc_cgroup`` names the process's cgroups: v2's ``0::/path`` ->
+    ``root/path/memory.max`` and ``memory.current``; v1's memory controller
+    (``N:memory:/path``) -> ``root/memory/path/memory.limit_in_bytes`` and
+    ``memory.usage_in_bytes``. Every level from the process's cgroup up to the
+    mount's root counts (a parent's limit binds its children too) and the
+    smallest room wins. A path not visible under ``root`` (a container without
+    its own cgroup namespace) falls back to the mount's root, which is then the
+    container's cgroup.
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    rooms: list[int] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            rooms += _rooms_up(root, path, "memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            rooms += _rooms_up(root / "memory", path, "memory.limit_in_bytes", "memory.usage_in_bytes")
+    return min(rooms) if rooms else None
+
+
+def _rooms_up(mount: Path, path: str, limit_file: str, usage_file: str) -> list[int]:
+    """limit - usage at each level from ``mount/path`` up to ``mount`` that has a limit."""
+    folder = mount / path.strip("/")
+    if not folder.is_dir():
+        folder = mount
+    rooms = []
+    while True:
+        limit = _read_bytes(folder / limit_file)
+        if limit is not None and limit < NO_LIMIT:
+            rooms.append(max(limit - (_read_bytes(folder / usage_file) or 0), 0))
+        if folder == mount or folder == folder.parent:
+            return rooms
+        folder = folder.parent
+
+
+def _read_bytes(path: Path) -> int | None:
+    """A cgroup file's number of bytes; None if absent, unreadable or 'max'."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def smallest_size(
+    factor: int,
+    content_size: tuple[int, int],
+    style_sizes: Sequence[tuple[int, int]] = (),
+    style_scale: float = 1.0,
+) -> int:
+    """The smallest image_size at which content and every style image are at least ``factor`` pixels on both sides.
+
+    ``factor`` is how many times the deepest layer shrinks its input
+    (``FeatureExtractor.downsampling``); sizes are upright (width, height)
+    from ``images.header_size``; shapes are those ``images.load`` gives:
+    the content at long side ``image_size``, the styles at
+    ``max(1, round(style_scale * image_size))``. Both grow with image_size,
+    so the search doubles, then bisects.
+    """
+
+    def seen(size: int) -> bool:
+        style_side = max(1, round(style_scale * size))
+        shapes = [fit_size(*content_size, size), *(fit_size(*s, style_side) for s in style_sizes)]
+        return all(min(shape) >= factor for shape in shapes)
+
+    high = max(1, factor)
+    while not seen(high):
+        high *= 2
+    low = high // 2  # seen(low) is False, or low is 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if seen(middle) else (middle, high)
+    return high
 
 
 def largest_size(fits: Any, image_size: int) -> int:
@@ -192,39 +303,73 @@ def largest_size(fits: Any, image_size: int) -> int:
 
 
 class Guard:
-    """Checks a run before it starts and explains an out-of-memory error during it."""
+    """Checks a run before it starts and explains an out-of-memory error during it.
+
+    Plain values, read from the config by the caller: ``content_size`` and
+    ``style_sizes`` are upright (width, height) from ``images.header_size``
+    (no decoding); the content is loaded at long side ``image_size``, each
+    style at ``max(1, round(style_scale * image_size))``; ``optimizer`` is the
+    optimizer's config (``_target_``, and ``history_size`` for L-BFGS).
+    """
 
     def __init__(
         self,
         extractor: FeatureExtractor,
-        shape: tuple[int, int],
+        content_size: tuple[int, int],
         image_size: int,
-        cfg: Any,
-        device: torch.device,
+        optimizer: Mapping[str, Any],
+        content_layers: Sequence[str] | torch.device,
+        device: torch.device | None = None,
+        *,
+        style_sizes: Sequence[tuple[int, int]] = (),
+        style_scale: float = 1.0,
     ) -> None:
+        if device is None and isinstance(content_layers, torch.device):
+            # TRANSITIONAL: run.py's call before this signature, Guard(extractor, final_shape, image_size, cfg, device),
+            # with the content's (H, W) at image_size and no style sizes. Remove once run.py passes plain values.
+            cfg, device = optimizer, content_layers
+            content_size, optimizer, content_layers = (content_size[1], content_size[0]), cfg.optimizer, cfg.content_layers
+            style_scale = float(cfg.style_scale)
+        if device is None:
+            raise TypeError("Guard needs the device the run uses.")
         self.extractor, self.image_size, self.device = extractor, image_size, device
-        self.optimizer, self.content_layers = cfg.optimizer, list(cfg.content_layers)
-        self.aspect = (shape[0] / max(shape), shape[1] / max(shape))
-        self.estimate = self._estimate(shape)
+        self.optimizer, self.content_layers = optimizer, list(content_layers)
+        self.content_size, self.style_sizes, self.style_scale = tuple(content_size), list(style_sizes), style_scale
+        self.estimate = self.estimate_at(image_size)
         self.free = available(device)
         self.before = current_bytes(device)
 
-    def _estimate(self, shape: tuple[int, int]) -> Estimate:
-        return estimate(self.extractor, shape[0], shape[1], self.optimizer, self.content_layers, self.device.type)
+    def shapes(self, size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+        """(H, W) of the content and of each style image at ``image_size=size``, as the run loads them."""
+        style_side = max(1, round(self.style_scale * size))
+        return fit_size(*self.content_size, size), [fit_size(*style, style_side) for style in self.style_sizes]
 
-    def _shape(self, size: int) -> tuple[int, int]:
-        return max(1, round(self.aspect[0] * size)), max(1, round(self.aspect[1] * size))
+    def estimate_at(self, size: int) -> Estimate:
+        content, styles = self.shapes(size)
+        return estimate(
+            self.extractor, content[0], content[1], self.optimizer, self.content_layers, self.device.type, styles
+        )
+
+    def smallest_size(self) -> int:
+        """The smallest image_size at which every requested layer sees a pixel of content and styles."""
+        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
+        return smallest_size(factor, self.content_size, self.style_sizes, self.style_scale)
 
     def fitting_size(self) -> int:
-        return largest_size(lambda size: self._estimate(self._shape(size)).total <= self.free, self.image_size)
+        """The largest image_size up to this one whose estimate fits the free memory (0 if none does)."""
+        fits = lambda size: self.estimate_at(size).total <= self.free  # noqa: E731
+        size = largest_size(fits, self.image_size)
+        while size > 0 and not fits(size):  # rounding can make the estimate dip: never suggest what fails
+            size -= 1
+        return size
 
     def advice(self) -> str:
         """What would fit: the largest image_size, and what L-BFGS's history costs."""
         fitting = self.fitting_size()
         advice = (
             f"image_size={fitting} is the largest that fits"
-            if fitting
-            else "No image_size fits: free memory or use shallower layers"
+            if fitting and fitting >= self.smallest_size()
+            else "No image_size fits: free memory, use shallower layers or a smaller style_scale"
         )
         if "history_size" in self.optimizer:
             pair = 2 * self.estimate.optimizer // optimizer_vectors(self.optimizer)

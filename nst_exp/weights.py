@@ -24,6 +24,7 @@ import torchvision
 from torch import Tensor, nn
 
 from nst_exp.errors import NstError
+from nst_exp.images import not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,16 @@ DOWNLOAD_TIMEOUT_S = 15
 # Buffers that evaluation never reads: a state dict may lack them.
 OPTIONAL_KEYS = ("num_batches_tracked",)
 PREFIX = "features."
+# Files a weights directory's message offers as examples.
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 
 def resolve_weights_file(weights: str) -> Path:
     """The file ``model.weights`` names: a path, or ``package:<module>/<file>`` in an installed package."""
     if not weights.startswith(PACKAGE_SCHEME):
-        return Path(weights).expanduser()
+        path = Path(weights).expanduser()
+        _refuse_non_file(path, f"model.weights={weights}: ")
+        return path
     module, _, inner = weights[len(PACKAGE_SCHEME) :].partition("/")
     if not module or not inner:
         raise NstError(
@@ -60,6 +65,7 @@ def resolve_weights_file(weights: str) -> Path:
             "model.weights=imagenet | random | /path/to/weights.pth."
         )
     path = Path(str(importlib.resources.files(module).joinpath(inner)))
+    _refuse_non_file(path, f"model.weights={weights}: ")
     if not path.is_file():
         raise NstError(
             f"model.weights={weights}: the package '{module}' is installed but has no file '{inner}' "
@@ -68,8 +74,16 @@ def resolve_weights_file(weights: str) -> Path:
     return path
 
 
+def _refuse_non_file(path: Path, prefix: str = "") -> None:
+    """NstError naming what ``path`` is when it is there but not a regular file (a directory, a FIFO...)."""
+    problem = not_a_file(path, "weights", "weights.pth", WEIGHTS_SUFFIXES)
+    if problem:
+        raise NstError(f"{prefix}{problem} Or choose model.weights=imagenet | random.")
+
+
 def load_state_file(path: Path) -> dict[str, Tensor]:
     """A state dict from a .pth/.pt (``torch.load(weights_only=True)``) or .safetensors file."""
+    _refuse_non_file(path)
     if not path.is_file():
         raise NstError(
             f"Weights file '{path}' does not exist. Pass an existing file with "

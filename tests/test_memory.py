@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
 from conftest import make_config
 from omegaconf import OmegaConf
+from PIL import Image
 
 import nst_exp.memory
-from nst_exp import memory
+from nst_exp import images, memory
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
-from nst_exp.run import run
+from nst_exp.run import check_image_size, run
 
+GIB = 1024**3
 LBFGS = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7})
 ADAM = OmegaConf.create({"_target_": "torch.optim.Adam"})
 
@@ -98,7 +101,134 @@ def test_available_memory_on_the_cpu_is_what_meminfo_says(monkeypatch, tmp_path)
     meminfo.write_text("MemTotal:       24683656 kB\nMemFree:  1 kB\nMemAvailable:   2000 kB\n")
     real_path = memory.Path
     monkeypatch.setattr(memory, "Path", lambda p: meminfo if p == "/proc/meminfo" else real_path(p))
-    monkeypatch.setattr(memory, "_cgroup_room", lambda: None)
+    monkeypatch.setattr(memory, "cgroup_room", lambda: None)
     assert memory.available(torch.device("cpu")) == 2000 * 1024
-    monkeypatch.setattr(memory, "_cgroup_room", lambda: 1000)
+    monkeypatch.setattr(memory, "cgroup_room", lambda: 1000)
     assert memory.available(torch.device("cpu")) == 1000
+
+
+# --- The process's own cgroup limits, in fake cgroup trees -------------------------------------
+
+
+def cgroup_tree(root, files):
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+
+
+def test_cgroup_v2_takes_the_smallest_room_up_to_the_root(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/user.slice/job.scope\n")
+    root = tmp_path / "sys"
+    cgroup_tree(root, {
+        "memory.max": "max",  # the namespace's root: no limit
+        "user.slice/memory.max": str(4 * GIB), "user.slice/memory.current": str(3 * GIB),
+        "user.slice/job.scope/memory.max": str(8 * GIB), "user.slice/job.scope/memory.current": str(1 * GIB),
+        "other.slice/memory.max": "1024", "other.slice/memory.current": "0",  # not ours
+    })
+    assert memory.cgroup_room(proc, root) == 1 * GIB  # the parent's 4 GiB limit with 3 GiB used binds
+    (root / "user.slice/memory.max").write_text("max")
+    assert memory.cgroup_room(proc, root) == 7 * GIB
+
+
+def test_cgroup_v1_memory_controller_and_no_limit(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("5:cpu,cpuacct:/job\n4:memory:/job\n0::/\n")
+    root = tmp_path / "sys"
+    cgroup_tree(root, {
+        "memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "no limit"
+        "memory/job/memory.limit_in_bytes": str(2 * GIB), "memory/job/memory.usage_in_bytes": str(GIB // 2),
+    })
+    assert memory.cgroup_room(proc, root) == 3 * GIB // 2
+    (root / "memory/job/memory.limit_in_bytes").write_text("9223372036854771712")
+    assert memory.cgroup_room(proc, root) is None
+
+
+def test_cgroup_path_not_visible_falls_back_to_the_mount_root(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/docker/abc123\n")  # a host path, as seen in a container without a cgroup namespace
+    root = tmp_path / "sys"
+    cgroup_tree(root, {"memory.max": str(2 * GIB), "memory.current": str(GIB)})
+    assert memory.cgroup_room(proc, root) == GIB
+    assert memory.cgroup_room(tmp_path / "absent", root) is None
+
+
+# --- The style images' pass --------------------------------------------------------------------
+
+
+def test_style_pass_counts_input_output_and_kept_layers(vgg19):
+    extractor = vgg19.extractor(["relu1_1", "relu2_1"])  # conv1_1 relu1_1 conv1_2 relu1_2 pool1 conv2_1 relu2_1
+    h, w = 16, 12
+    full = 64 * h * w
+    # relu1_2: its input (conv1_2), its output and relu1_1 kept for its Gram matrix
+    assert memory.style_pass(extractor, h, w) == 3 * full
+
+
+def test_estimate_adds_the_style_pass_only_beyond_the_loops_activations(vgg19):
+    extractor = vgg19.extractor(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    plain = memory.estimate(extractor, 24, 32, LBFGS, ["relu4_2"], "cpu")
+    same = memory.estimate(extractor, 24, 32, LBFGS, ["relu4_2"], "cpu", [(24, 32)])
+    assert same.styles == 3 * 24 * 32 * 4 and same.overhead == plain.overhead  # the pass fits in the loop's room
+    large = memory.estimate(extractor, 24, 32, LBFGS, ["relu4_2"], "cpu", [(96, 128), (120, 90)])
+    excess = max(memory.style_pass(extractor, 96, 128), memory.style_pass(extractor, 120, 90)) * 4 - plain.activations
+    grams = 64**2 + 128**2 + 256**2 + 3 * 512**2  # one more style's Gram targets (every requested layer, as images counts)
+    assert excess > 0 and large.styles == (3 * (96 * 128 + 120 * 90) + grams) * 4 + excess
+    assert large.overhead == plain.overhead + excess  # oneDNN's copies on the CPU, as for the loop's activations
+    assert large.total == plain.total + large.styles + excess
+
+
+# --- The guard from header sizes, and advice that really fits ----------------------------------
+
+LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+CPU = torch.device("cpu")
+
+
+def test_guard_advice_accounts_for_the_styles_and_passes_the_check(vgg19, monkeypatch):
+    extractor = vgg19.extractor(LAYERS)
+    guard_at = lambda size, scale: memory.Guard(  # noqa: E731
+        extractor, (640, 480), size, LBFGS, ["relu4_2"], CPU, style_sizes=[(300, 400)], style_scale=scale
+    )
+    free = memory.estimate(extractor, 96, 128, LBFGS, ["relu4_2"], "cpu").total  # 128 px without styles
+    monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
+    guard = guard_at(256, 3.0)
+    with pytest.raises(NstError, match="is the largest that fits") as refused:
+        guard.check(True)
+    suggested = guard.fitting_size()
+    assert 0 < suggested < 128 and f"image_size={suggested} is the largest" in str(refused.value)
+    guard_at(suggested, 3.0).check(True)  # the suggestion passes
+    with pytest.raises(NstError):
+        guard_at(suggested + 1, 3.0).check(True)
+    assert guard_at(suggested, 3.0).estimate.styles > 0
+
+
+def test_guard_shapes_are_the_shapes_load_gives(vgg19, tmp_path):
+    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
+    Image.new("RGB", (333, 777)).save(content)
+    Image.new("RGB", (1001, 13)).save(style)
+    guard = memory.Guard(
+        vgg19.extractor(["relu1_1"]), images.header_size(content), 99, LBFGS, [], CPU,
+        style_sizes=[images.header_size(style)], style_scale=0.7,
+    )
+    shapes = guard.shapes(99)
+    assert shapes[0] == tuple(images.load(content, 99).shape[-2:])
+    assert shapes[1] == [tuple(images.load(style, round(0.7 * 99)).shape[-2:])]
+
+
+def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_path):
+    extractor = vgg19.extractor(LAYERS)  # relu5_1 sees its input 16 times smaller
+    content = tmp_path / "wide.png"
+    Image.new("RGB", (1000, 10)).save(content)
+    size = memory.smallest_size(16, (1000, 10), [(1000, 10)], 0.1)
+    for candidate, passes in ((size, True), (size - 1, False)):
+        loaded = [images.load(content, candidate), images.load(content, max(1, round(0.1 * candidate)))]
+        if passes:
+            for image in loaded:
+                check_image_size(extractor, image, "test", candidate)
+        else:
+            with pytest.raises(NstError, match="is too small for layer 'relu5_1'"):
+                for image in loaded:
+                    check_image_size(extractor, image, "test", candidate)
+    # the runner's advice today, ceil(factor * size / short side) from the content alone, falls short
+    at_32 = images.load(content, 32)
+    assert math.ceil(16 * 32 / min(at_32.shape[-2:])) < size
+    assert memory.smallest_size(16, (640, 480)) == 21  # 21 * 480 / 640 = 15.75, which load rounds to 16

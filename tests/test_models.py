@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from nst_exp.features import (
     synthesis_names,
 )
 from nst_exp.run import run
-from nst_exp.weights import apply_key_map, fit_state
+from nst_exp.weights import apply_key_map, fit_state, load_state_file
 
 CRAFT_PACKAGE = "easyocr_en_models"
 HAS_CRAFT = importlib.util.find_spec(CRAFT_PACKAGE) is not None
@@ -238,6 +240,26 @@ def test_imagenet_weights_come_from_the_hub_cache_offline(tmp_path, monkeypatch)
 def test_package_weights_errors(weights, message):
     with pytest.raises(NstError, match=message):
         load_network("vgg16", weights)
+
+
+def test_weights_that_are_not_a_file_are_named(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({}, folder / "vgg16.pth")
+    os.mkfifo(tmp_path / "pipe.pth")
+    cases = [
+        (str(folder), f"model.weights={folder}: '{folder}' is a directory, not a weights file: "
+         f"give the file inside it, e.g. {folder / 'vgg16.pth'}"),
+        (str(tmp_path / "pipe.pth"), "is a named pipe (FIFO), not a weights file"),
+        ("/dev/null", "is a character device, not a weights file"),
+        ("package:nst_exp/.", "model.weights=package:nst_exp/.: '"),
+    ]
+    for weights, message in cases:
+        with pytest.raises(NstError, match=re.escape(message)) as error:
+            load_network("vgg16", weights)
+        assert "does not exist" not in str(error.value) and "has no file" not in str(error.value)
+    with pytest.raises(NstError, match="is a directory, not a weights file"):
+        load_state_file(folder)
 
 
 def test_missing_craft_package_says_how_to_install_it(tmp_path, tiny, monkeypatch):
