@@ -71,6 +71,11 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / METRICS_FILE).read_text())
 
 
+def job_dirs(root: Path) -> list[Path]:
+    """The run directories at or under ``root``: those Hydra gave a ``.hydra/config.yaml``, sorted by path."""
+    return sorted({path.parent.parent for path in Path(root).rglob(".hydra/config.yaml")})
+
+
 def finite_or_none(value: Any) -> Any:
     """``value`` with every NaN and inf (at any depth) replaced by None, as JSON wants."""
     if isinstance(value, float) and not math.isfinite(value):

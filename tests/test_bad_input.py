@@ -29,7 +29,7 @@ from nst_exp.run import run
         (["image_size=8"], r"image_size=8 is too small for layer 'relu5_1'.*Use image_size=22 or more"),
         (["style.path=missing.jpg"], "The style image 'missing.jpg' was not found"),
         (["init=file", "init.path=nowhere.png"], "The init image 'nowhere.png' was not found"),
-        (["iterations=-1"], "iterations=-1 must be >= 0"),
+        (["iterations=-1"], "iterations=-1 is negative. iterations must be an integer >= 0"),
     ],
 )
 def test_bad_values_raise_clear_errors(tmp_path, tiny, overrides, message):

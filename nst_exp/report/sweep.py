@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, flatten, read_metrics
+from nst_exp.results import METRICS_FILE, flatten, job_dirs, read_metrics
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
@@ -54,7 +54,7 @@ def find_jobs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise NstError(f"Sweep directory '{root}' does not exist. Pass the folder a multirun wrote, "
                        "e.g. outputs/multirun/<date>/<time>.")
-    found = sorted({path.parent.parent for path in root.rglob(".hydra/config.yaml")})
+    found = job_dirs(root)
     if not found:
         raise NstError(
             f"No Hydra jobs under '{root}': expected sub-folders holding .hydra/config.yaml, as "

@@ -1,0 +1,113 @@
+"""What a sweep left: one line when ``python -m nst_exp -m ...`` ends, and a non-zero exit if a job failed.
+
+A failed job (a refused setting, out of memory, killed) returns NaN so the other jobs go on;
+without this the sweep ended with exit 0 and no word about it. :class:`SweepSummary` is a
+Hydra callback, registered in conf/config.yaml under ``hydra.callbacks``; it reads every
+job's ``metrics.json`` in the sweep directory:
+
+    Sweep finished: 1 completed, 1 failed (job 1: see outputs/multirun/.../1/metrics.json);
+    report: python -m nst_exp.report outputs/multirun/...
+
+Hydra 1.3 calls ``on_multirun_end`` in the launching process after every job has returned
+(also with the joblib and submitit launchers) and turns an exception raised there into a
+warning, so the exit status is set with ``SystemExit``, which its callback runner lets through.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from nst_exp.results import METRICS_FILE, Status, job_dirs, read_metrics
+
+FAILED_EXIT = 1  # the sweep ran, and at least one job did not finish (the CLI's own refusals exit 2)
+# Jobs whose result stands: a diverged run kept its last finite image, and a single run that diverges exits 0.
+FINISHED = (Status.COMPLETED, Status.DIVERGED)
+
+
+@dataclass
+class Job:
+    """One job of a sweep, as its run directory tells it."""
+
+    name: str  # the job's folder under the sweep dir (its number, with Hydra's default subdir)
+    dir: Path
+    status: str  # a Status value, or "missing" / "unreadable" when metrics.json says nothing
+    message: str = ""
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job under ``sweep_dir``, in job order."""
+    jobs = []
+    for folder in job_dirs(sweep_dir):
+        try:
+            metrics = read_metrics(folder)
+            status, message = str(metrics.get("status", "unreadable")), str(metrics.get("message") or "")
+        except FileNotFoundError:
+            status, message = "missing", f"no {METRICS_FILE}: the job was killed, or is still running"
+        except (OSError, ValueError) as error:
+            status, message = "unreadable", f"{METRICS_FILE} could not be read: {error}"
+        overrides = folder / ".hydra" / "overrides.yaml"
+        listed = [str(item) for item in OmegaConf.load(overrides)] if overrides.is_file() else []
+        name = folder.relative_to(sweep_dir).as_posix() if folder != sweep_dir else "."
+        jobs.append(Job(name, folder, status, message, listed))
+    return sorted(jobs, key=lambda job: (not job.name.isdigit(), int(job.name) if job.name.isdigit() else 0, job.name))
+
+
+def summary(sweep_dir: Path, jobs: list[Job]) -> str:
+    """``Sweep finished: N completed, M failed (jobs 3, 5: see ...); report: ...``, then one line per unfinished job."""
+    if not jobs:
+        return (
+            f"Sweep finished without a job folder under {sweep_dir} (none holds .hydra/config.yaml): "
+            "no job ran. Check the sweep's overrides and its log."
+        )
+    parts = [f"{sum(job.status == Status.COMPLETED for job in jobs)} completed"]
+    diverged = [job for job in jobs if job.status == Status.DIVERGED]
+    if diverged:
+        parts.append(f"{len(diverged)} diverged ({_jobs(diverged)}: the last finite image is kept)")
+    unfinished = [job for job in jobs if not job.finished]
+    if unfinished:
+        see = ", ".join(str(job.dir / METRICS_FILE) for job in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        kinds = {job.status: sum(other.status == job.status for other in unfinished) for job in unfinished}
+        how = "" if set(kinds) == {str(Status.FAILED)} else ", ".join(f"{n} {status}" for status, n in kinds.items()) + "; "
+        parts.append(f"{len(unfinished)} failed ({_jobs(unfinished)}: {how}see {see})")
+    lines = [f"Sweep finished: {', '.join(parts)}; report: python -m nst_exp.report {sweep_dir}"]
+    swept = swept_overrides(jobs)
+    for job in unfinished:
+        said = textwrap.shorten(job.message, 300) if job.message else "no message"
+        lines.append(f"  job {job.name} ({' '.join(swept[job.name]) or 'as the others'}): {job.status}: {said}")
+    return "\n".join(lines)
+
+
+def swept_overrides(jobs: list[Job]) -> dict[str, list[str]]:
+    """Each job's overrides of the keys whose value differs between jobs (``beta=-1``), by job name."""
+    parsed = {job.name: dict(item.partition("=")[::2] for item in job.overrides) for job in jobs}
+    keys = {key for values in parsed.values() for key in values}
+    differ = {key for key in keys if len({values.get(key) for values in parsed.values()}) > 1}
+    return {job.name: [item for item in job.overrides if item.partition("=")[0] in differ] for job in jobs}
+
+
+def _jobs(jobs: list[Job]) -> str:
+    return ("job " if len(jobs) == 1 else "jobs ") + ", ".join(job.name for job in jobs)
+
+
+class SweepSummary(Callback):
+    """After a multirun: print the summary to stderr; exit with FAILED_EXIT if a job did not finish."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_jobs(sweep_dir)
+        # stderr, not logging: after the basic launcher's jobs, the root logger still writes to the last job's log
+        print(summary(sweep_dir, jobs), file=sys.stderr, flush=True)
+        if not jobs or not all(job.finished for job in jobs):
+            sys.exit(FAILED_EXIT)

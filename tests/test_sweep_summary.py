@@ -1,0 +1,109 @@
+"""A sweep with failed jobs says so when it ends, and exits non-zero; the report still reads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_config
+
+from nst_exp.report import main as report_main
+from nst_exp.report import read_sweep
+from nst_exp.sweep import FAILED_EXIT, SweepSummary, read_jobs, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job(sweep: Path, name: str, overrides: list[str], metrics: dict | None) -> Path:
+    """A job folder as Hydra and the runner leave it: .hydra/ and, unless killed, metrics.json."""
+    folder = sweep / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("alpha: 1.0\n")
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def end_of_sweep(sweep: Path) -> None:
+    """What Hydra does after the last job: the callback, with the sweep's composed config."""
+    config = make_config([f"hydra.sweep.dir={sweep}"], return_hydra_config=True)
+    SweepSummary().on_multirun_end(config=config, config_name="config")
+
+
+def test_every_kind_of_unfinished_job_is_named_and_the_exit_is_non_zero(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for number, status in enumerate(["completed", "diverged", "failed", "out_of_memory", "completed"]):
+        job(sweep, str(number), [f"seed={number}"], {"status": status, "message": f"why {number}"})
+    job(sweep, "10", ["seed=10"], None)  # killed before it wrote metrics.json
+    (sweep / "report").mkdir()  # not a job
+    with pytest.raises(SystemExit) as stopped:
+        end_of_sweep(sweep)
+    assert stopped.value.code == FAILED_EXIT
+    said = capsys.readouterr().err
+    assert said.startswith(
+        "Sweep finished: 2 completed, 1 diverged (job 1: the last finite image is kept), "
+        f"3 failed (jobs 2, 3, 10: 1 failed, 1 out_of_memory, 1 missing; see {sweep}/2/metrics.json, "
+        f"{sweep}/3/metrics.json, {sweep}/10/metrics.json); report: python -m nst_exp.report {sweep}\n"
+    )
+    assert "  job 3 (seed=3): out_of_memory: why 3\n" in said
+    assert "  job 10 (seed=10): missing: no metrics.json: the job was killed, or is still running" in said
+    assert [j.name for j in read_jobs(sweep)] == ["0", "1", "2", "3", "4", "10"]  # by number, not as text
+
+
+def test_a_sweep_whose_jobs_all_finished_ends_quietly_with_exit_0(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    job(sweep, "0", ["beta=1"], {"status": "completed"})
+    job(sweep, "1", ["beta=1e9"], {"status": "diverged", "message": "loss NaN at 3"})  # a result, as in a single run
+    end_of_sweep(sweep)  # no SystemExit
+    assert capsys.readouterr().err == (
+        "Sweep finished: 1 completed, 1 diverged (job 1: the last finite image is kept); "
+        f"report: python -m nst_exp.report {sweep}\n"
+    )
+
+
+def test_a_sweep_without_job_folders_is_a_failure(tmp_path):
+    assert "no job ran" in summary(tmp_path, [])
+    with pytest.raises(SystemExit):
+        end_of_sweep(tmp_path)
+
+
+def test_the_callback_is_registered_for_every_run():
+    callbacks = make_config([], return_hydra_config=True).hydra.callbacks
+    assert [c._target_ for c in callbacks.values()] == ["nst_exp.sweep.SweepSummary"]
+
+
+@pytest.mark.slow
+def test_a_real_sweep_with_a_failed_job_says_so_and_exits_non_zero(images_dir, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "nst_exp", "-m", "model.weights=random", "image_size=32", "iterations=2",
+        "log.progress=false", "log.image_every=0", f"images_dir={images_dir}", "content.path=content.png",
+        "style.path=style.png", "beta=1,-1", f"hydra.sweep.dir={sweep}",
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert done.returncode == FAILED_EXIT, done.stderr[-3000:]
+    assert (
+        f"Sweep finished: 1 completed, 1 failed (job 1: see {sweep}/1/metrics.json); "
+        f"report: python -m nst_exp.report {sweep}" in done.stderr
+    )
+    assert "  job 1 (beta=-1): failed: beta=-1.0 is negative." in done.stderr
+    assert "Traceback" not in done.stderr
+
+    # the report reads the failed job (Status values in metrics.json, no image, no TensorBoard events)
+    assert list(read_sweep(sweep).jobs["status"]) == ["completed", "failed"]
+    assert report_main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 jobs (1 completed, 1 failed)" in printed and "wrote" in printed
+    only_failed = tmp_path / "only_failed"  # no image, no scalars anywhere: grey boxes, no losses.png
+    shutil.copytree(sweep / "1", only_failed / "1")
+    assert report_main([str(only_failed)]) == 0
+    assert "1 jobs (1 failed)" in capsys.readouterr().out
