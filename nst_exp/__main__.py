@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
+from nst_exp.hardware import sweep_device
+from nst_exp.lock import RunDirInUse
 from nst_exp.results import record_failure
 from nst_exp.run import run
 
@@ -23,15 +26,18 @@ register()
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Run one job. A user error is reported in one message; in a sweep the other jobs go on."""
+    """Run one job; return its final loss to a sweeper. A user error is one message; a sweep's other jobs go on."""
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
+        cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
     try:
-        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun)
+        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun).loss
     except NstError as error:
         log.error("%s", error)
-        if not cfg.resume or isinstance(error, RunFailed):  # a refused resume leaves the run's record alone
+        # A refused resume, or a directory another process holds, leaves that run's record alone.
+        if not isinstance(error, RunDirInUse) and (not cfg.resume or isinstance(error, RunFailed)):
             record_failure(out_dir, str(error), error.metrics if isinstance(error, RunFailed) else None)
         if multirun:
             return float("nan")

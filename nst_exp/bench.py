@@ -40,7 +40,8 @@ from nst_exp.results import read_metrics
 from nst_exp.inputs import Inputs
 from nst_exp.losses import LossSettings
 from nst_exp.problem import Problem
-from nst_exp.run import pick_device, run
+from nst_exp.hardware import pick_device
+from nst_exp.run import run
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 

@@ -29,7 +29,8 @@ import pandas as pd
 from nst_exp.bench import config, machine
 from nst_exp.report import read_scalars
 from nst_exp.results import read_metrics
-from nst_exp.run import pick_device, run
+from nst_exp.hardware import pick_device
+from nst_exp.run import run
 
 
 def loss_curve(out_dir: Path) -> pd.DataFrame:

@@ -14,13 +14,33 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
 from nst_exp import checkpoint, images
-from nst_exp.optimize import COMPLETED, INTERRUPTED, Outcome, State, Step
+from nst_exp.evaluate import SCORES, scores
+from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
 from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)
 
 # Metrics the HParams view compares across runs: TensorBoard takes their last logged value.
-HPARAM_METRICS = ("loss/total", "loss/content", "loss/style")
+HPARAM_METRICS = ("loss/total", "loss/content", "loss/style", *SCORES)
+
+
+class Evaluation:
+    """Scores the final image against the content and the styles (nst_exp.evaluate), network-free.
+
+    It must come first among the callbacks: its ``on_end`` adds ``eval/*`` to the
+    outcome's values, so TensorBoard (and its HParams view) and metrics.json
+    carry the scores beside the final losses. An interrupted run is not scored.
+    """
+
+    def __init__(self, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> None:
+        self.content, self.styles, self.weights = content, list(styles), list(weights)
+
+    def on_step(self, step: Step) -> None:
+        pass
+
+    def on_end(self, outcome: Outcome) -> None:
+        if outcome.status in (COMPLETED, DIVERGED):
+            outcome.values.update(scores(outcome.image, self.content, self.styles, self.weights))
 
 
 class TensorBoardLogger:

@@ -44,6 +44,7 @@ class Choice(str, Enum):
 
 
 class Precision(Choice):
+    auto = "auto"  # the fastest setting that keeps the result on this device (nst_exp.hardware.choose_speed)
     fp32 = "fp32"  # IEEE float32 everywhere: the exact-maths setting
     bf16 = "bf16"  # the network's pass under bfloat16 autocast; losses and the image in float32
     tf32 = "tf32"  # CUDA: float32 convolutions and matmuls on TensorFloat-32 tensor cores
@@ -84,6 +85,7 @@ class Pooling(Choice):
 
 
 PRECISIONS = Precision.values()
+RESOLVED_PRECISIONS = ("fp32", "bf16", "tf32")  # what a run computes in once auto is resolved
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
 
@@ -199,8 +201,8 @@ class Config:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None  # CPU threads per job; None = torch's default
-    precision: Precision = Precision.fp32  # fp32 | bf16 (autocast) | tf32 (CUDA): how the network's pass is computed
-    channels_last: bool = False  # NHWC activations
+    precision: Precision = Precision.auto  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
+    channels_last: Any = "auto"  # auto (on with bf16) | true | false: NHWC activations
     compile: bool = False  # the network's pass through torch.compile
     images_dir: str = "images"
     max_image_pixels: int = 89_478_485
@@ -220,34 +222,23 @@ def _if_resume(resume: Optional[str], then: Any, otherwise: Any) -> Any:
 
 
 def validate(cfg: Any) -> None:
-    """Checks on values that a type cannot express; each error names the key and the fix."""
+    """Checks a type cannot express, before anything loads; each error names the key and the fix.
+
+    Unknown keys and every number's range come first (check_known_keys,
+    validate_numbers); the rest are checks that span several keys.
+    """
     check_known_keys(cfg)
     validate_numbers(cfg)
-    for key in ("alpha", "beta"):
-        if cfg[key] < 0:
-            raise NstError(f"{key}={cfg[key]} is negative. Loss weights must be >= 0.")
     if cfg.alpha == 0 and cfg.beta == 0:
         raise NstError("alpha and beta are both 0: there is nothing to optimise.")
-    if cfg.image_size < 1:
-        raise NstError(f"image_size={cfg.image_size} must be a positive number of pixels.")
-    if cfg.iterations < 0:
-        raise NstError(f"iterations={cfg.iterations} must be >= 0.")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise NstError(f"threads={cfg.threads} must be >= 1, or null for torch's default.")
     if cfg.device not in DEVICES and not re.fullmatch(r"cuda:\d+", cfg.device):
         raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}, or cuda:N for GPU number N.")
+    if cfg.channels_last not in (True, False, "auto"):
+        raise NstError(f"channels_last={cfg.channels_last!r} is not one of auto, true, false.")
     if cfg.init.kind == "file" and not cfg.init.path:
         raise NstError("init=file needs init.path=/path/to/image.png.")
     if not cfg.content_layers and not cfg.style_layers:
         raise NstError("content_layers and style_layers are both empty: nothing to match.")
-    for key in ("scalars_every", "image_every"):
-        if cfg.log[key] < 0:
-            raise NstError(f"log.{key}={cfg.log[key]} must be >= 0.")
-    if cfg.checkpoint.every < 0:
-        raise NstError(
-            f"checkpoint.every={cfg.checkpoint.every} must be >= 0 (iterations between checkpoints; "
-            "0 = only when the run stops)."
-        )
     validate_control(cfg)
 
 
@@ -277,10 +268,6 @@ def validate_control(cfg: Any) -> None:
                 f"({', '.join(cfg.styles)}). Give one weight per style, or style_blend=null for equal weights."
             )
         normalized_weights(cfg.style_blend, "style_blend")
-    if cfg.style_scale <= 0:
-        raise NstError(f"style_scale={cfg.style_scale} must be > 0 (1 = the style image as large as the content).")
-    if cfg.tv_weight < 0:
-        raise NstError(f"tv_weight={cfg.tv_weight} is negative. Use 0 (off, as in the paper) or a positive weight.")
     validate_coarse_to_fine(cfg)
     validate_spatial(cfg)
 

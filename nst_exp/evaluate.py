@@ -178,6 +178,13 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
     content = _read(run_dir / INPUTS_DIR / "content.png", run_dir)
     style_paths, weights = _style_files(run_dir)
     styles = [_read(path, run_dir) for path in style_paths]
+    return scores(result, content, styles, weights)
+
+
+def scores(result: Tensor, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> dict[str, float]:
+    """The eval/* scores of ``result`` against its content and its (weighted) style images, all (1, 3, H, W) in [0, 1]."""
+    result, content = result.detach().float().cpu().clamp(0, 1), content.detach().float().cpu()
+    styles = [style.detach().float().cpu() for style in styles]
     return {
         "eval/content_ssim": content_ssim(result, content),
         "eval/style_swd": style_swd(result, styles, weights),

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from nst_exp.config import PRECISIONS
+from nst_exp.config import RESOLVED_PRECISIONS
 from nst_exp.errors import NstError
 from nst_exp.weights import apply_key_map, fit_state, imagenet_state, load_state_file, resolve_weights_file
 
@@ -141,8 +141,11 @@ class FeatureExtractor(nn.Module):
         stores the activations NHWC; ``compile`` runs the pass through
         ``torch.compile``. Call after moving the extractor to its device.
         """
-        if precision not in PRECISIONS:
-            raise NstError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+        if precision not in RESOLVED_PRECISIONS:
+            raise NstError(
+                f"precision={precision!r} is not one of {', '.join(RESOLVED_PRECISIONS)} "
+                "(resolve auto first: nst_exp.hardware.choose_speed)."
+            )
         device = self.mean.device
         if precision == "tf32" and device.type != "cuda":
             raise NstError(

@@ -193,6 +193,9 @@ def header_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, 
     Refuses what ``load`` refuses before decoding: not a regular file, not an
     image, over ``max_pixels``. EXIF orientations 5 to 8 swap width and height.
     """
+    if isinstance(path, Image.Image):  # an image in memory (the Python API)
+        width, height = path.size
+        return (height, width) if _orientation(path) >= 5 else (width, height)
     with _open(path, max_pixels) as image:
         width, height = image.size
         return (height, width) if _orientation(image) >= 5 else (width, height)
@@ -205,7 +208,11 @@ def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 
 def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read ``path`` as an upright 8-bit sRGB image, shrunk while decoding if larger than needed."""
+    """Read ``path`` (or a PIL image in memory) as an upright 8-bit sRGB image, shrunk while decoding if larger than needed."""
+    if isinstance(path, Image.Image):
+        image = to_rgb(path, "the given image")
+        orientation = _orientation(path)
+        return image.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else image
     image = _open(path, max_pixels)
     if long_side is not None and image.format == "JPEG":
         image.draft("RGB", (long_side, long_side))  # decode at 1/2, 1/4, 1/8 scale when that suffices

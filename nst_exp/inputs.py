@@ -13,13 +13,12 @@ instead of downloading the default image under the typo's name.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Mapping, Union
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
 from nst_exp import images
@@ -33,13 +32,15 @@ from nst_exp.styles import StyleSpec, style_specs
 # Settings whose value is a path the user may type; their config's url is then not fetched.
 USER_PATH_KEYS = ("content.path", "style.path")
 
+Source = Union[Path, Image.Image]  # an image file, or an image given in memory (the Python API)
+
 
 @dataclass(frozen=True)
 class StyleSource:
     """One style term and its resolved image file."""
 
     spec: StyleSpec
-    path: Path
+    path: Source
     size: tuple[int, int]  # (width, height) of the file, upright
 
 
@@ -77,7 +78,7 @@ class StageInputs:
 class Inputs:
     """Every input file of a run, resolved once, and how to load them at a stage's size."""
 
-    content: Path
+    content: Source
     content_size: tuple[int, int]  # (width, height) of the file, upright
     styles: tuple[StyleSource, ...]
     init: Path | None  # the start image for init=file
@@ -86,23 +87,30 @@ class Inputs:
     max_pixels: int = images.DEFAULT_MAX_PIXELS
 
     @classmethod
-    def from_config(cls, cfg: Any, user_paths: Collection[str] = ()) -> Inputs:
-        """Resolve (or fetch) every file ``cfg`` names; ``user_paths`` are the USER_PATH_KEYS the user set."""
-        folder, limit = cfg.images_dir, cfg.max_image_pixels
+    def from_config(
+        cls, cfg: Any, user_paths: Collection[str] = (), given: Mapping[str, Image.Image] | None = None
+    ) -> Inputs:
+        """Resolve (or fetch) every file ``cfg`` names; ``user_paths`` are the USER_PATH_KEYS the user set.
+
+        ``given`` holds images in memory that stand for the ``content`` or the
+        ``style`` config (the Python API); their paths are then not looked up.
+        """
+        folder, limit, given = cfg.images_dir, cfg.max_image_pixels, dict(given or {})
         content_url = None if "content.path" in user_paths else cfg.content.url
-        content = images.resolve(cfg.content.path, folder, content_url, "content")
+        content = given.get("content") or images.resolve(cfg.content.path, folder, content_url, "content")
         styles = []
         for spec in style_specs(cfg):
             url = None if spec.key == "style" and "style.path" in user_paths else spec.image.url
-            path = images.resolve(spec.image.path, folder, url, "style")
+            in_memory = given.get("style") if spec.key == "style" else None
+            path = in_memory or images.resolve(spec.image.path, folder, url, "style")
             for mask in (spec.mask, spec.style_mask):
                 if mask is not None and mask.path:
                     images.resolve(mask.path, folder, what="mask")
-            styles.append(StyleSource(spec, path, upright_size(path, limit)))
+            styles.append(StyleSource(spec, path, images.header_size(path, limit)))
         init = images.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
         return cls(
             content,
-            upright_size(content, limit),
+            images.header_size(content, limit),
             tuple(styles),
             init,
             float(cfg.style_scale),
@@ -112,11 +120,11 @@ class Inputs:
 
     def shape(self, size: int) -> tuple[int, int]:
         """(H, W) of the content at long side ``size``, from its header."""
-        return fitted(self.content_size, size)
+        return images.fit_size(*self.content_size, size)
 
     def style_shapes(self, size: int) -> list[tuple[int, int]]:
         """(H, W) of each style image when the content's long side is ``size``."""
-        return [fitted(source.size, self.style_size(size)) for source in self.styles]
+        return [images.fit_size(*source.size, self.style_size(size)) for source in self.styles]
 
     def style_size(self, size: int) -> int:
         return max(1, round(self.style_scale * size))
@@ -160,23 +168,3 @@ def user_path_keys(overrides: Collection[str]) -> set[str]:
     """The USER_PATH_KEYS that command-line ``overrides`` set (``content.path=...``, ``+style.path=...``)."""
     keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides if "=" in override}
     return {key for key in USER_PATH_KEYS if key in keys}
-
-
-def upright_size(path: Path, max_pixels: int) -> tuple[int, int]:
-    """(width, height) of an image file as it will load (EXIF rotation applied), from its header only."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
-    except Exception:  # unreadable headers are reported by the full decode, with its message
-        return images.open_rgb(path, None, max_pixels).size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def fitted(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(H, W) that images.load gives a (width, height) image at ``long_side``."""
-    width, height = size
-    scale = long_side / max(width, height)
-    return max(1, round(height * scale)), max(1, round(width * scale))

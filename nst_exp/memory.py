@@ -318,20 +318,12 @@ class Guard:
         content_size: tuple[int, int],
         image_size: int,
         optimizer: Mapping[str, Any],
-        content_layers: Sequence[str] | torch.device,
-        device: torch.device | None = None,
+        content_layers: Sequence[str],
+        device: torch.device,
         *,
         style_sizes: Sequence[tuple[int, int]] = (),
         style_scale: float = 1.0,
     ) -> None:
-        if device is None and isinstance(content_layers, torch.device):
-            # TRANSITIONAL: run.py's call before this signature, Guard(extractor, final_shape, image_size, cfg, device),
-            # with the content's (H, W) at image_size and no style sizes. Remove once run.py passes plain values.
-            cfg, device = optimizer, content_layers
-            content_size, optimizer, content_layers = (content_size[1], content_size[0]), cfg.optimizer, cfg.content_layers
-            style_scale = float(cfg.style_scale)
-        if device is None:
-            raise TypeError("Guard needs the device the run uses.")
         self.extractor, self.image_size, self.device = extractor, image_size, device
         self.optimizer, self.content_layers = optimizer, list(content_layers)
         self.content_size, self.style_sizes, self.style_scale = tuple(content_size), list(style_sizes), style_scale

@@ -46,7 +46,7 @@ from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor, load_model
 from nst_exp.results import write_json
-from nst_exp.run import pick_device
+from nst_exp.hardware import pick_device
 from nst_exp.styles import IMAGE_SUFFIXES
 
 log = logging.getLogger("nst_exp.normalize")

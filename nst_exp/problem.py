@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Sequence
 
 import torch
@@ -15,6 +14,7 @@ from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.inputs import Inputs, StageInputs
 from nst_exp.losses import GatysLoss, LossSettings
+from nst_exp.memory import smallest_size
 from nst_exp.stages import Stage, StageSetup, upsample
 
 log = logging.getLogger(__name__)
@@ -81,25 +81,33 @@ class Problem:
 
     def check_sizes(self, stages: Sequence[Stage]) -> None:
         """Every layer must see at least one pixel of every image at every stage, from the file headers."""
+        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
+        styles = [source.size for source in self.inputs.styles]
+        needed = smallest_size(factor, self.inputs.content_size, styles, self.inputs.style_scale)
         for stage in stages:
             setting = "image_size" if stage.index == stage.count else f"coarse_to_fine.sizes[{stage.index - 1}]"
-            check_image_size(self.extractor, self.inputs.shape(stage.size), "content", stage.size, setting)
+            check_image_size(self.extractor, self.inputs.shape(stage.size), "content", stage.size, needed, setting)
             for source, shape in zip(self.inputs.styles, self.inputs.style_shapes(stage.size)):
-                check_image_size(self.extractor, shape, f"style '{source.spec.name}'", stage.size, setting)
+                check_image_size(self.extractor, shape, f"style '{source.spec.name}'", stage.size, needed, setting)
 
 
 def check_image_size(
-    extractor: FeatureExtractor, shape: tuple[int, int], what: str, image_size: int, setting: str = "image_size"
+    extractor: FeatureExtractor,
+    shape: tuple[int, int],
+    what: str,
+    image_size: int,
+    needed: int,
+    setting: str = "image_size",
 ) -> None:
     """Every requested layer must see at least one pixel of an image of ``shape`` = (H, W).
 
-    The deepest layer is checked first, so the error names the size that suffices for every layer.
+    The deepest layer is checked first; ``needed`` is the smallest size at which
+    every image passes (memory.smallest_size), which the error suggests.
     """
     height, width = shape
     for layer in sorted(extractor.requested, key=lambda name: (-extractor.downsampling(name), name)):
         factor = extractor.downsampling(layer)
         if min(height, width) < factor:
-            needed = math.ceil(factor * image_size / min(height, width))
             raise NstError(
                 f"{setting}={image_size} is too small for layer '{layer}': the {what} image becomes "
                 f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. "

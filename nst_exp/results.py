@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
@@ -119,3 +120,31 @@ def record_failure(run_dir: Path, message: str, so_far: Mapping[str, Any] | None
         return
     so_far = dict(so_far or {})
     write_json(path, {**so_far, "status": so_far.get("status", Status.FAILED), "message": message})
+
+
+@dataclass
+class Result:
+    """What a run gives back: the image, its tensor, its metrics (metrics.json's dict) and its directory.
+
+    ``run_dir`` is None for a run kept in memory (``stylize(..., out_dir=None)``).
+    """
+
+    image: Any  # PIL.Image.Image, RGB
+    tensor: Any  # torch.Tensor (1, 3, H, W) in [0, 1], on the CPU
+    metrics: dict[str, Any]
+    run_dir: Path | None = None
+
+    @property
+    def status(self) -> Status:
+        return Status(self.metrics["status"])
+
+    @property
+    def loss(self) -> float:
+        """The final total loss (NaN if the run has none)."""
+        value = self.metrics.get("loss/total")
+        return float("nan") if value is None else float(value)
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        size = getattr(self.image, "size", None)
+        return f"Result(status={self.status.value}, loss={self.loss:.6g}, size={size}{where})"

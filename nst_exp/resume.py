@@ -34,7 +34,7 @@ class Continuation:
     """Where a run picks up: its config and directory, and what an earlier session left there."""
 
     cfg: DictConfig
-    out_dir: Path
+    out_dir: Path | None  # None: a run kept in memory
     saved: Checkpoint | None = None  # the checkpoint to continue from
     finished: float | None = None  # the final loss, if the run there is finished: nothing to do
 

@@ -1,69 +1,95 @@
 """One style transfer from a composed config: set up, synthesise, write the results.
 
-    where = continuation(...)          # resume=, a run dir holding this run, or a fresh start
-    settings, inputs = ...             # the config read once, every input file found once
-    network, extractor = ...           # the network and the layers the objective reads
-    problem.check_sizes(stages)        # every layer sees the images at every stage (file headers)
-    guard.check(...)                   # the run fits in memory
-    outcome = synthesise(...)          # the coarse-to-fine stages (one for a plain run)
-    write result.png and metrics.json
+    validate(cfg)                      # every setting, before anything loads
+    with RunLock(run_dir):             # one process per run directory
+        where = continuation(...)      # resume=, a run dir holding this run, or a fresh start
+        settings, inputs = ...         # the config read once, every input file found once
+        network, problem = ...         # the layers the objective reads; each stage's objective and start
+        problem.check_sizes(stages)    # every layer sees the images at every stage (file headers)
+        guard.check(...)               # the run fits in memory
+        outcome = synthesise(...)      # the coarse-to-fine stages (one for a plain run)
+        write result.png and metrics.json
+
+The command line (``__main__``), the Python API (``nst_exp.stylize``) and the
+tests all call :func:`run`.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
-from nst_exp import memory
-from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp import images, memory
+from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import fingerprint
 from nst_exp.color import ColorControl
 from nst_exp.config import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import Network, load_model, summary
-from nst_exp.images import save
-from nst_exp.inputs import Inputs, user_path_keys
+from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
+from nst_exp.inputs import Inputs, StageInputs, user_path_keys
+from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
-from nst_exp.optimize import Interrupted, Outcome
+from nst_exp.optimize import Callback, Interrupted, Outcome
 from nst_exp.problem import Problem
-from nst_exp.results import METRICS_FILE, RESULT_FILE, Status, flatten, write_json
-from nst_exp.resume import Continuation, continuation
-from nst_exp.stages import plan, synthesise
+from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, read_metrics, write_json
+from nst_exp.resume import Continuation, check_run_dir, continuation
+from nst_exp.stages import Stage, plan, synthesise
 
 log = logging.getLogger(__name__)
 
 
 def run(
-    cfg: DictConfig, out_dir: Path | str | None = None, overrides: Sequence[str] = (), multirun: bool = False
-) -> float:
-    """Run one style transfer into ``out_dir``; return its final total loss (what a sweeper minimises).
+    cfg: DictConfig,
+    out_dir: Path | str | None = None,
+    overrides: Sequence[str] = (),
+    multirun: bool = False,
+    *,
+    given: Mapping[str, Image.Image] | None = None,
+) -> Result:
+    """Run one style transfer; return its :class:`~nst_exp.results.Result`.
 
-    With ``resume=DIR`` in ``cfg`` the run continues in DIR and ``out_dir`` is
-    not needed. ``overrides`` are the command line's (``resume=`` may change
-    only checkpoint.RESUMABLE_KEYS; a path typed there is never fetched);
-    ``multirun`` says whether this is one job of a sweep.
+    ``out_dir``: the run's directory (result.png, metrics.json, TensorBoard,
+    checkpoints); None keeps the run in memory and writes nothing. With
+    ``resume=DIR`` in ``cfg`` the run continues in DIR. ``overrides`` are the
+    command line's (``resume=`` may change only checkpoint.RESUMABLE_KEYS; a
+    path typed there is never fetched); ``multirun``: one job of a sweep.
+    ``given`` holds images in memory for ``content`` or ``style`` (the Python API).
     """
     started = time.perf_counter()
-    if out_dir is None and not cfg.resume:
-        raise NstError("run() needs out_dir, the directory to write the run into (or resume=DIR in the config).")
-    where = continuation(cfg, Path(out_dir or cfg.resume), overrides, multirun)
-    cfg, out_dir = where.cfg, where.out_dir
-    if where.finished is not None:
-        log.info("%s already holds this run, %s: skipped (delete it to run again).", out_dir, where.saved.status)
-        return where.finished
     validate(cfg)
+    run_dir = Path(cfg.resume) if cfg.resume else (Path(out_dir) if out_dir is not None else None)
+    if run_dir is None:
+        return synthesise_run(Continuation(cfg, None), overrides, given, started)
+    if cfg.resume:
+        check_run_dir(run_dir)  # before the lock creates anything there
+    with RunLock(run_dir):
+        where = continuation(cfg, run_dir, overrides, multirun)
+        if where.finished is not None:
+            log.info("%s already holds this run, %s: skipped (delete it to run again).", run_dir, where.saved.status)
+            return result_in(run_dir)
+        return synthesise_run(where, overrides, given, started)
+
+
+def synthesise_run(
+    where: Continuation, overrides: Sequence[str], given: Mapping[str, Image.Image] | None, started: float
+) -> Result:
+    """Set up, synthesise and write the results of a run that is not finished yet."""
+    cfg, out_dir = where.cfg, where.out_dir
+    validate(cfg)  # a resumed run's saved config too
     settings = LossSettings.from_config(cfg)
-    inputs = Inputs.from_config(cfg, user_path_keys(overrides))  # fails in milliseconds on a bad path
+    inputs = Inputs.from_config(cfg, user_path_keys(overrides), given)  # fails in milliseconds on a bad path
     device = pick_device(cfg.device)
     threads = configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
 
     network = load_network(cfg, settings)
     extractor = network.extractor(settings.layers)
@@ -76,38 +102,29 @@ def run(
             f"{out_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
-    guard = memory.Guard(extractor, inputs.shape(cfg.image_size), cfg.image_size, cfg, device)
+    guard = memory.Guard(
+        extractor, inputs.content_size, cfg.image_size, cfg.optimizer, settings.content_layers, device,
+        style_sizes=[source.size for source in inputs.styles], style_scale=inputs.style_scale,
+    )
     guard.check(cfg.memory_guard)
-    extractor.to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
+    extractor.to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
     log.info(
-        "Running %s on %s (%d CPU threads), precision %s%s%s", cfg.model.name, device, threads, cfg.precision,
-        ", channels_last" if cfg.channels_last else "", ", torch.compile" if cfg.compile else "",
+        "Running %s on %s (%s, %d CPU threads): %s%s", cfg.model.name, device, describe_device(device), threads,
+        speed.reason, ", torch.compile" if cfg.compile else "",
     )
 
-    problem.stage_inputs(stages[-1].size).save(out_dir)
-    checkpointer = None
-    if len(stages) == 1:  # a checkpoint holds one image size: coarse-to-fine runs are not checkpointed
-        objective_print = fingerprint(problem.objective(stages[0].size))
-        start = where.start(objective_print, device)
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        checkpointer = Checkpointer(out_dir, cfg.checkpoint.every, resolved, objective_print, where.seconds, where.resumed)
-    else:
-        start = None
-    callbacks = [
-        TensorBoardLogger(
-            out_dir, hparams_of(cfg), cfg.log.scalars_every, cfg.log.image_every,
-            {"network": summary(cfg.model.name, cfg.model.description, network)}, where.iteration,
-        ),
-        Snapshots(out_dir, cfg.log.image_every),
-        ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration),
-        *([checkpointer] if checkpointer else []),
-    ]
+    final = problem.stage_inputs(stages[-1].size)
+    evaluation = Evaluation(final.content, [target.image for target in final.styles], [t.weight for t in final.styles])
+    writers, checkpointer, start = [], None, None
+    if out_dir is not None:
+        writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device)
+    progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
+    callbacks: list[Callback] = [evaluation, *writers, progress]  # evaluation first: the others log its scores
     outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
-    save(outcome.image, out_dir / RESULT_FILE)
     record = {
-        **metrics(cfg, outcome, network, device, threads, started),
+        **metrics(cfg, outcome, network, device, threads, speed, started),
         **guard.measured(),
         "resumed_from": where.resumed,
         "styles": {source.spec.name: source.spec.weight for source in inputs.styles},
@@ -115,43 +132,62 @@ def run(
     }
     if len(stages) > 1:
         record["stages"] = records
-    write_json(out_dir / METRICS_FILE, record)
-    return finish(outcome, record, out_dir, guard, checkpointer, where)
+    if out_dir is not None:
+        images.save(outcome.image, out_dir / RESULT_FILE)
+        write_json(out_dir / METRICS_FILE, record)
+    result = Result(images.to_pil(outcome.image), outcome.image.detach().cpu(), record, out_dir)
+    return finish(outcome, result, guard, checkpointer, where)
+
+
+def run_files(
+    cfg: DictConfig,
+    out_dir: Path,
+    where: Continuation,
+    problem: Problem,
+    stages: Sequence[Stage],
+    network: Network,
+    speed: SpeedChoice,
+    final: StageInputs,
+    device: torch.device,
+) -> tuple[list[Callback], Checkpointer | None, Any]:
+    """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start."""
+    final.save(out_dir)
+    hparams = {**hparams_of(cfg), "precision_used": speed.precision_used, "channels_last_used": speed.channels_last_used}
+    about = {"network": summary(cfg.model.name, cfg.model.description, network)}
+    writers: list[Callback] = [
+        TensorBoardLogger(out_dir, hparams, cfg.log.scalars_every, cfg.log.image_every, about, where.iteration),
+        Snapshots(out_dir, cfg.log.image_every),
+    ]
+    if len(stages) > 1:  # a checkpoint holds one image size: coarse-to-fine runs are not checkpointed
+        return writers, None, None
+    objective_print = fingerprint(problem.objective(stages[0].size))
+    start = where.start(objective_print, device)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    checkpointer = Checkpointer(out_dir, cfg.checkpoint.every, resolved, objective_print, where.seconds, where.resumed)
+    return [*writers, checkpointer], checkpointer, start
 
 
 def finish(
-    outcome: Outcome,
-    record: dict[str, Any],
-    out_dir: Path,
-    guard: memory.Guard,
-    checkpointer: Checkpointer | None,
-    where: Continuation,
-) -> float:
-    """The run's final loss, or the exception that says how it stopped (its files are written already)."""
+    outcome: Outcome, result: Result, guard: memory.Guard, checkpointer: Checkpointer | None, where: Continuation
+) -> Result:
+    """The run's result, or the exception that says how it stopped (its files are written already)."""
     if outcome.status == Status.OUT_OF_MEMORY:
         kept = checkpointer.last if checkpointer is not None and checkpointer.last is not None else None
         kept = kept if kept is not None else (where.iteration or None)
-        raise RunFailed(guard.out_of_memory(outcome.message, out_dir, kept), record)
+        raise RunFailed(guard.out_of_memory(outcome.message, where.out_dir, kept), result.metrics)
     if outcome.message:
         log.warning("%s", outcome.message)
-    log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, out_dir)
+    if where.out_dir is not None:
+        log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, where.out_dir)
     if outcome.status == Status.INTERRUPTED:
         raise Interrupted(outcome.message, outcome.signal)
-    return outcome.values["loss/total"]
+    return result
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice is an error."""
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if name == "auto":
-        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
-    if not available.get(name.split(":")[0], False):
-        raise NstError(f"device={name} was asked for but is not available here. Use device=auto or device=cpu.")
-    return torch.device(name)
+def result_in(run_dir: Path) -> Result:
+    """The result a finished run left in ``run_dir``."""
+    image = images.open_rgb(run_dir / RESULT_FILE)
+    return Result(image, images.to_tensor(image), read_metrics(run_dir), run_dir)
 
 
 def configure_threads(threads: int | None) -> int:
@@ -190,16 +226,16 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
-
-
 def metrics(
-    cfg: DictConfig, outcome: Outcome, network: Network, device: torch.device, threads: int, started: float
+    cfg: DictConfig,
+    outcome: Outcome,
+    network: Network,
+    device: torch.device,
+    threads: int,
+    speed: SpeedChoice,
+    started: float,
 ) -> dict[str, Any]:
-    """The run's metrics.json: final losses by TensorBoard tag, counts, timings, what ran where."""
+    """The run's metrics.json: final losses and scores by TensorBoard tag, counts, timings, what ran where."""
     return {
         "status": outcome.status,
         "message": outcome.message,
@@ -213,10 +249,13 @@ def metrics(
         "image_height": int(outcome.image.shape[-2]),
         "image_width": int(outcome.image.shape[-1]),
         "device": str(device),
-        "device_name": device_name(device),
+        "device_name": describe_device(device),
         "threads": threads,
         "precision": str(cfg.precision),
+        "precision_used": speed.precision_used,
         "channels_last": cfg.channels_last,
+        "channels_last_used": speed.channels_last_used,
+        "speed_reason": speed.reason,
         "compile": cfg.compile,
         "network": cfg.model.name,
         "network_description": cfg.model.description,

@@ -90,7 +90,7 @@ def final_image(run_dir):
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_ends_with_the_uninterrupted_image(tmp_path, short, monkeypatch):
-    reference_loss = run(make_config(short), out_dir=tmp_path / "reference")
+    reference_loss = run(make_config(short), out_dir=tmp_path / "reference").loss
     reference = final_image(tmp_path / "reference")
 
     at_evaluation(monkeypatch, 5, sigterm)
@@ -104,7 +104,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_ends_with_the_uninterrupted_image
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
 
     undo_patch(monkeypatch)
-    loss = run(make_config([f"resume={tmp_path / 'run'}"]), overrides=[f"resume={tmp_path / 'run'}"])
+    loss = run(make_config([f"resume={tmp_path / 'run'}"]), overrides=[f"resume={tmp_path / 'run'}"]).loss
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["iterations"] == 8 and metrics["evaluations"] == 8
     assert metrics["resumed_from"] == [5]
@@ -189,10 +189,10 @@ def test_resume_refuses_when_an_input_changed(tmp_path, short, images_dir, monke
 
 
 def test_same_dir_again_skips_a_finished_run_and_refuses_a_different_one(tmp_path, short):
-    loss = run(make_config(short), out_dir=tmp_path / "run")
+    loss = run(make_config(short), out_dir=tmp_path / "run").loss
     result = tmp_path / "run" / "result.png"
     stamp = result.stat().st_mtime_ns
-    assert run(make_config(short), out_dir=tmp_path / "run") == loss
+    assert run(make_config(short), out_dir=tmp_path / "run").loss == loss
     assert result.stat().st_mtime_ns == stamp  # skipped, not redone
     with pytest.raises(NstError, match=r"already holds a different run \(beta is 1000.0 there and 10.0 now\)"):
         run(make_config([*short, "beta=10"]), out_dir=tmp_path / "run")

@@ -16,7 +16,8 @@ import nst_exp.memory
 from nst_exp import images, memory
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
-from nst_exp.run import check_image_size, run
+from nst_exp.problem import check_image_size
+from nst_exp.run import run
 
 GIB = 1024**3
 LBFGS = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7})
@@ -62,10 +63,10 @@ def test_largest_size_is_the_last_that_fits():
 
 
 def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkeypatch, tmp_path, vgg19):
-    # What a 24 px run (24 x 18, the content's aspect) needs is all there is.
+    # What a 24 px run (content 24 x 18, its style 18 x 24) needs is all there is.
     extractor = vgg19.extractor(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
     lbfgs = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100})
-    free = memory.estimate(extractor, 18, 24, lbfgs, ["relu4_2"], "cpu").total
+    free = memory.estimate(extractor, 18, 24, lbfgs, ["relu4_2"], "cpu", [(24, 18)]).total
     monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
     with pytest.raises(NstError) as refused:
         run(make_config([*tiny, "image_size=48"]), out_dir=tmp_path / "run")
@@ -223,11 +224,11 @@ def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_pat
         loaded = [images.load(content, candidate), images.load(content, max(1, round(0.1 * candidate)))]
         if passes:
             for image in loaded:
-                check_image_size(extractor, image, "test", candidate)
+                check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, size)
         else:
             with pytest.raises(NstError, match="is too small for layer 'relu5_1'"):
                 for image in loaded:
-                    check_image_size(extractor, image, "test", candidate)
+                    check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, size)
     # the runner's advice today, ceil(factor * size / short side) from the content alone, falls short
     at_32 = images.load(content, 32)
     assert math.ceil(16 * 32 / min(at_32.shape[-2:])) < size

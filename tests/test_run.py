@@ -11,7 +11,7 @@ from nst_exp.run import run
 
 def test_run_writes_result_and_metrics(tmp_path, tiny):
     cfg = make_config(tiny)
-    loss = run(cfg, out_dir=tmp_path / "run")
+    loss = run(cfg, out_dir=tmp_path / "run").loss
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     assert metrics["iterations"] == 3 and metrics["evaluations"] == 3

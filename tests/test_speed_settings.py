@@ -35,8 +35,11 @@ def test_setting_gives_finite_losses_that_fall(tmp_path, tiny, optimizer, settin
     assert last < 0.5 * first
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.startswith("loss/"))
     assert metrics["evaluations"] == 15 and metrics["seconds_per_evaluation"] > 0
-    assert metrics["precision"] == ("bf16" if "bf16" in setting else "fp32")
-    assert metrics["channels_last"] == ("channels_last" in setting)
+    assert metrics["precision"] == ("bf16" if "bf16" in setting else "auto")  # the setting, and what ran:
+    assert metrics["precision_used"] in (("bf16",) if "bf16" in setting else ("bf16", "fp32"))
+    assert metrics["channels_last"] == (True if "channels_last" in setting else "auto")
+    if "channels_last" in setting:
+        assert metrics["channels_last_used"] is True
 
 
 def test_bf16_features_are_float32_and_close_to_fp32():
@@ -67,7 +70,7 @@ def test_unknown_precision_is_refused(tiny):
 
     with pytest.raises(ConfigCompositionException) as error:
         make_config([*tiny, "precision=fp8"])
-    assert "Invalid value 'fp8', expected one of [fp32, bf16, tf32]" in str(error.value.__cause__)
+    assert "Invalid value 'fp8', expected one of [auto, fp32, bf16, tf32]" in str(error.value.__cause__)
 
 
 @pytest.mark.parametrize("enabled", [True, False])

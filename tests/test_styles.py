@@ -59,10 +59,10 @@ def test_unknown_style_name_suggests_the_nearest():
     "overrides, message",
     [
         (["styles=[starry_night,the_scream]", "style_blend=[1,2,3]"], "style_blend has 3 weights but styles has 2"),
-        (["styles=[starry_night,the_scream]", "style_blend=[1,-1]"], r"style_blend=\[1.0, -1.0\] has a negative"),
+        (["styles=[starry_night,the_scream]", "style_blend=[1,-1]"], r"style_blend\[1\]=-1.0 is negative"),
         (["styles=[starry_night,the_scream]", "style_blend=[0,0]"], "style_blend=.* sums to 0"),
         (["style_blend=[1]"], "style_blend is set but styles is empty"),
-        (["style_scale=0"], "style_scale=0.0 must be > 0"),
+        (["style_scale=0"], "style_scale=0.0 is 0. style_scale must be a finite number > 0"),
     ],
 )
 def test_bad_blends_are_refused_naming_the_key(tmp_path, tiny, overrides, message):
