@@ -1,58 +1,165 @@
-"""``python -m nst_exp [overrides]``: one style transfer; ``-m`` for a sweep."""
+"""``python -m nst_exp [overrides]``: one style transfer; ``-m`` for a sweep.
+
+The entry point checks what it can before Hydra creates anything (a ``resume=``
+directory), writes Hydra's record of the run (``.hydra/``) only once the run
+directory is known to be this run's, and turns every failure a user can fix,
+including a config that does not compose and a disk that cannot be written,
+into one message and exit status 2.
+"""
 
 from __future__ import annotations
 
+import copy
+import errno
 import logging
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from nst_exp import checkpoint
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.hardware import sweep_device
 from nst_exp.lock import RunDirInUse
-from nst_exp.results import record_failure
+from nst_exp.optimize import Interrupted
+from nst_exp.results import METRICS_FILE, atomic_write, record_failure
+from nst_exp.resume import check_run_dir
 from nst_exp.run import run
 
 log = logging.getLogger("nst_exp")
 register()
+USER_ERROR = 2
+_job_started = False  # set once Hydra has composed the config and calls the job
+
+
+class HydraRecord:
+    """Hydra's files of a run (.hydra/config.yaml, hydra.yaml, overrides.yaml), written when the run is accepted.
+
+    conf/config.yaml sets ``hydra.output_subdir: null``, so Hydra writes none of
+    them itself: a run refused because its directory holds another run must not
+    relabel that run with the refused settings.
+    """
+
+    def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
+        self.cfg, self.out_dir, self.written = copy.deepcopy(cfg), out_dir, False
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        self.folder = out_dir / (f".hydra/resume_{stamp}" if cfg.resume else ".hydra")
+
+    def write(self, _: Path | None = None) -> None:
+        if self.written:
+            return
+        files = {
+            "config.yaml": self.cfg,
+            "hydra.yaml": HydraConfig.instance().cfg,
+            "overrides.yaml": HydraConfig.get().overrides.task,
+        }
+        for name, node in files.items():
+            with atomic_write(self.folder / name) as out:
+                out.write(OmegaConf.to_yaml(node))
+        self.written = True
+
+    def holds_another_run(self) -> bool:
+        return checkpoint.exists(self.out_dir) or (self.out_dir / METRICS_FILE).exists()
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig) -> float:
     """Run one job; return its final loss to a sweeper. A user error is one message; a sweep's other jobs go on."""
+    global _job_started
+    _job_started = True
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    record = HydraRecord(cfg, out_dir)
     if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
         cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
     try:
-        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun).loss
+        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write).loss
     except NstError as error:
         log.error("%s", error)
-        # A refused resume, or a directory another process holds, leaves that run's record alone.
-        if not isinstance(error, RunDirInUse) and (not cfg.resume or isinstance(error, RunFailed)):
+        # A refused resume, a directory another process holds, or one that holds another run keeps its record.
+        ours = not isinstance(error, RunDirInUse) and not cfg.resume and not record.holds_another_run()
+        if record.written or ours or isinstance(error, RunFailed):
+            record.write()
             record_failure(out_dir, str(error), error.metrics if isinstance(error, RunFailed) else None)
-        if multirun:
-            return float("nan")
-        sys.exit(2)
+        return _user_error(multirun)
+    except OSError as error:  # a full disk, a read-only folder: nothing half-written is left (atomic writes)
+        log.error("%s", disk_message(error, out_dir))
+        return _user_error(multirun)
     except KeyboardInterrupt as stop:
         if multirun:
             again = f"run the same sweep again with hydra.sweep.dir={hydra_cfg.sweep.dir}"
         else:
             again = f"python -m nst_exp resume={out_dir}"
-        log.error(
-            "Interrupted; the image and metrics so far are saved in %s, with a checkpoint. Continue: %s",
-            out_dir,
-            again,
-        )
+        if isinstance(stop, Interrupted):
+            log.error("Interrupted; the image and metrics so far are saved in %s, with a checkpoint. Continue: %s", out_dir, again)
+        else:  # a second Ctrl-C stopped it at once, before this session's image and metrics were written
+            log.error("Stopped at once; %s. Continue: %s", kept_checkpoint(out_dir), again)
         sys.exit(128 + int(getattr(stop, "signal", signal.SIGINT)))
+
+
+def _user_error(multirun: bool) -> float:
+    if multirun:
+        return float("nan")
+    sys.exit(USER_ERROR)
+
+
+def kept_checkpoint(out_dir: Path) -> str:
+    """Which whole checkpoint a stopped run left, in words."""
+    for name in (checkpoint.LAST, checkpoint.PREVIOUS):
+        path = checkpoint.directory(out_dir) / name
+        if path.is_file():
+            return f"this session's image and metrics were not saved; the last whole checkpoint is {path}"
+    return f"nothing of this session was saved and {out_dir} holds no checkpoint"
+
+
+def disk_message(error: OSError, out_dir: Path) -> str:
+    """One message for a write that failed: the path, why, the last whole checkpoint, and the fix."""
+    path = error.filename or out_dir
+    fixes = {
+        errno.ENOSPC: "free space on that disk",
+        errno.EDQUOT: "free space within your disk quota",
+        errno.EROFS: "write to a writable folder (hydra.run.dir=... or hydra.sweep.dir=...)",
+        errno.EACCES: "write to a folder you may write (hydra.run.dir=... or hydra.sweep.dir=...)",
+        errno.ENOTDIR: "remove the file that stands where a folder is needed, or choose another hydra.run.dir",
+        errno.EEXIST: "remove the file that stands where a folder is needed, or choose another hydra.run.dir",
+    }
+    fix = fixes.get(error.errno, "check the disk and the folder's permissions")
+    return (
+        f"Could not write {path}: {error.strerror or error}. {kept_checkpoint(out_dir).capitalize()}. "
+        f"Fix: {fix}, then continue with python -m nst_exp resume={out_dir} (or run again)."
+    )
+
+
+def preflight(argv: list[str]) -> None:
+    """Checks that need no config, made before Hydra creates a run directory: a ``resume=`` target."""
+    if "-m" in argv or "--multirun" in argv:
+        return
+    for argument in argv:
+        if argument.startswith("resume=") and argument != "resume=null":
+            check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
+
+
+def main() -> None:
+    """The ``nst-exp`` command: ``job`` under Hydra, with exit status 2 for a config that does not compose."""
+    try:
+        preflight(sys.argv[1:])
+    except NstError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR)
+    try:
+        job()
+    except SystemExit as stop:
+        if stop.code == 1 and not _job_started:  # Hydra printed why the config does not compose
+            sys.exit(USER_ERROR)
+        raise
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Files load with ``torch.load(weights_only=True)``: nothing in them runs code.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -97,7 +98,13 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
     payload["checksum"] = _checksum(payload)
     last = folder / LAST
     with atomic_write(folder / f"{LAST}.new", "wb") as out:
-        torch.save(payload, out)
+        try:
+            torch.save(payload, out)
+        except RuntimeError as error:  # torch's zip writer wraps the OSError of a full disk
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise OSError(errno.EIO, f"torch could not write the checkpoint ({error})", str(last)) from error
     if last.is_file():
         os.replace(last, folder / PREVIOUS)
     os.replace(folder / f"{LAST}.new", last)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import hydra
 import torch
@@ -53,6 +53,7 @@ def run(
     multirun: bool = False,
     *,
     given: Mapping[str, Image.Image] | None = None,
+    on_accept: Callable[[Path], None] | None = None,
 ) -> Result:
     """Run one style transfer; return its :class:`~nst_exp.results.Result`.
 
@@ -62,6 +63,8 @@ def run(
     command line's (``resume=`` may change only checkpoint.RESUMABLE_KEYS; a
     path typed there is never fetched); ``multirun``: one job of a sweep.
     ``given`` holds images in memory for ``content`` or ``style`` (the Python API).
+    ``on_accept(run_dir)`` is called once the directory is known to be this
+    run's (not another run's, not another process's), before anything is written.
     """
     started = time.perf_counter()
     validate(cfg)
@@ -75,6 +78,8 @@ def run(
         if where.finished is not None:
             log.info("%s already holds this run, %s: skipped (delete it to run again).", run_dir, where.saved.status)
             return result_in(run_dir)
+        if on_accept is not None:
+            on_accept(run_dir)
         return synthesise_run(where, overrides, given, started)
 
 

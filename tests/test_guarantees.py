@@ -1,0 +1,120 @@
+"""What nst_exp promises about a run directory (docs/guarantees.md): no result mislabelled, nothing
+half-written, every user error one message with exit status 2."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_config
+
+import nst_exp.images
+from nst_exp import checkpoint
+from nst_exp.__main__ import disk_message, kept_checkpoint
+from nst_exp.errors import NstError
+from nst_exp.inputs import Inputs, user_path_keys
+from nst_exp.resume import check_run_dir
+from nst_exp.run import run
+
+
+def nst(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_exp", *arguments], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_refused_run_leaves_the_other_runs_record_alone(tmp_path, tiny):
+    first = nst(tmp_path, *tiny, "beta=100", "hydra.run.dir=outputs/run")
+    assert first.returncode == 0, first.stderr
+    record = (tmp_path / "outputs" / "run" / ".hydra" / "config.yaml").read_text()
+    metrics = (tmp_path / "outputs" / "run" / "metrics.json").read_text()
+    refused = nst(tmp_path, *tiny, "beta=1000", "hydra.run.dir=outputs/run")
+    assert refused.returncode == 2
+    assert "already holds a different run (beta is 100.0 there and 1000.0 now)" in refused.stderr + refused.stdout
+    assert (tmp_path / "outputs" / "run" / ".hydra" / "config.yaml").read_text() == record
+    assert "beta: 100.0" in record
+    assert (tmp_path / "outputs" / "run" / "metrics.json").read_text() == metrics
+
+
+def test_resume_of_a_missing_directory_is_refused_before_anything_is_created(tmp_path):
+    done = nst(tmp_path, "resume=outputs/runs/nowhere")
+    assert done.returncode == 2
+    assert "resume=outputs/runs/nowhere: there is no such directory" in done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_resume_of_a_sweep_names_its_jobs(tmp_path):
+    for job in ("0", "1"):
+        folder = checkpoint.directory(tmp_path / job)
+        folder.mkdir(parents=True)
+        (folder / checkpoint.LAST).write_bytes(b"x")
+    with pytest.raises(NstError, match=r"is a sweep's folder \(its jobs 0, 1 hold checkpoints\).*resume=.*/0"):
+        check_run_dir(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NstError, match="is a file, not a run directory"):
+        check_run_dir(tmp_path / "file")
+    with pytest.raises(NstError, match="holds no checkpoint"):
+        check_run_dir(tmp_path / "0" / checkpoint.CHECKPOINT_DIR)
+
+
+def test_resume_with_fewer_iterations_than_done_is_refused_and_keeps_the_checkpoint(tmp_path, tiny):
+    run(make_config([*tiny, "iterations=4", "checkpoint.every=2"]), out_dir=tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in checkpoint.directory(tmp_path / "run").iterdir()}
+    resume = f"resume={tmp_path / 'run'}"
+    with pytest.raises(NstError, match="has done 4 iterations already. Give iterations=4 or more"):
+        run(make_config([resume, "iterations=2"]), overrides=[resume, "iterations=2"])
+    after = {p.name: p.read_bytes() for p in checkpoint.directory(tmp_path / "run").iterdir()}
+    assert after == before
+
+
+def test_a_config_that_does_not_compose_exits_2(tmp_path, tiny):
+    done = nst(tmp_path, *tiny, "precision=fp16")
+    assert done.returncode == 2
+    assert "Invalid value 'fp16', expected one of [auto, fp32, bf16, tf32]" in done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_full_disk_leaves_no_partial_file_and_is_one_message(tmp_path, tiny, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    run_dir = tmp_path / "run"
+    with pytest.raises(OSError) as error:
+        run(make_config([*tiny, "iterations=4", "checkpoint.every=2"]), out_dir=run_dir)
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith((".part", ".new"))]
+    message = disk_message(error.value, run_dir)
+    assert "No space left on device" in message and "free space on that disk" in message
+    assert f"resume={run_dir}" in message and "holds no checkpoint" in message
+
+
+def test_the_stop_message_names_the_checkpoint_that_is_really_there(tmp_path):
+    assert "holds no checkpoint" in kept_checkpoint(tmp_path)
+    folder = checkpoint.directory(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / checkpoint.PREVIOUS).write_bytes(b"x")
+    assert f"the last whole checkpoint is {folder / checkpoint.PREVIOUS}" in kept_checkpoint(tmp_path)
+
+
+def test_a_path_the_user_typed_is_never_fetched(tiny, monkeypatch):
+    fetched = []
+    monkeypatch.setattr(nst_exp.images, "fetch", lambda url, destination: fetched.append(url))
+    overrides = [*tiny, "content.path=tubingen_typo.jpg", "style.path=style.png"]
+    cfg = make_config([*overrides, "content=tubingen"])
+    assert cfg.content.url  # the config's url stays, but belongs to the config's own file name
+    with pytest.raises(NstError, match="The content image 'tubingen_typo.jpg' was not found"):
+        Inputs.from_config(cfg, user_path_keys(overrides))
+    assert fetched == []
+
+
+def test_metrics_record_the_speed_setting_and_what_ran(tmp_path, tiny):
+    result = run(make_config([*tiny, "precision=fp32"]), out_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["precision_used"]) == ("fp32", "fp32")
+    assert metrics["channels_last"] == "auto" and metrics["channels_last_used"] is False
+    assert result.metrics == metrics
