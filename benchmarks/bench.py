@@ -9,10 +9,15 @@ progress and snapshots at their default intervals) per image size and
 optimiser, and reads each configuration's peak memory from the metrics.json of
 a run in a child process.
 ``--breakdown`` also times the objective alone (a run less its loop) and the
-style terms alone (what the objective adds to the bare pass).
+style terms alone (what the objective adds to the bare pass). ``--precisions``
+times the bare pass at each precision as a run resolves it on this device
+(``auto`` included), with channels_last as ``--channels-last`` asks (``auto``:
+as a run would choose), against the fp32 floor; every report says what
+``precision=auto`` picks here and why.
 
     python benchmarks/bench.py --sizes 128 256 512 --repeats 5 --out bench.json
     python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --breakdown
+    python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --precisions auto fp32 bf16
 
 Run from the checkout with nst_exp installed; it uses only nst_exp's public API.
 The images are looked up in --images-dir, else $NST_IMAGES, else
@@ -40,7 +45,9 @@ import nst_exp
 from nst_exp.color import ColorControl
 from nst_exp.config import conf_dir, register
 from nst_exp.features import load_model
-from nst_exp.hardware import choose_speed, describe_device, detect, pick_device
+from nst_exp.hardware import (
+    CHANNELS_LAST, PRECISIONS, Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device,
+)
 from nst_exp.inputs import Inputs
 from nst_exp.losses import LossSettings, gram_matrix, style_layer_loss
 from nst_exp.problem import Problem
@@ -108,6 +115,19 @@ def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.dev
 
 
 BREAKDOWN = {"objective": objective_timer, "style terms": style_terms_timer}
+
+
+def precision_settings(precisions: list[str], channels_last: list[str], caps: Capabilities) -> dict[str, SpeedChoice]:
+    """Each asked precision and channels_last (``auto`` included), by label, as a run on ``caps`` resolves it.
+
+    E.g. on an AMX CPU ``precision=auto channels_last=auto`` -> bf16 with
+    channels_last; ``precision=fp32 channels_last=auto`` -> fp32 without.
+    """
+    return {f"precision={p} channels_last={c}": choose_speed(p, c, caps) for p in precisions for c in channels_last}
+
+
+def settings_label(precision: str, channels_last: bool) -> str:
+    return f"{precision} + channels_last" if channels_last else precision
 
 
 def timer(step: Callable[[], None], leaves: list[torch.Tensor], device: torch.device) -> Callable[[int], float]:
@@ -178,6 +198,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also time the bare pass with each of these settings alone, against the fp32 floor",
     )
     parser.add_argument(
+        "--precisions", nargs="*", default=[], choices=PRECISIONS,
+        help="also time the bare pass at each precision (auto: as resolved on this device), against the fp32 floor",
+    )
+    parser.add_argument(
+        "--channels-last", nargs="+", default=["auto"], choices=CHANNELS_LAST,
+        help="with --precisions: the channels_last settings to pair with each (auto: on with bf16, as a run chooses)",
+    )
+    parser.add_argument(
         "--breakdown", action="store_true",
         help="also time the objective alone (no optimiser or logging) and the style terms alone",
     )
@@ -185,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    caps = detect(device)
+    auto = choose_speed("auto", "auto", caps)
+    speeds = precision_settings(args.precisions, args.channels_last, caps)  # before timing: tf32 off CUDA fails here
 
     def overrides(size: int, optimizer: str) -> list[str]:
         return [
@@ -200,20 +231,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
     parts = list(BREAKDOWN) if args.breakdown else []
-    passes, runs, losses, memory, shapes = {}, {}, {}, {}, {}  # passes: (size, variant or part) -> (timer, samples)
+    passes, runs, losses, used, memory, shapes = {}, {}, {}, {}, {}, {}  # passes: (size, name) -> (timer, samples)
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
         for variant in variants:
             passes[size, variant] = (floor_timer(cfg, shapes[size], device, **({} if variant == "fp32" else {variant: True})), [])
+        for label, speed in speeds.items():
+            timed = floor_timer(cfg, shapes[size], device, speed.precision_used, speed.channels_last_used)
+            passes[size, label] = (timed, [])
         for part in parts:
             passes[size, part] = (BREAKDOWN[part](cfg, shapes[size], device), [])
         for optimizer in args.optimizers:
             runs[size, optimizer] = []
+            run_cfg = config(overrides(size, optimizer))
+            speed = choose_speed(run_cfg.precision, run_cfg.channels_last, caps)  # as the run resolves them
+            used[size, optimizer] = settings_label(speed.precision_used, speed.channels_last_used)
     for repeat in range(args.repeats):
         for size in args.sizes:
-            for name in [*variants, *parts]:
+            for name in [*variants, *speeds, *parts]:
                 timed, samples = passes[size, name]
                 samples.append(timed(args.evaluations))
             for optimizer in args.optimizers:
@@ -236,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "size": size,
                     "image": f"{shapes[size][3]}x{shapes[size][2]}",
                     "optimizer": optimizer,
+                    "settings": used[size, optimizer],  # the precision and memory format the runs used
                     "floor_s": floor,
                     "run_s": timing,
                     "ratio": timing["median"] / floor["median"],
@@ -258,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "machine": describe_device(device),
         "cores": os.cpu_count(),
+        "auto": {"precision": auto.precision_used, "channels_last": auto.channels_last_used, "reason": auto.reason},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "evaluations": args.evaluations,
@@ -265,6 +304,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overrides": args.overrides,
         "rows": rows,
         "floor_variants": against_floor(variants[1:], "variant"),
+        "precisions": [
+            {**row, "precision": speeds[row["asked"]].precision_used, "channels_last": speeds[row["asked"]].channels_last_used}
+            for row in against_floor(list(speeds), "asked")
+        ],
         "breakdown": against_floor(parts, "part"),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -273,25 +316,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> str:
-    """The report as Markdown tables: runs against the fp32 floor, then any floor variants."""
+    """The report as Markdown tables: runs against the fp32 floor, then any floor variants, precisions, breakdown."""
     overrides = f"; overrides: {' '.join(report['overrides'])}" if report["overrides"] else ""
     lines = [
         f"{report['machine']}, {report['cores']} cores; torch {report['torch']}, {report['threads']} threads; "
         f"{report['evaluations']} evaluations x {report['repeats']} interleaved repeats{overrides}",
+        f"precision=auto here: {report['auto']['reason']}",
         "",
-        "| size | image | optimizer | fp32 floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio | final loss | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | image | optimizer | settings | fp32 floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio "
+        "| final loss | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         peak = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else "-"
         lines.append(
-            f"| {row['size']} | {row['image']} | {row['optimizer']} | {span(row['floor_s'])} | {span(row['run_s'])} "
+            f"| {row['size']} | {row['image']} | {row['optimizer']} | {row['settings']} | {span(row['floor_s'])} "
+            f"| {span(row['run_s'])} "
             f"| {row['ratio']:.3f} | {row['final_loss']:.6g} | {peak} |"
         )
     if report.get("floor_variants"):
         lines += ["", "| size | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["floor_variants"]:
             lines.append(f"| {row['size']} | {row['variant']} | {span(row['seconds'])} | {row['ratio']:.3f} |")
+    if report.get("precisions"):
+        lines += ["", "| size | asked | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|---|"]
+        for row in report["precisions"]:
+            used = settings_label(row["precision"], row["channels_last"])
+            lines.append(f"| {row['size']} | {row['asked']} | {used} | {span(row['seconds'])} | {row['ratio']:.3f} |")
     if report.get("breakdown"):
         lines += ["", "| size | timed alone | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["breakdown"]:
