@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             *args.overrides,
         ]
 
-    variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
+    variants = ["fp32", *args.floor_variants]  # the floor first
     parts = list(BREAKDOWN) if args.breakdown else []
     passes, runs, losses, used, memory, shapes = {}, {}, {}, {}, {}, {}  # passes: (size, name) -> (timer, samples)
     for size in args.sizes:
