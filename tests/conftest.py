@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from PIL import Image
 from nst_exp.config import conf_dir, register
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmark scripts are not installed: tests import them as bench, bench_stages
 
 register()
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+import bench_stages  # benchmarks/bench_stages.py (conftest puts benchmarks/ on sys.path)
 import pandas as pd
 import pytest
-
-from nst_exp import bench_stages
 
 
 def test_reached_is_the_first_final_stage_iteration_at_or_below_the_target():

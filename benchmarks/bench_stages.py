@@ -7,8 +7,12 @@ events. It reports the single-scale run's final loss, the time the
 coarse-to-fine run took to first reach that loss in its final stage (the same
 objective at the same size), and the ratio of the two times.
 
-    python -m nst_exp.bench_stages --size 256 --coarse 64 128 --coarse-iterations 100 50 \\
-        --iterations 300 model=vgg16_bn_craft beta=1e7 images_dir=../shared/images
+    python benchmarks/bench_stages.py --size 256 --coarse 64 128 --coarse-iterations 100 50 \\
+        --iterations 300 model=vgg16_bn_craft beta=1e7
+
+Run from the checkout with nst_exp installed; it uses only nst_exp's public API.
+The images are looked up in --images-dir, else $NST_IMAGES, else
+``../shared/images`` beside the checkout.
 
 Times are wall-clock from each run's first logged iteration, so they include
 loading each stage's images and targets and the default logging and
@@ -26,11 +30,12 @@ from typing import Any
 
 import pandas as pd
 
-from nst_exp.bench import config, machine
+from nst_exp.hardware import describe_device, pick_device
 from nst_exp.report import read_scalars
 from nst_exp.results import read_metrics
-from nst_exp.hardware import pick_device
 from nst_exp.run import run
+
+from bench import config, default_images_dir  # benchmarks/bench.py, beside this file
 
 
 def loss_curve(out_dir: Path) -> pd.DataFrame:
@@ -64,10 +69,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--coarse-iterations", type=int, nargs="+", default=None,
         help="coarse_to_fine.iterations, one per coarse size; default --iterations each",
     )
+    parser.add_argument(
+        "--images-dir", default=default_images_dir(),
+        help="the content and style images; default $NST_IMAGES, else ../shared/images beside the checkout",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_stages.json"))
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs, e.g. model=vgg16_bn_craft")
     args = parser.parse_args(argv)
-    common = [f"image_size={args.size}", f"iterations={args.iterations}", "log.progress=false", *args.overrides]
+    common = [
+        f"image_size={args.size}", f"iterations={args.iterations}", f"images_dir={args.images_dir}", "log.progress=false",
+        *args.overrides,
+    ]
     coarse_iterations = args.coarse_iterations or [args.iterations] * len(args.coarse)
     if len(coarse_iterations) != len(args.coarse):
         parser.error(f"--coarse-iterations needs one value per --coarse size ({len(args.coarse)})")
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hit = reached(staged["curve"], target, final_stage_from)
     start = staged["curve"][staged["curve"].step > final_stage_from].iloc[0]  # its first logged iteration
     report = {
-        "machine": machine(pick_device(config(common).device)),
+        "machine": describe_device(pick_device(config(common).device)),
         "size": args.size,
         "coarse": args.coarse,
         "iterations": args.iterations,

@@ -6,12 +6,22 @@ truncated network, same input size, backward from the deepest output); a run
 can only add to it (Gram matrices, losses, the optimiser, logging). This times,
 in one process and interleaved, the floor and full nst_exp runs (logging,
 progress and snapshots at their default intervals) per image size and
-optimiser, and measures each configuration's peak memory in a child process.
+optimiser, and reads each configuration's peak memory from the metrics.json of
+a run in a child process.
 ``--breakdown`` also times the objective alone (a run less its loop) and the
-style terms alone (what the objective adds to the bare pass).
+style terms alone (what the objective adds to the bare pass). ``--precisions``
+times the bare pass at each precision as a run resolves it on this device
+(``auto`` included), with channels_last as ``--channels-last`` asks (``auto``:
+as a run would choose), against the fp32 floor; every report says what
+``precision=auto`` picks here and why.
 
-    python -m nst_exp.bench --sizes 128 256 512 --repeats 5 --out bench.json
-    python -m nst_exp.bench --sizes 256 --optimizers lbfgs --no-memory --breakdown
+    python benchmarks/bench.py --sizes 128 256 512 --repeats 5 --out bench.json
+    python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --breakdown
+    python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --precisions auto fp32 bf16
+
+Run from the checkout with nst_exp installed; it uses only nst_exp's public API.
+The images are looked up in --images-dir, else $NST_IMAGES, else
+``../shared/images`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -19,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,18 +41,27 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from nst_exp.config import PRECISIONS, conf_dir, register
+import nst_exp
 from nst_exp.color import ColorControl
+from nst_exp.config import conf_dir, register
 from nst_exp.features import load_model
-from nst_exp.losses import gram_matrix, style_layer_loss
-from nst_exp.results import read_metrics
+from nst_exp.hardware import (
+    CHANNELS_LAST, PRECISIONS, Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device,
+)
 from nst_exp.inputs import Inputs
-from nst_exp.losses import LossSettings
+from nst_exp.losses import LossSettings, gram_matrix, style_layer_loss
 from nst_exp.problem import Problem
-from nst_exp.hardware import pick_device
+from nst_exp.results import read_metrics
 from nst_exp.run import run
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+CHECKOUT = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = CHECKOUT.parent / "shared" / "images"  # documented default: ../shared/images beside the checkout
+FLOOR_VARIANTS = ("channels_last", "compile")  # speed settings timed alone on the fp32 bare pass
+
+
+def default_images_dir() -> str:
+    """--images-dir's default: $NST_IMAGES, else ../shared/images relative to the checkout."""
+    return os.environ.get("NST_IMAGES") or str(DEFAULT_IMAGES)
 
 
 def config(overrides: list[str]) -> DictConfig:
@@ -53,17 +71,17 @@ def config(overrides: list[str]) -> DictConfig:
 
 
 def floor_timer(
-    cfg: DictConfig, shape: tuple[int, ...], device: torch.device, variant: str = "fp32"
+    cfg: DictConfig, shape: tuple[int, ...], device: torch.device,
+    precision: str = "fp32", channels_last: bool = False, compile: bool = False,
 ) -> Callable[[int], float]:
     """Seconds per bare forward+backward of the truncated network, over ``n`` passes.
 
-    ``variant``: fp32, or one speed setting of FeatureExtractor.speed (bf16, tf32,
-    channels_last, compile) applied to that same bare pass.
+    fp32 in NCHW is the floor; the keywords are FeatureExtractor.speed's, with
+    ``precision`` already resolved (fp32, bf16, tf32).
     """
     network = load_model(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
     deepest = max(LossSettings.from_config(cfg).layers, key=network.layer_names.index)
-    settings = {"precision": variant} if variant in PRECISIONS else {variant: True}
-    extractor = network.extractor([deepest]).to(device).speed(**settings)
+    extractor = network.extractor([deepest]).to(device).speed(precision, channels_last, compile)
     image = torch.rand(shape, device=device, requires_grad=True)
     return timer(lambda: extractor(image)[deepest].sum().backward(), [image], device)
 
@@ -73,7 +91,8 @@ def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.devic
     the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
     network = load_model(cfg.model, cfg.seed)
     settings = LossSettings.from_config(cfg)
-    extractor = network.extractor(settings.layers).to(device).speed(cfg.precision, cfg.channels_last, cfg.compile)
+    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))  # the settings a run would use
+    extractor = network.extractor(settings.layers).to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
     problem = Problem(Inputs.from_config(cfg), settings, extractor, ColorControl(cfg.color))
     objective = problem.objective(cfg.image_size)
     image = torch.rand(shape, device=device, requires_grad=True)
@@ -96,6 +115,19 @@ def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.dev
 
 
 BREAKDOWN = {"objective": objective_timer, "style terms": style_terms_timer}
+
+
+def precision_settings(precisions: list[str], channels_last: list[str], caps: Capabilities) -> dict[str, SpeedChoice]:
+    """Each asked precision and channels_last (``auto`` included), by label, as a run on ``caps`` resolves it.
+
+    E.g. on an AMX CPU ``precision=auto channels_last=auto`` -> bf16 with
+    channels_last; ``precision=fp32 channels_last=auto`` -> fp32 without.
+    """
+    return {f"precision={p} channels_last={c}": choose_speed(p, c, caps) for p in precisions for c in channels_last}
+
+
+def settings_label(precision: str, channels_last: bool) -> str:
+    return f"{precision} + channels_last" if channels_last else precision
 
 
 def timer(step: Callable[[], None], leaves: list[torch.Tensor], device: torch.device) -> Callable[[int], float]:
@@ -127,23 +159,21 @@ def run_seconds_per_evaluation(overrides: list[str]) -> tuple[float, dict[str, A
     return metrics["seconds_per_evaluation"], metrics
 
 
-def peak_memory_mb(overrides: list[str], device: torch.device) -> float:
-    """Peak RSS (CPU) or max allocated (CUDA) of a short run in a child process, in MiB.
+def peak_memory_mb(overrides: list[str]) -> float:
+    """Peak memory of a short run, in MiB: its metrics.json's ``memory_peak_bytes`` (RSS on CPU, reserved on CUDA).
 
-    The child reports its own whole-process peak (VmHWM, from its start): ru_maxrss
-    from wait4 would include the size of this process, which the child is forked from.
+    The run is ``python -m nst_exp`` in a child process, so the peak is that
+    process's own, not this one's (which holds the timers), and the child
+    imports the same nst_exp as this process.
     """
-    code = (
-        "import sys, json, tempfile, torch; from pathlib import Path; "
-        "from nst_exp.bench import config; from nst_exp.memory import process_peak_rss_bytes; from nst_exp.run import run; "
-        "out = tempfile.mkdtemp(); run(config(sys.argv[2:]), out_dir=Path(out)); "
-        "print(json.dumps(torch.cuda.max_memory_allocated() if sys.argv[1] == 'cuda' else process_peak_rss_bytes()))"
-    )
-    command = [sys.executable, "-c", code, device.type, *overrides]
-    child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
-    if child.returncode:
-        raise RuntimeError(f"memory run failed ({child.returncode}): {overrides}")
-    return json.loads(child.stdout.strip().splitlines()[-1]) / 2**20
+    package_root = str(Path(nst_exp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "nst_exp", *overrides, f"hydra.run.dir={out}"]
+        child = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if child.returncode:
+            raise RuntimeError(f"memory run failed ({child.returncode}): {' '.join(overrides)}\n{child.stderr[-2000:]}")
+        return read_metrics(Path(out))["memory_peak_bytes"] / 2**20
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -158,11 +188,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--evaluations", type=int, default=20, help="evaluations timed per repeat")
     parser.add_argument("--weights", default="random", help="model.weights (timing does not depend on values)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--images-dir", default=str(SHARED_IMAGES))
+    parser.add_argument(
+        "--images-dir", default=default_images_dir(),
+        help="the content and style images; default $NST_IMAGES, else ../shared/images beside the checkout",
+    )
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--floor-variants", nargs="*", default=[], choices=[*PRECISIONS, "channels_last", "compile"],
-        help="also time the bare pass under these settings, against the fp32 floor",
+        "--floor-variants", nargs="*", default=[], choices=FLOOR_VARIANTS,
+        help="also time the bare pass with each of these settings alone, against the fp32 floor",
+    )
+    parser.add_argument(
+        "--precisions", nargs="*", default=[], choices=PRECISIONS,
+        help="also time the bare pass at each precision (auto: as resolved on this device), against the fp32 floor",
+    )
+    parser.add_argument(
+        "--channels-last", nargs="+", default=["auto"], choices=CHANNELS_LAST,
+        help="with --precisions: the channels_last settings to pair with each (auto: on with bf16, as a run chooses)",
     )
     parser.add_argument(
         "--breakdown", action="store_true",
@@ -172,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    caps = detect(device)
+    auto = choose_speed("auto", "auto", caps)
+    speeds = precision_settings(args.precisions, args.channels_last, caps)  # before timing: tf32 off CUDA fails here
 
     def overrides(size: int, optimizer: str) -> list[str]:
         return [
@@ -185,22 +229,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             *args.overrides,
         ]
 
-    variants = ["fp32", *(v for v in args.floor_variants if v != "fp32")]
+    variants = ["fp32", *args.floor_variants]  # the floor first
     parts = list(BREAKDOWN) if args.breakdown else []
-    passes, runs, losses, memory, shapes = {}, {}, {}, {}, {}  # passes: (size, variant or part) -> (timer, samples)
+    passes, runs, losses, used, memory, shapes = {}, {}, {}, {}, {}, {}  # passes: (size, name) -> (timer, samples)
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
         for variant in variants:
-            passes[size, variant] = (floor_timer(cfg, shapes[size], device, variant), [])
+            passes[size, variant] = (floor_timer(cfg, shapes[size], device, **({} if variant == "fp32" else {variant: True})), [])
+        for label, speed in speeds.items():
+            timed = floor_timer(cfg, shapes[size], device, speed.precision_used, speed.channels_last_used)
+            passes[size, label] = (timed, [])
         for part in parts:
             passes[size, part] = (BREAKDOWN[part](cfg, shapes[size], device), [])
         for optimizer in args.optimizers:
             runs[size, optimizer] = []
+            run_cfg = config(overrides(size, optimizer))
+            speed = choose_speed(run_cfg.precision, run_cfg.channels_last, caps)  # as the run resolves them
+            used[size, optimizer] = settings_label(speed.precision_used, speed.channels_last_used)
     for repeat in range(args.repeats):
         for size in args.sizes:
-            for name in [*variants, *parts]:
+            for name in [*variants, *speeds, *parts]:
                 timed, samples = passes[size, name]
                 samples.append(timed(args.evaluations))
             for optimizer in args.optimizers:
@@ -211,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.memory:
         for size in args.sizes:
             for optimizer in args.optimizers:
-                memory[size, optimizer] = peak_memory_mb([*overrides(size, optimizer), "iterations=5"], device)
+                memory[size, optimizer] = peak_memory_mb([*overrides(size, optimizer), "iterations=5"])
 
     rows = []
     for size in args.sizes:
@@ -223,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "size": size,
                     "image": f"{shapes[size][3]}x{shapes[size][2]}",
                     "optimizer": optimizer,
+                    "settings": used[size, optimizer],  # the precision and memory format the runs used
                     "floor_s": floor,
                     "run_s": timing,
                     "ratio": timing["median"] / floor["median"],
@@ -243,7 +294,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
 
     report = {
-        "machine": machine(device),
+        "machine": describe_device(device),
+        "cores": os.cpu_count(),
+        "auto": {"precision": auto.precision_used, "channels_last": auto.channels_last_used, "reason": auto.reason},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "evaluations": args.evaluations,
@@ -251,6 +304,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overrides": args.overrides,
         "rows": rows,
         "floor_variants": against_floor(variants[1:], "variant"),
+        "precisions": [
+            {**row, "precision": speeds[row["asked"]].precision_used, "channels_last": speeds[row["asked"]].channels_last_used}
+            for row in against_floor(list(speeds), "asked")
+        ],
         "breakdown": against_floor(parts, "part"),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -258,36 +315,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor(),
-    ) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def table(report: dict[str, Any]) -> str:
-    """The report as Markdown tables: runs against the fp32 floor, then any floor variants."""
+    """The report as Markdown tables: runs against the fp32 floor, then any floor variants, precisions, breakdown."""
     overrides = f"; overrides: {' '.join(report['overrides'])}" if report["overrides"] else ""
     lines = [
-        f"{report['machine']}; torch {report['torch']}, {report['threads']} threads; "
+        f"{report['machine']}, {report['cores']} cores; torch {report['torch']}, {report['threads']} threads; "
         f"{report['evaluations']} evaluations x {report['repeats']} interleaved repeats{overrides}",
+        f"precision=auto here: {report['auto']['reason']}",
         "",
-        "| size | image | optimizer | fp32 floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio | final loss | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | image | optimizer | settings | fp32 floor s/eval (min-max) | nst_exp s/eval (min-max) | ratio "
+        "| final loss | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         peak = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else "-"
         lines.append(
-            f"| {row['size']} | {row['image']} | {row['optimizer']} | {span(row['floor_s'])} | {span(row['run_s'])} "
+            f"| {row['size']} | {row['image']} | {row['optimizer']} | {row['settings']} | {span(row['floor_s'])} "
+            f"| {span(row['run_s'])} "
             f"| {row['ratio']:.3f} | {row['final_loss']:.6g} | {peak} |"
         )
     if report.get("floor_variants"):
         lines += ["", "| size | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["floor_variants"]:
             lines.append(f"| {row['size']} | {row['variant']} | {span(row['seconds'])} | {row['ratio']:.3f} |")
+    if report.get("precisions"):
+        lines += ["", "| size | asked | bare pass | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|---|"]
+        for row in report["precisions"]:
+            used = settings_label(row["precision"], row["channels_last"])
+            lines.append(f"| {row['size']} | {row['asked']} | {used} | {span(row['seconds'])} | {row['ratio']:.3f} |")
     if report.get("breakdown"):
         lines += ["", "| size | timed alone | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["breakdown"]:
