@@ -11,13 +11,13 @@
 # Networks and alpha/beta. The paper's ratios (Fig. 2: 1e-3 for B-D, 1e-4 for E-F; Fig. 3's
 # columns 1e-5 ... 1e-2) belong to its VGG-19. CRAFT's VGG-16-BN (model=vgg16_bn_craft, the
 # trained network that installs offline) needs about 1e3 to 1e4 times more style weight for
-# the same balance (README, "Calibrated style weight"), so with it this script moves every
+# the same balance (docs/networks.md), so with it this script moves every
 # ratio by one factor and keeps the paper's spacing:
 #   Fig. 2 at 256 px: alpha = 1e-4, so B-D get alpha/beta = 1e-7 and E-F 1e-8;
 #   Fig. 3 at 128 px: columns beta = 1e8, 1e7, 1e6, 1e5 (alpha/beta = 1e-8 ... 1e-5).
 # With MODEL=vgg19 (or any other network) the paper's values are used unchanged.
 #
-# Time with CRAFT on the quiet 2-core CPU (README, "Reproducing Fig. 2 and Fig. 3 here"): Fig. 2
+# Time with CRAFT on the quiet 2-core CPU (docs/figures.md): Fig. 2
 # (5 jobs, 256 px, 200 iterations) 196 s a job, Fig. 3 (20 jobs, 128 px) 39 to 53 s a job; about
 # 35 minutes together.
 set -euo pipefail

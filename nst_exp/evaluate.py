@@ -20,6 +20,7 @@ whatever device they came from.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +38,8 @@ from nst_exp.results import INPUTS_DIR, METRICS_FILE, RESULT_FILE, read_metrics,
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
 # SSIM's Gaussian window as in Wang et al. 2004: 11 x 11, sigma 1.5 pixels.
+log = logging.getLogger(__name__)
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 
@@ -182,14 +185,26 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
 
 
 def scores(result: Tensor, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> dict[str, float]:
-    """The eval/* scores of ``result`` against its content and its (weighted) style images, all (1, 3, H, W) in [0, 1]."""
+    """The eval/* scores of ``result`` against its content and its (weighted) style images, all (1, 3, H, W) in [0, 1].
+
+    A score an image is too small for (SSIM's window, SWD's patches) is NaN, with a
+    warning: scoring never fails a run.
+    """
     result, content = result.detach().float().cpu().clamp(0, 1), content.detach().float().cpu()
     styles = [style.detach().float().cpu() for style in styles]
-    return {
-        "eval/content_ssim": content_ssim(result, content),
-        "eval/style_swd": style_swd(result, styles, weights),
-        "eval/color_distance": color_distance(result, styles, weights),
+    measures = {
+        "eval/content_ssim": lambda: content_ssim(result, content),
+        "eval/style_swd": lambda: style_swd(result, styles, weights),
+        "eval/color_distance": lambda: color_distance(result, styles, weights),
     }
+    values = {}
+    for key, measure in measures.items():
+        try:
+            values[key] = measure()
+        except NstError as error:
+            log.warning("%s not measured: %s", key, error)
+            values[key] = float("nan")
+    return values
 
 
 def find_runs(path: Path) -> list[Path]:

@@ -28,7 +28,7 @@ CPUINFO = Path("/proc/cpuinfo")
 BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 # The first CUDA compute capability (Ampere) with bf16 and TF32 tensor cores.
 AMPERE = (8, 0)
-# Measured on an AVX2 CPU (README, Speed): oneDNN emulates bf16 there.
+# Measured on an AVX2 CPU (docs/speed.md): oneDNN emulates bf16 there.
 EMULATED_BF16 = "so bf16 would run emulated (measured about 21 times slower than fp32 on an AVX2 CPU)"
 
 

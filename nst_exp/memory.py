@@ -17,7 +17,7 @@ The estimate counts float32 tensors the optimisation keeps alive at its peak:
   and glibc's heap keeps freed blocks, so the peak RSS grows by about twice
   the activations counted, plus about 40 MiB of fixed cost (TensorBoard,
   checkpoint writes). Both constants were fitted on measured peaks at 192 and
-  384 px; the README ("Long runs") gives the error at 128, 256 and 512 px.
+  384 px; docs/long-runs.md gives the error at 128, 256 and 512 px.
   On CUDA the count is used as it is (not measured here: no GPU).
 
 It is compared with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
@@ -49,7 +49,7 @@ BACKWARD_ACTIVATIONS = 2  # largest activations alive at once as gradients durin
 # Working vectors besides the stored state: L-BFGS's gradient, direction, previous gradient and
 # two temporaries of the two-loop recursion; Adam's two temporaries.
 OPTIMIZER_VECTORS = {"torch.optim.LBFGS": 5, "torch.optim.Adam": 4, "torch.optim.AdamW": 4}
-# CPU overhead, fitted on peak RSS measured at 192 and 384 px (README, "Long runs").
+# CPU overhead, fitted on peak RSS measured at 192 and 384 px (docs/long-runs.md).
 CPU_ACTIVATION_FACTOR = 2.0
 CPU_FIXED_BYTES = 40 * 1024**2
 

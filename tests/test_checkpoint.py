@@ -249,11 +249,14 @@ def test_checkpoint_rotation_keeps_the_previous_one(tmp_path):
 
 
 def test_resume_puts_the_run_dir_back_in_place(tmp_path):
+    from nst_exp.__main__ import HydraRecord
+
     cfg = make_config_with_hydra([f"resume={tmp_path}"])
     assert cfg.hydra.run.dir == str(tmp_path)
-    assert cfg.hydra.output_subdir.startswith(".hydra/resume_")
+    assert cfg.hydra.output_subdir is None  # nst_exp writes the record once the run is accepted
+    assert HydraRecord(cfg, tmp_path).folder.relative_to(tmp_path).as_posix().startswith(".hydra/resume_")
     fresh = make_config_with_hydra([])
-    assert fresh.hydra.run.dir.startswith("outputs/runs/") and fresh.hydra.output_subdir == ".hydra"
+    assert fresh.hydra.run.dir.startswith("outputs/runs/") and HydraRecord(fresh, tmp_path).folder == tmp_path / ".hydra"
 
 
 def make_config_with_hydra(overrides):
