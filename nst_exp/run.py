@@ -120,7 +120,8 @@ def synthesise_run(
         writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device)
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
     callbacks: list[Callback] = [evaluation, *writers, progress]  # evaluation first: the others log its scores
-    outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
+    with progress.logging_above():  # log lines print above the bar, not through it
+        outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
     record = {
