@@ -16,12 +16,14 @@ from omegaconf import DictConfig
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.hardware import sweep_device
+from nst_exp.help import register_help
 from nst_exp.lock import RunDirInUse
 from nst_exp.results import record_failure
 from nst_exp.run import run
 
 log = logging.getLogger("nst_exp")
 register()
+register_help()  # the resolver conf/hydra/help/nst_exp.yaml calls for --help
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
