@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_exp import images, memory
+from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import fingerprint
 from nst_exp.color import ColorControl
@@ -54,7 +55,7 @@ def run(
     *,
     given: Mapping[str, Image.Image] | None = None,
 ) -> Result:
-    """Run one style transfer; return its :class:`~nst_exp.results.Result`.
+    """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
     ``out_dir``: the run's directory (result.png, metrics.json, TensorBoard,
     checkpoints); None keeps the run in memory and writes nothing. With
@@ -266,3 +267,6 @@ def metrics(
         "network_layers": network.layer_range,
         "torch": torch.__version__,
     }
+
+
+make_callable(__name__)  # `from nst_exp import run` is this module; calling it calls run()
