@@ -1,6 +1,46 @@
-"""nst_exp: configuration-driven neural style transfer experiments (Gatys et al.)."""
+"""nst_exp: configuration-driven neural style transfer experiments (Gatys et al.).
 
-from nst_exp.errors import NstError
+    from nst_exp import stylize, compose, run, Result, NstError
+    result = stylize("photo.jpg", "painting.jpg", image_size=256, beta=1e4)
 
-__all__ = ["NstError"]
+``stylize`` and ``compose`` (nst_exp.api), the runner ``run`` (nst_exp.run), the
+sweep report ``report`` and ``read_sweep`` (nst_exp.report) and the picture
+scores ``evaluate_run`` and ``scores`` (nst_exp.evaluate) are imported on first
+use, so ``import nst_exp`` stays light (no torch). docs/api.md is the reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nst_exp.errors import ConfigError, NstError
+from nst_exp.results import Result
+
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it, imported when the name is first used.
+LAZY = {
+    "compose": "nst_exp.api",
+    "stylize": "nst_exp.api",
+    "run": "nst_exp.run",  # the module, callable as run() (nst_exp.callable_module)
+    "report": "nst_exp.report",  # the package, callable as report() (nst_exp.callable_module)
+    "read_sweep": "nst_exp.report",
+    "evaluate_run": "nst_exp.evaluate",
+    "scores": "nst_exp.evaluate",
+}
+# Names that are also submodules: the module itself is the public object, callable as its function.
+CALLABLE_MODULES = ("run", "report")
+
+__all__ = ["ConfigError", "NstError", "Result", *LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in LAZY:
+        raise AttributeError(f"module 'nst_exp' has no attribute '{name}'")
+    module = importlib.import_module(LAZY[name])
+    return module if name in CALLABLE_MODULES else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *LAZY})

@@ -27,6 +27,7 @@ from nst_exp import checkpoint
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.hardware import sweep_device
+from nst_exp.help import register_help
 from nst_exp.lock import RunDirInUse
 from nst_exp.optimize import Interrupted
 from nst_exp.results import METRICS_FILE, atomic_write, record_failure
@@ -35,6 +36,7 @@ from nst_exp.run import run
 
 log = logging.getLogger("nst_exp")
 register()
+register_help()  # the resolver conf/hydra/help/nst_exp.yaml calls for --help
 USER_ERROR = 2
 _job_started = False  # set once Hydra has composed the config and calls the job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import replace
@@ -11,7 +12,8 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
-from tqdm import tqdm
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nst_exp import checkpoint, images
 from nst_exp.evaluate import SCORES, scores
@@ -100,7 +102,12 @@ class TensorBoardLogger:
 
 
 class ProgressBar:
-    """A tqdm bar with the current loss; silent when output is not a terminal."""
+    """A tqdm bar with the current loss; silent when output is not a terminal.
+
+    ``tqdm.auto`` draws it as a widget in a Jupyter notebook and as text on a
+    terminal; while the loop runs inside ``logging_above()``, log lines print
+    above the bar instead of through it.
+    """
 
     def __init__(self, iterations: int, enabled: bool, start: int = 0) -> None:
         self.bar = tqdm(
@@ -120,6 +127,10 @@ class ProgressBar:
 
     def on_end(self, outcome: Outcome) -> None:
         self.bar.close()
+
+    def logging_above(self) -> contextlib.AbstractContextManager:
+        """While entered, console log handlers write through tqdm, above the bar (nothing to do without a bar)."""
+        return contextlib.nullcontext() if self.bar.disable else logging_redirect_tqdm(tqdm_class=tqdm)
 
 
 class Snapshots:

@@ -10,6 +10,8 @@ leaves at least one whole checkpoint. A file that cannot be read, or whose
 checksum does not match, is set aside and the previous one is used.
 
 Files load with ``torch.load(weights_only=True)``: nothing in them runs code.
+
+Checksum hand-written: torch.save offers none to verify; safetensors holds flat tensors, not L-BFGS or RNG state.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Two ways to keep the content photo's colours while transferring a painting's sty
   Sigma_S^-1/2 (Sigma_S^1/2 Sigma_C Sigma_S^1/2)^1/2 Sigma_S^-1/2).
   The matched image is not clipped to [0, 1] (the authors' notebook clips),
   so its mean and covariance are exactly the content's.
+
+Hand-written: torchvision and Pillow have no YIQ or mean-and-covariance map; skimage's match_histograms maps each channel alone.
 """
 
 from __future__ import annotations

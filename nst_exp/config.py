@@ -101,6 +101,7 @@ class ImageConf:
     name: str = MISSING  # label in logs, tables and figures
     path: str = MISSING  # file name under images_dir, or an absolute path
     url: Optional[str] = None  # public address, fetched on first use if the file is missing
+    sha256: Optional[str] = None  # hex digest the download must have; null = not checked
 
 
 @dataclass

@@ -15,3 +15,10 @@ class RunFailed(NstError):
     def __init__(self, message: str, metrics: dict) -> None:
         super().__init__(message)
         self.metrics = metrics
+
+
+class ConfigError(NstError):
+    """Hydra could not compose the config: a misspelt key, a wrong value, an unknown option or a syntax error.
+
+    The message is Hydra's, with the cause it names, as the command line prints it.
+    """

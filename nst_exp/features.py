@@ -109,6 +109,8 @@ class FeatureExtractor(nn.Module):
 
     Holds the input normalisation as buffers and only the modules up to the
     deepest requested layer; parameters are frozen.
+
+    Not create_feature_extractor: its fx trace keeps the in-place ReLUs (conv4_2 comes back rectified), names nodes features.20.
     """
 
     def __init__(

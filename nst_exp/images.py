@@ -9,12 +9,13 @@ give the shape ``load`` will produce without decoding the pixels.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import stat
+import sys
 import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -23,14 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, UnidentifiedImageError
 from torch import Tensor
-from tqdm import tqdm
 
 from nst_exp.errors import NstError
 from nst_exp.results import atomic_write
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT_S = 30
 # Pillow's own decompression-bomb threshold (about 89 megapixels) unless the user raises it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -86,8 +85,13 @@ def image_suffixes() -> tuple[str, ...]:
     return tuple(sorted(Image.registered_extensions()))
 
 
-def resolve(path: str, images_dir: str, url: str | None = None, what: str = "image") -> Path:
+def resolve(
+    path: str, images_dir: str, url: str | None = None, what: str = "image", sha256: str | None = None
+) -> Path:
     """The file for ``path``: absolute as given, else under ``images_dir``; fetched from ``url`` if missing.
+
+    ``sha256``: the digest the download must have (the config's ``sha256``);
+    None fetches without checking.
 
     ``url`` belongs to the config's own ``path`` (a shipped content or style
     whose file is downloaded on first use). Callers must pass it only while the
@@ -109,7 +113,7 @@ def resolve(path: str, images_dir: str, url: str | None = None, what: str = "ima
     fetch_error = ""
     if url:
         try:
-            fetch(url, candidate)
+            fetch(url, candidate, sha256)
             return candidate
         except (urllib.error.URLError, OSError) as error:
             fetch_error = f" Fetching it from {url} failed ({error})."
@@ -121,16 +125,40 @@ def resolve(path: str, images_dir: str, url: str | None = None, what: str = "ima
     )
 
 
-def fetch(url: str, destination: Path) -> None:
-    """Download ``url`` to ``destination`` with a progress bar; atomic, so no half files remain."""
+def fetch(url: str, destination: Path, sha256: str | None = None) -> None:
+    """Download ``url`` to ``destination`` (torch.hub, with a progress bar on a terminal), checking ``sha256``.
+
+    The download lands under a temporary name and is renamed to ``destination``
+    only once its digest matches, so neither half a file nor a wrong one ever
+    carries the name; a mismatch deletes it and raises NstError.
+    """
     log.info("Fetching %s -> %s", url, destination)
-    request = urllib.request.Request(url, headers={"User-Agent": "nst_exp"})
-    with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response, atomic_write(destination, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                bar.update(len(chunk))
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.download")
+    try:
+        torch.hub.download_url_to_file(url, str(partial), hash_prefix=None, progress=sys.stderr.isatty())
+        if sha256:
+            actual = file_sha256(partial)
+            if actual != sha256.lower():
+                raise NstError(
+                    f"The file downloaded from {url} has SHA-256 {actual}, not the expected {sha256.lower()}; "
+                    f"it was deleted. The address may serve a different file now: put the right file at "
+                    f"{destination} yourself, or, if the new file is the one you want, set the config's sha256 "
+                    f"to {actual} (or null to skip the check)."
+                )
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:

@@ -97,12 +97,14 @@ class Inputs:
         """
         folder, limit, given = cfg.images_dir, cfg.max_image_pixels, dict(given or {})
         content_url = None if "content.path" in user_paths else cfg.content.url
-        content = given.get("content") or images.resolve(cfg.content.path, folder, content_url, "content")
+        content = given.get("content") or images.resolve(
+            cfg.content.path, folder, content_url, "content", cfg.content.get("sha256")
+        )
         styles = []
         for spec in style_specs(cfg):
             url = None if spec.key == "style" and "style.path" in user_paths else spec.image.url
             in_memory = given.get("style") if spec.key == "style" else None
-            path = in_memory or images.resolve(spec.image.path, folder, url, "style")
+            path = in_memory or images.resolve(spec.image.path, folder, url, "style", spec.image.get("sha256"))
             for mask in (spec.mask, spec.style_mask):
                 if mask is not None and mask.path:
                     images.resolve(mask.path, folder, what="mask")

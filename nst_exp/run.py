@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_exp import images, memory
+from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import fingerprint
 from nst_exp.color import ColorControl
@@ -55,7 +56,7 @@ def run(
     given: Mapping[str, Image.Image] | None = None,
     on_accept: Callable[[Path], None] | None = None,
 ) -> Result:
-    """Run one style transfer; return its :class:`~nst_exp.results.Result`.
+    """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
     ``out_dir``: the run's directory (result.png, metrics.json, TensorBoard,
     checkpoints); None keeps the run in memory and writes nothing. With
@@ -125,7 +126,8 @@ def synthesise_run(
         writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device)
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
     callbacks: list[Callback] = [evaluation, *writers, progress]  # evaluation first: the others log its scores
-    outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
+    with progress.logging_above():  # log lines print above the bar, not through it
+        outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
     record = {
@@ -270,3 +272,6 @@ def metrics(
         "network_layers": network.layer_range,
         "torch": torch.__version__,
     }
+
+
+make_callable(__name__)  # `from nst_exp import run` is this module; calling it calls run()

@@ -51,6 +51,7 @@ def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
     assert b"image_size" in hparams["_hparams_/session_start_info"]
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "nst_exp.log").is_file() and not (run_dir / "__main__.log").exists()  # hydra.job.name
 
 
 def test_cli_multirun_three_jobs(tmp_path, tiny):
@@ -79,3 +80,16 @@ def test_cli_misspelt_key_fails_at_compose_time(tmp_path, tiny):
     assert done.returncode != 0
     assert "Could not override 'alhpa'" in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_help_says_what_nst_exp_is_its_keys_groups_and_examples(tmp_path):
+    done = nst(tmp_path, "--help")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.startswith("nst_exp: neural style transfer as in Gatys et al.")
+    assert "powered by Hydra" not in text
+    assert "  beta=1.0e3" in text and "style weight" in text  # from conf/config.yaml's comment
+    assert "  log.progress=true" in text
+    assert "style: composition_vii, great_wave" in text and "model: vgg16, " in text
+    assert "python -m nst_exp -m experiment=fig3" in text
+    assert list(tmp_path.iterdir()) == []

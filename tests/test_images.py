@@ -9,6 +9,7 @@ import os
 import re
 import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from PIL import Image
 
 from nst_exp import images
 from nst_exp.errors import NstError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def halves(size=(40, 20)) -> Image.Image:
@@ -152,6 +155,34 @@ def test_failed_fetch_says_what_to_do_and_leaves_no_partial_file(tmp_path, http_
     with pytest.raises(NstError, match=r"Fetching it from .*/gone.png failed \(HTTP Error 404"):
         images.resolve("gone.png", str(tmp_path / "cache"), f"{base}/gone.png", what="content")
     assert not any((tmp_path / "cache").glob("*"))
+
+
+def test_a_download_is_checked_against_its_sha256(tmp_path, http_root):
+    root, base = http_root
+    halves().save(root / "painting.png")
+    digest = images.file_sha256(root / "painting.png")
+    path = images.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", sha256=digest.upper())
+    assert images.file_sha256(path) == digest
+
+
+def test_a_wrong_sha256_deletes_the_download_and_names_url_digests_and_fix(tmp_path, http_root):
+    root, base = http_root
+    halves().save(root / "painting.png")
+    actual, expected = images.file_sha256(root / "painting.png"), "0" * 64
+    with pytest.raises(NstError) as error:
+        images.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", "style", sha256=expected)
+    message = str(error.value)
+    assert f"{base}/painting.png" in message and actual in message and expected in message
+    assert "set the config's sha256" in message and "it was deleted" in message
+    assert list((tmp_path / "cache").iterdir()) == []  # neither the file nor a partial download
+
+
+def test_every_shipped_image_config_has_a_sha256_key():
+    from conftest import make_config
+
+    for group in ("content", "style"):
+        for name in (path.stem for path in (ROOT / "conf" / group).glob("*.yaml")):
+            assert "sha256" in make_config([f"{group}={name}"])[group]
 
 
 def test_loaded_images_are_nchw_in_memory(tmp_path):

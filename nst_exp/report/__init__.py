@@ -26,8 +26,11 @@ Modules, each importing only those above it (none imports torch):
 - ``build``: ``report()``, which writes all of the above; ``cli``: the command line.
 """
 
+from nst_exp.callable_module import make_callable
 from nst_exp.report.build import Report, report
 from nst_exp.report.cli import main
 from nst_exp.report.sweep import Sweep, networks, read_scalars, read_sweep, swept_keys
 
 __all__ = ["Report", "Sweep", "main", "networks", "read_scalars", "read_sweep", "report", "swept_keys"]
+
+make_callable(__name__)  # `from nst_exp import report` is this package; calling it calls report()

@@ -1,0 +1,193 @@
+"""The Python API (nst_exp.api): compose as the command line does, stylize from paths, PIL images and tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from PIL import Image
+
+import nst_exp
+from nst_exp import ConfigError, NstError, Result, compose, stylize
+from nst_exp.api import override_value
+from nst_exp.config import conf_dir
+
+from conftest import make_config, pattern_image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("model.weights=random", "log.progress=false", "log.image_every=0")
+KEYS = {"image_size": 32, "iterations": 2}
+
+
+@pytest.fixture
+def empty_cwd(tmp_path, monkeypatch):
+    """A current directory that must stay empty."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def check(result: Result, size=(32, 24)) -> None:
+    assert isinstance(result, Result) and result.status == "completed"
+    assert isinstance(result.image, Image.Image) and result.image.size == size
+    assert result.tensor.shape == (1, 3, size[1], size[0])
+    assert torch.isfinite(torch.tensor(result.loss))
+    assert {"eval/content_ssim", "eval/style_swd", "eval/color_distance"} <= set(result.metrics)
+
+
+def test_compose_is_the_command_lines_config_and_leaves_hydra_as_it_was():
+    overrides = ["style=the_scream", "beta=1e4", "model=vgg16"]
+    assert OmegaConf.to_yaml(compose(*overrides)) == OmegaConf.to_yaml(make_config(overrides))
+    assert compose().beta == 1e3  # again, with no leftover state
+    assert not GlobalHydra.instance().is_initialized()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):  # inside an application's own Hydra
+        assert compose("image_size=64").image_size == 64
+        assert GlobalHydra.instance().is_initialized()
+    assert not GlobalHydra.instance().is_initialized()
+
+
+def test_a_bad_override_is_a_config_error_with_hydras_message():
+    with pytest.raises(ConfigError, match=r"Invalid value 'fp16', expected one of \[auto, fp32, bf16, tf32\]"):
+        compose("precision=fp16")
+    with pytest.raises(NstError, match=r"Could not override 'alhpa'"):
+        compose("alhpa=3")
+    with pytest.raises(ConfigError, match="Available options in 'model'"):
+        stylize(Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8)), "model=vgg99")
+
+
+def test_stylize_paths_in_memory_writes_nothing(tmp_path, empty_cwd):
+    content = pattern_image(tmp_path / "my photo.png", (64, 48), seed=1)  # a space: the override is quoted
+    style = pattern_image(tmp_path / "style.png", (48, 64), seed=2)
+    result = stylize(content, str(style), *TINY, **KEYS)
+    check(result)
+    assert result.run_dir is None
+    assert list(empty_cwd.iterdir()) == []  # no outputs/, no images/, no log
+
+
+def test_stylize_pil_images_and_tensors(tmp_path, empty_cwd):
+    content = Image.open(pattern_image(tmp_path / "c.png", (64, 48), seed=1))
+    style = Image.open(pattern_image(tmp_path / "s.png", (48, 64), seed=2))
+    from_pil = stylize(content, style, *TINY, **KEYS)
+    check(from_pil)
+    from nst_exp.images import to_tensor
+
+    from_tensors = stylize(to_tensor(content)[0], to_tensor(style), *TINY, **KEYS)  # (3, H, W) and (1, 3, H, W)
+    check(from_tensors)
+    assert torch.equal(from_tensors.tensor, from_pil.tensor)  # 8-bit images round-trip exactly
+    assert list(empty_cwd.iterdir()) == []
+    with pytest.raises(NstError, match=r"tensor of shape \(3, H, W\) or \(1, 3, H, W\)"):
+        stylize(torch.rand(2, 3, 8, 8), style, *TINY, **KEYS)
+
+
+def test_stylize_into_out_dir_writes_a_run_the_report_reads(tmp_path, empty_cwd):
+    content = pattern_image(tmp_path / "c.png", (64, 48), seed=1)
+    style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
+    for beta in (1e3, 1e4):
+        result = stylize(content, style, *TINY, **KEYS, beta=beta, out_dir=tmp_path / "runs" / f"beta_{beta:g}")
+        check(result)
+        assert (result.run_dir / "result.png").is_file()
+        assert json.loads((result.run_dir / "metrics.json").read_text())["status"] == "completed"
+        assert OmegaConf.load(result.run_dir / ".hydra" / "config.yaml").beta == beta
+    assert list(empty_cwd.iterdir()) == []
+
+    sweep = nst_exp.read_sweep(tmp_path / "runs")
+    assert sweep.swept == ["beta"] and list(sweep.jobs["status"]) == ["completed"] * 2
+    assert nst_exp.evaluate_run(result.run_dir).keys() == {"eval/content_ssim", "eval/style_swd", "eval/color_distance"}
+    assert (nst_exp.report(tmp_path / "runs").written["index.html"]).is_file()
+
+
+@pytest.mark.parametrize(
+    "value, typed",
+    [
+        (None, "null"), (True, "true"), (1e7, "10000000.0"), (3, "3"), ("relu4_2", "relu4_2"),
+        (["relu1_1", "relu2_1"], "[relu1_1,relu2_1]"), ("/a b/it's.png", r"'/a b/it\'s.png'"),
+        ("null", "'null'"), ({"progress": False}, "{progress:false}"),
+    ],
+)
+def test_keys_become_overrides_hydra_reads_back(value, typed):
+    assert override_value(value) == typed
+
+
+def test_a_quoted_path_reaches_the_config_unchanged():
+    path = "/tmp/a b,c=d/it's.png"
+    assert compose(f"content.path={override_value(path)}").content.path == path
+
+
+def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
+    import nst_exp.run
+
+    assert nst_exp.run.run.__module__ == "nst_exp.run" and callable(nst_exp.run)  # the module, callable as run()
+    assert callable(nst_exp.report) and nst_exp.report.report.__module__ == "nst_exp.report.build"
+    code = "import sys, nst_exp; assert nst_exp.NstError and nst_exp.Result; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "script, module, args",
+    [
+        ("nst-exp-report", "nst_exp.report.cli", ["--help"]),
+        ("nst-exp-evaluate", "nst_exp.evaluate", ["--help"]),
+    ],
+)
+def test_console_scripts_read_argv(script, module, args, capsys):
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[script] == f"{module}:main"
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(args)
+    assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_hydra_console_scripts_answer_help(tmp_path):
+    """nst-exp and nst-exp-normalize are Hydra apps: main() reads sys.argv."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["nst-exp"] == "nst_exp.__main__:main"
+    assert scripts["nst-exp-normalize"] == "nst_exp.normalize:main"
+    for entry in ("nst_exp.__main__", "nst_exp.normalize"):
+        code = f"import sys; sys.argv = ['x', '--help']; from {entry} import main; main()"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_log_lines_print_above_an_enabled_progress_bar(monkeypatch):
+    import io
+    import logging
+
+    from tqdm.contrib.logging import _TqdmLoggingHandler
+
+    from nst_exp.callbacks import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    root.addHandler(console)
+    try:
+        bar = ProgressBar(3, enabled=True)
+        assert not bar.bar.disable
+        with bar.logging_above():
+            assert any(isinstance(h, _TqdmLoggingHandler) for h in root.handlers) and console not in root.handlers
+        assert console in root.handlers
+        bar.bar.close()
+    finally:
+        root.removeHandler(console)
