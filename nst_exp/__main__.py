@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import errno
 import logging
+import os
 import signal
 import sys
 from datetime import datetime
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -141,12 +143,39 @@ def disk_message(error: OSError, out_dir: Path) -> str:
 
 
 def preflight(argv: list[str]) -> None:
-    """Checks that need no config, made before Hydra creates a run directory: a ``resume=`` target."""
-    if "-m" in argv or "--multirun" in argv:
+    """Checks made before Hydra creates a run directory: a ``resume=`` target, and where the run would write."""
+    multirun = "-m" in argv or "--multirun" in argv
+    if not multirun:
+        for argument in argv:
+            if argument.startswith("resume=") and argument != "resume=null":
+                check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
+    if any(argument.startswith(("--help", "-h", "--hydra-help", "--cfg", "-c", "--info")) for argument in argv):
         return
-    for argument in argv:
-        if argument.startswith("resume=") and argument != "resume=null":
-            check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
+    try:  # where Hydra will write; a config that does not compose is Hydra's to report
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            overrides = [argument for argument in argv if not argument.startswith("-")]
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+    except Exception:  # noqa: BLE001 - sweeps' value lists and bad overrides are Hydra's to parse and report
+        return
+    check_writable(folder, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """``folder`` can be created and written: no file stands in its way, and its nearest existing parent is writable."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NstError(
+            f"Cannot write the run to {folder}: {existing} is a file, not a folder. "
+            f"Remove or rename that file, or choose another {key}=..."
+        )
+    if not os.access(existing, os.W_OK):
+        raise NstError(
+            f"Cannot write the run to {folder}: {existing} is not writable (a read-only disk or a folder you may "
+            f"not write). Choose a writable {key}=..."
+        )
 
 
 def main() -> None:

@@ -118,3 +118,11 @@ def test_metrics_record_the_speed_setting_and_what_ran(tmp_path, tiny):
     assert (metrics["precision"], metrics["precision_used"]) == ("fp32", "fp32")
     assert metrics["channels_last"] == "auto" and metrics["channels_last_used"] is False
     assert result.metrics == metrics
+
+
+def test_a_run_dir_where_a_file_stands_is_one_message_before_anything_runs(tmp_path, tiny):
+    (tmp_path / "taken").write_text("")
+    done = nst(tmp_path, *tiny, "hydra.run.dir=taken/run")
+    assert done.returncode == 2
+    assert f"{tmp_path / 'taken'} is a file, not a folder. Remove or rename that file" in done.stderr
+    assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
