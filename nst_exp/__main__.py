@@ -163,6 +163,7 @@ def preflight(argv: list[str]) -> None:
 
 def check_writable(folder: Path, key: str) -> None:
     """``folder`` can be created and written: no file stands in its way, and its nearest existing parent is writable."""
+    folder = folder.expanduser().absolute()
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
