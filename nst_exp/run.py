@@ -31,7 +31,7 @@ from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import fingerprint
 from nst_exp.color import ColorControl
-from nst_exp.config import validate
+from nst_exp.validation import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import Network, load_model, summary
 from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device

@@ -23,7 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_exp.config import ImageConf, conf_dir, normalized_weights
+from nst_exp.config import ImageConf, conf_dir
+from nst_exp.validation import normalized_weights
 from nst_exp.errors import NstError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import make_config
 
-from nst_exp.config import check_known_keys, conf_dir, validate, validate_numbers
+from nst_exp.config import conf_dir
+from nst_exp.validation import check_known_keys, validate, validate_numbers
 from nst_exp.errors import NstError
 
 EXPERIMENTS = sorted(path.stem for path in (Path(conf_dir()) / "experiment").glob("*.yaml"))

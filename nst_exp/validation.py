@@ -1,0 +1,379 @@
+"""Checks on a composed config that its types cannot express, made before anything loads.
+
+Unknown keys (``+bta=1e4``) are refused with the nearest known one; every
+number is checked for its range and finiteness; then the checks that span
+several keys (styles and their blend, coarse-to-fine stages, spatial regions).
+Each error names the key, the value, what is allowed and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import math
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from nst_exp.config import DEVICES, Config, conf_dir
+from nst_exp.errors import NstError
+
+
+def validate(cfg: Any) -> None:
+    """Checks a type cannot express, before anything loads; each error names the key and the fix.
+
+    Unknown keys and every number's range come first (check_known_keys,
+    validate_numbers); the rest are checks that span several keys.
+    """
+    check_known_keys(cfg)
+    validate_numbers(cfg)
+    if cfg.alpha == 0 and cfg.beta == 0:
+        raise NstError("alpha and beta are both 0: there is nothing to optimise.")
+    if cfg.device not in DEVICES and not re.fullmatch(r"cuda:\d+", cfg.device):
+        raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}, or cuda:N for GPU number N.")
+    if cfg.channels_last not in (True, False, "auto"):
+        raise NstError(f"channels_last={cfg.channels_last!r} is not one of auto, true, false.")
+    if cfg.init.kind == "file" and not cfg.init.path:
+        raise NstError("init=file needs init.path=/path/to/image.png.")
+    if not cfg.content_layers and not cfg.style_layers:
+        raise NstError("content_layers and style_layers are both empty: nothing to match.")
+    validate_control(cfg)
+
+
+def normalized_weights(weights: Sequence[float], key: str) -> list[float]:
+    """Non-negative weights scaled to sum 1; ``key`` names the setting in the error."""
+    values = [float(w) for w in weights]
+    negative = [w for w in values if w < 0]
+    if negative:
+        raise NstError(f"{key}={values} has a negative weight ({negative[0]:g}). Weights must be >= 0.")
+    total = sum(values)
+    if total <= 0:
+        raise NstError(f"{key}={values} sums to 0. Give at least one positive weight.")
+    return [w / total for w in values]
+
+
+def validate_control(cfg: Any) -> None:
+    """Colour, several styles, scale, masks and TV (Gatys et al., CVPR 2017)."""
+    if cfg.style_blend is not None:
+        if not cfg.styles:
+            raise NstError(
+                "style_blend is set but styles is empty. Name the styles it weights, e.g. "
+                "styles=[starry_night,the_scream] style_blend=[0.7,0.3]."
+            )
+        if len(cfg.style_blend) != len(cfg.styles):
+            raise NstError(
+                f"style_blend has {len(cfg.style_blend)} weights but styles has {len(cfg.styles)} "
+                f"({', '.join(cfg.styles)}). Give one weight per style, or style_blend=null for equal weights."
+            )
+        normalized_weights(cfg.style_blend, "style_blend")
+    validate_coarse_to_fine(cfg)
+    validate_spatial(cfg)
+
+
+def validate_coarse_to_fine(cfg: Any) -> None:
+    sizes, iterations = list(cfg.coarse_to_fine.sizes), list(cfg.coarse_to_fine.iterations)
+    if any(size < 1 for size in sizes) or sizes != sorted(set(sizes)) or (sizes and sizes[-1] >= cfg.image_size):
+        raise NstError(
+            f"coarse_to_fine.sizes={sizes} must be increasing positive sizes below image_size={cfg.image_size} "
+            f"(the last stage), e.g. coarse_to_fine.sizes=[{cfg.image_size // 4},{cfg.image_size // 2}]."
+        )
+    if iterations and len(iterations) != len(sizes):
+        raise NstError(
+            f"coarse_to_fine.iterations has {len(iterations)} values for {len(sizes)} coarse stages "
+            f"(coarse_to_fine.sizes={sizes}). Give one per size, or [] for `iterations` each."
+        )
+    if any(count < 0 for count in iterations):
+        raise NstError(f"coarse_to_fine.iterations={iterations} must be >= 0.")
+
+
+def validate_spatial(cfg: Any) -> None:
+    spatial = cfg.spatial
+    if not spatial.regions:
+        return
+    if cfg.styles:
+        raise NstError(
+            "styles and spatial.regions are both set. Give each region its style "
+            "(spatial.regions[i].style) and leave styles=[]."
+        )
+    names = [region.name for region in spatial.regions]
+    if len(set(names)) != len(names):
+        raise NstError(f"spatial.regions names must differ: {names}.")
+    for index, region in enumerate(spatial.regions):
+        for key in ("mask", "style_mask"):
+            mask = region[key]
+            if not (0 <= mask.top < mask.bottom <= 1 and 0 <= mask.left < mask.right <= 1):
+                raise NstError(
+                    f"spatial.regions[{index}].{key} (region '{region.name}') has top={mask.top}, "
+                    f"bottom={mask.bottom}, left={mask.left}, right={mask.right}: need "
+                    "0 <= top < bottom <= 1 and 0 <= left < right <= 1 (fractions of the image)."
+                )
+    styled = [region.weight for region in spatial.regions if region.style]
+    if not styled:
+        raise NstError(
+            "No region in spatial.regions has a style. Give at least one region a style "
+            "(spatial.regions[i].style=starry_night), or drop spatial.regions for a plain run."
+        )
+    normalized_weights(styled, "spatial.regions[*].weight")
+
+
+# Every numeric setting and what it may be. Types are checked when the config is composed;
+# the range and finiteness are checked here, before anything is loaded, because a NaN weight
+# only shows up as a "diverged" run and a negative learning rate as torch's traceback.
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a numeric setting may be: a finite number (an integer if ``integer``) between ``low`` and ``high``."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False  # ``low`` itself is not allowed
+    high_open: bool = False  # nor ``high``
+    integer: bool = False
+    nullable: bool = False  # null is allowed
+
+    def describe(self) -> str:
+        """``a finite number >= 0``, ``an integer in [1, 10]``, ..."""
+        kind = "an integer" if self.integer else "a finite number"
+        low, high = (None if bound is None else _number(bound) for bound in (self.low, self.high))
+        if self.low is not None and self.high is not None:
+            text = f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {low}"
+        elif self.high is not None:
+            text = f"{kind} {'<' if self.high_open else '<='} {high}"
+        else:
+            text = kind
+        return text + (", or null" if self.nullable else "")
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with ``value`` (``is negative``, ``is NaN``...), or None if it is allowed."""
+        if value is None:
+            return None if self.nullable else "is null"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "is not a number"
+        if math.isnan(value):
+            return "is NaN (not a number)"
+        if math.isinf(value):
+            return "is infinite"
+        if self.integer and value != int(value):
+            return "is not an integer"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return "is negative" if value < 0 <= self.low else f"is {'' if value == self.low else 'below '}{_number(self.low)}"
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return f"is {'' if value == self.high else 'above '}{_number(self.high)}"
+        return None
+
+
+def _number(value: Any) -> str:
+    """1 for 1.0, 0.5 for 0.5, every digit of a large integer."""
+    return str(int(value)) if isinstance(value, int) or (isinstance(value, float) and value.is_integer()) else f"{value:g}"
+
+
+WEIGHT = Bound(low=0)
+POSITIVE = Bound(low=0, low_open=True)
+COUNT = Bound(low=0, integer=True)
+AT_LEAST_ONE = Bound(low=1, integer=True)
+SEED = Bound(low=0, high=2**64 - 1, integer=True)  # torch.manual_seed's range; a negative seed wraps to another
+
+# Dotted key ([*] = every entry of a list) -> what it may be, and the fix a message suggests
+# (``{key}`` is filled in; "default" looks the value up in the schema).
+NUMBERS: dict[str, tuple[Bound, str]] = {
+    "alpha": (WEIGHT, "default"),
+    "beta": (WEIGHT, "default"),
+    "tv_weight": (WEIGHT, "default"),
+    "style_scale": (POSITIVE, "default"),
+    "style_weights[*]": (WEIGHT, "Give one weight >= 0 per style layer, or style_weights=null for 1/L each."),
+    "style_blend[*]": (WEIGHT, "Give one weight >= 0 per style, or style_blend=null for equal weights."),
+    "spatial.regions[*].weight": (WEIGHT, "Give each region a weight >= 0 (they are normalised to sum 1)."),
+    "image_size": (AT_LEAST_ONE, "default"),
+    "iterations": (COUNT, "default"),
+    "seed": (SEED, "default"),
+    "threads": (Bound(low=1, integer=True, nullable=True), "Use threads=null for torch's default."),
+    "log.scalars_every": (COUNT, "default"),
+    "log.image_every": (COUNT, "default"),
+    "checkpoint.every": (COUNT, "default"),
+    "max_image_pixels": (AT_LEAST_ONE, "default"),
+    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, "Give increasing sizes below image_size, e.g. coarse_to_fine.sizes=[128,256]."),
+    "coarse_to_fine.iterations[*]": (COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each."),
+    "model.mean[*]": (Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406)."),
+    "model.std[*]": (POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225)."),
+}
+
+# Arguments of torch optimizers, checked wherever the optimizer's class takes them.
+OPTIMIZER_NUMBERS: dict[str, Bound] = {
+    "lr": POSITIVE,
+    "eps": POSITIVE,
+    "betas[*]": Bound(low=0, high=1, high_open=True),
+    "weight_decay": WEIGHT,
+    "momentum": WEIGHT,
+    "max_iter": AT_LEAST_ONE,
+    "max_eval": Bound(low=1, integer=True, nullable=True),
+    "history_size": AT_LEAST_ONE,
+    "tolerance_grad": WEIGHT,
+    "tolerance_change": WEIGHT,
+}
+LINE_SEARCHES = (None, "strong_wolfe")  # what torch.optim.LBFGS accepts as line_search_fn
+# Keys hydra.utils.instantiate reads itself; any optimizer node may hold them.
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+def validate_numbers(cfg: Any) -> None:
+    """Refuse a numeric setting that is not finite or out of range, naming the key, the value, what is allowed and the fix."""
+    for pattern, (bound, fix) in NUMBERS.items():
+        for key, value in _entries(cfg, pattern):
+            problem = bound.problem(value)
+            if problem:
+                advice = f"Use e.g. {key}={_schema_default(pattern)} (the default)." if fix == "default" else fix
+                raise NstError(f"{key}={value} {problem}. {key} must be {bound.describe()}. {advice}")
+    _validate_optimizer_numbers(cfg.get("optimizer"))
+
+
+def _validate_optimizer_numbers(optimizer: Any) -> None:
+    target = optimizer.get("_target_") if hasattr(optimizer, "get") else None
+    defaults = {name: p.default for name, p in _optimizer_parameters(optimizer).items()}
+    for pattern, bound in OPTIMIZER_NUMBERS.items():
+        for key, value in _entries(optimizer, pattern):
+            problem = bound.problem(value)
+            if problem:
+                name = pattern.split("[")[0]
+                default = defaults.get(name, inspect.Parameter.empty)
+                advice = "" if default is inspect.Parameter.empty else (
+                    f" Use e.g. optimizer.{name}={_dotlist_value(default)} ({target}'s default)."
+                )
+                raise NstError(
+                    f"optimizer.{key}={value} {problem}. optimizer.{key} must be {bound.describe()} for {target}.{advice}"
+                )
+    betas = optimizer.get("betas")
+    if betas is not None and len(betas) != 2:
+        raise NstError(
+            f"optimizer.betas={list(betas)} has {len(betas)} value{'' if len(betas) == 1 else 's'}; {target} needs 2 (the decay rates of "
+            "the gradient's mean and of its square), e.g. optimizer.betas=[0.9,0.999]."
+        )
+    if "line_search_fn" in optimizer and optimizer.get("line_search_fn") not in LINE_SEARCHES:
+        raise NstError(
+            f"optimizer.line_search_fn={optimizer.get('line_search_fn')!r} is not one {target} knows. "
+            "Use optimizer.line_search_fn=null (one evaluation per iteration) or strong_wolfe."
+        )
+
+
+def _entries(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for ``pattern`` in ``node``; ``[*]`` walks a list. Absent keys and null lists yield nothing."""
+    head, _, rest = pattern.partition(".")
+    name, star = (head[:-3], True) if head.endswith("[*]") else (head, False)
+    if not hasattr(node, "get") or name not in node:
+        return
+    value, key = node.get(name), f"{prefix}{name}"
+    if star:
+        items = [] if value is None else [(f"{key}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        items = [(key, value)]
+    for item_key, item in items:
+        if rest:
+            yield from _entries(item, rest, item_key + ".")
+        else:
+            yield item_key, item
+
+
+def _schema_default(key: str) -> Any:
+    """The schema's default for a dotted key of ``Config`` (no list entries)."""
+    schema: Any = Config
+    for name in key.split("."):
+        found = next(f for f in dataclasses.fields(schema) if f.name == name)
+        schema = found.default_factory() if found.default is dataclasses.MISSING else found.default
+    return schema
+
+
+def _dotlist_value(value: Any) -> str:
+    """A value as the command line writes it: null, [0.9,0.999], 0.001."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dotlist_value(item) for item in value) + "]"
+    return str(value)
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Refuse a key the schema does not have (``+bta=1e4``), naming the nearest known one and all known at its level.
+
+    ``+key=value`` adds a key Hydra's struct mode would refuse; nst_exp would ignore it and the
+    run would not be the one asked for. The optimizer node is free-form: its keys are checked
+    against the arguments of the class its ``_target_`` names.
+    """
+    _check_keys(OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg, Config, "")
+
+
+def _check_keys(node: Any, schema: type, prefix: str) -> None:
+    hints = typing.get_type_hints(schema)
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in node:
+        if key not in known and not (key == "hydra" and not prefix):  # compose(return_hydra_config=True) adds it
+            raise _unknown_key(key, known, prefix)
+    for name in known:
+        value = node.get(name)
+        if name == "optimizer" and schema is Config:
+            _check_optimizer_keys(value)
+            continue
+        inner = _schema_class(hints[name])
+        if inner is None or value is None:
+            continue
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(item, dict):
+                _check_keys(item, inner, f"{prefix}{name}{'' if index is None else f'[{index}]'}.")
+
+
+def _schema_class(hint: Any) -> Optional[type]:
+    """The dataclass behind a field's type (``RegionConf`` for ``List[RegionConf]``, ``Optional[...]``), or None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _schema_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_optimizer_keys(optimizer: Any) -> None:
+    parameters = _optimizer_parameters(optimizer)
+    for key in optimizer:
+        if key not in parameters and key not in INSTANTIATE_KEYS:
+            raise _unknown_key(key, list(parameters), "optimizer.", f" for {optimizer['_target_']}")
+
+
+def _optimizer_parameters(optimizer: Any) -> dict[str, inspect.Parameter]:
+    """The keyword arguments the optimizer's ``_target_`` class takes, besides the tensors (``params``)."""
+    choices = ", ".join(sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml")))
+    target = optimizer.get("_target_") if hasattr(optimizer, "get") else None
+    if not target:
+        raise NstError(
+            f"optimizer has no _target_ (it is {optimizer!r}). Pick one with optimizer=<name> "
+            f"(conf/optimizer/: {choices})."
+        )
+    module, _, name = str(target).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise NstError(
+            f"optimizer._target_={target} cannot be imported ({error}). Give a torch.optim class, "
+            f"e.g. torch.optim.Adam, or pick one with optimizer=<name> (conf/optimizer/: {choices})."
+        ) from error
+    parameters = list(inspect.signature(cls).parameters.values())[1:]  # the first takes the tensors
+    return {p.name: p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _unknown_key(key: str, known: Sequence[str], prefix: str, where: str = "") -> NstError:
+    """``Unknown key 'bta'. Did you mean 'beta'? Known: alpha, beta, ...``"""
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    level = f" in {prefix.rstrip('.')}" if prefix else ""
+    return NstError(
+        f"Unknown key '{prefix}{key}'{where}.{hint} Known{level}: {', '.join(sorted(known))}. "
+        "nst_exp does not read it, so the run would silently differ from the one asked for: "
+        "fix its spelling, or drop the override (`+key=value` adds keys that nothing reads)."
+    )
