@@ -27,32 +27,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from nst_exp.config import Config
 from nst_exp.errors import NstError
 from nst_exp.optimize import State
-from nst_exp.results import Status, atomic_write, flatten
+from nst_exp.results import Status, atomic_write
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, PREVIOUS = "last.pt", "previous.pt"
 FORMAT = 1
-# Keys that may differ between a checkpoint and the run continuing it: they change how long the
-# run goes on, where and how it reports, never the maths of the iterations already done.
-RESUMABLE_KEYS = (
-    "iterations",
-    "device",
-    "threads",
-    "memory_guard",
-    "log.progress",
-    "log.scalars_every",
-    "log.image_every",
-    "checkpoint.every",
-    "checkpoint.auto_resume",
-)
 # Relative difference of a fingerprint entry (sum of a buffer) that still counts as the same.
 FINGERPRINT_RTOL = 1e-4
 
@@ -259,41 +244,3 @@ def _culprit(name: str) -> str:
     if name.startswith("extractor."):
         return "the network's weights changed"
     return "the objective's definition changed"
-
-
-def resumed_config(saved: Mapping[str, Any], overrides: Sequence[str]) -> DictConfig:
-    """The checkpoint's config with the command line's changes to ``RESUMABLE_KEYS`` applied.
-
-    Any other override is refused: the run goes on with the config it started with.
-    """
-    changes = []
-    for override in overrides:
-        key = override.split("=", 1)[0]
-        if key == "resume":
-            continue
-        if key.lstrip("+~") not in RESUMABLE_KEYS or "=" not in override:
-            raise NstError(
-                f"'{override}' cannot be used with resume=: a resumed run keeps the config it "
-                f"started with. Only these may change: {', '.join(k + '=...' for k in RESUMABLE_KEYS)}. "
-                "To change anything else, start a new run."
-            )
-        changes.append(override.lstrip("+"))
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), saved, OmegaConf.from_dotlist(changes))
-    except Exception as error:  # omegaconf's ValidationError, ConfigKeyError...
-        raise NstError(
-            f"The checkpoint's config does not fit this version of nst_exp ({error}). "
-            "Resume it with the version that started it, or start a new run."
-        ) from error
-    merged.resume = None
-    return merged
-
-
-def difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """The first key (dotted) whose value differs, outside ``RESUMABLE_KEYS`` and ``resume``."""
-    ignored = set(RESUMABLE_KEYS) | {"resume"}
-    old, new = flatten(saved), flatten(current)
-    for key in list(old) + [k for k in new if k not in old]:
-        if key not in ignored and old.get(key) != new.get(key):
-            return f"{key} is {old.get(key)!r} there and {new.get(key)!r} now"
-    return None

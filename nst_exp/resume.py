@@ -2,7 +2,7 @@
 
 - ``resume=DIR`` continues the run in DIR from its last checkpoint with the
   config saved there; the command line may change only
-  ``checkpoint.RESUMABLE_KEYS`` (how long it goes on, where and how it reports).
+  ``RESUMABLE_KEYS`` (how long it goes on, where and how it reports).
 - Otherwise an output dir that already holds this same run continues it, or
   skips it if it finished (``checkpoint.auto_resume``): a preempted sweep re-run
   in its sweep dir finishes what was left. A different run there is refused.
@@ -15,18 +15,33 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nst_exp import checkpoint
 from nst_exp.checkpoint import Checkpoint
+from nst_exp.config import Config
 from nst_exp.errors import NstError
 from nst_exp.optimize import State
-from nst_exp.results import METRICS_FILE, Status, read_metrics
+from nst_exp.results import METRICS_FILE, Status, flatten, read_metrics
 
 log = logging.getLogger(__name__)
+
+# Keys that may differ between a checkpoint and the run continuing it: they change how long the
+# run goes on, where and how it reports, never the maths of the iterations already done.
+RESUMABLE_KEYS = (
+    "iterations",
+    "device",
+    "threads",
+    "memory_guard",
+    "log.progress",
+    "log.scalars_every",
+    "log.image_every",
+    "checkpoint.every",
+    "checkpoint.auto_resume",
+)
 
 
 @dataclass
@@ -77,7 +92,7 @@ def continuation(
     if not (cfg.checkpoint.auto_resume and checkpoint.exists(out_dir)):
         return Continuation(cfg, out_dir)
     saved = checkpoint.load(out_dir)
-    mismatch = checkpoint.difference(saved.config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    mismatch = difference(saved.config, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if mismatch:
         raise NstError(
             f"{out_dir} already holds a different run ({mismatch}). Use another output dir "
@@ -98,7 +113,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continua
     check_run_dir(run_dir)
     saved = checkpoint.load(run_dir)
     changes = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
-    cfg = checkpoint.resumed_config(saved.config, changes)
+    cfg = resumed_config(saved.config, changes)
     if cfg.iterations < saved.state.iteration:
         raise NstError(
             f"resume={run_dir} with iterations={cfg.iterations}: that run has done {saved.state.iteration} "
@@ -153,3 +168,41 @@ def finished_loss(saved: Checkpoint, out_dir: Path, iterations: int) -> float | 
         )
     loss = done.get("loss/total")
     return float("nan") if loss is None else float(loss)
+
+
+def resumed_config(saved: Mapping[str, Any], overrides: Sequence[str]) -> DictConfig:
+    """The checkpoint's config with the command line's changes to ``RESUMABLE_KEYS`` applied.
+
+    Any other override is refused: the run goes on with the config it started with.
+    """
+    changes = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key == "resume":
+            continue
+        if key.lstrip("+~") not in RESUMABLE_KEYS or "=" not in override:
+            raise NstError(
+                f"'{override}' cannot be used with resume=: a resumed run keeps the config it "
+                f"started with. Only these may change: {', '.join(k + '=...' for k in RESUMABLE_KEYS)}. "
+                "To change anything else, start a new run."
+            )
+        changes.append(override.lstrip("+"))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), saved, OmegaConf.from_dotlist(changes))
+    except Exception as error:  # omegaconf's ValidationError, ConfigKeyError...
+        raise NstError(
+            f"The checkpoint's config does not fit this version of nst_exp ({error}). "
+            "Resume it with the version that started it, or start a new run."
+        ) from error
+    merged.resume = None
+    return merged
+
+
+def difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """The first key (dotted) whose value differs, outside ``RESUMABLE_KEYS`` and ``resume``."""
+    ignored = set(RESUMABLE_KEYS) | {"resume"}
+    old, new = flatten(saved), flatten(current)
+    for key in list(old) + [k for k in new if k not in old]:
+        if key not in ignored and old.get(key) != new.get(key):
+            return f"{key} is {old.get(key)!r} there and {new.get(key)!r} now"
+    return None

@@ -61,7 +61,7 @@ def run(
     ``out_dir``: the run's directory (result.png, metrics.json, TensorBoard,
     checkpoints); None keeps the run in memory and writes nothing. With
     ``resume=DIR`` in ``cfg`` the run continues in DIR. ``overrides`` are the
-    command line's (``resume=`` may change only checkpoint.RESUMABLE_KEYS; a
+    command line's (``resume=`` may change only resume.RESUMABLE_KEYS; a
     path typed there is never fetched); ``multirun``: one job of a sweep.
     ``given`` holds images in memory for ``content`` or ``style`` (the Python API).
     ``on_accept(run_dir)`` is called once the directory is known to be this
