@@ -52,6 +52,8 @@ RESUMABLE_KEYS = (
     "log.image_every",
     "checkpoint.every",
     "checkpoint.auto_resume",
+    "objective",  # what the job returns to a sweeper, read from metrics.json after the run
+    "objective_weights",
 )
 # Relative difference of a fingerprint entry (sum of a buffer) that still counts as the same.
 FINGERPRINT_RTOL = 1e-4
