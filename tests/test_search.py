@@ -90,7 +90,9 @@ def test_balance_scalar_asks_for_one_number():
 
 def job_return(value, tmp_path: Path, message: str = "The content image 'x.png' was not found") -> tuple:
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "message": message}))
-    config = OmegaConf.create({"objective": ["eval/content_ssim", "eval/style_swd"], "hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    config = OmegaConf.create(
+        {"objective": ["eval/content_ssim", "eval/style_swd"], "hydra": {"runtime": {"output_dir": str(tmp_path)}}}
+    )
     returned = JobReturn(status=JobStatus.COMPLETED, _return_value=value)
     FailedTrials().on_job_end(config=config, job_return=returned)
     return returned
@@ -162,4 +164,5 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tiny, tmp_path):
     assert result.returncode == 1, said[-3000:]
     assert "Traceback" not in said
     assert said.count("Failed experiment: job") == 2 and "0 completed, 2 failed" in said
-    assert OmegaConf.to_container(OmegaConf.load(sweep / "optimization_results.yaml")) == {"name": "optuna", "solutions": []}
+    front = OmegaConf.to_container(OmegaConf.load(sweep / "optimization_results.yaml"))
+    assert front == {"name": "optuna", "solutions": []}
