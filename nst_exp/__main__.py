@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nst_exp import checkpoint
+from nst_exp import checkpoint, objective
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.hardware import sweep_device
@@ -74,8 +74,8 @@ class HydraRecord:
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
-def job(cfg: DictConfig) -> float:
-    """Run one job; return its final loss to a sweeper. A user error is one message; a sweep's other jobs go on."""
+def job(cfg: DictConfig) -> objective.Value:
+    """Run one job; return its ``objective`` to a sweeper. A user error is one message; a sweep's other jobs go on."""
     global _job_started
     _job_started = True
     hydra_cfg = HydraConfig.get()
@@ -85,7 +85,9 @@ def job(cfg: DictConfig) -> float:
     if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
         cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
     try:
-        return run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write).loss
+        objective.check(cfg.objective, cfg.objective_weights)
+        result = run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write)
+        return objective.select(result.metrics, cfg.objective, cfg.objective_weights)
     except NstError as error:
         log.error("%s", error)
         # A refused resume, a directory another process holds, or one that holds another run keeps its record.
@@ -93,10 +95,10 @@ def job(cfg: DictConfig) -> float:
         if record.written or ours or isinstance(error, RunFailed):
             record.write()
             record_failure(out_dir, str(error), error.metrics if isinstance(error, RunFailed) else None)
-        return _user_error(multirun)
+        return _user_error(multirun, cfg)
     except OSError as error:  # a full disk, a read-only folder: nothing half-written is left (atomic writes)
         log.error("%s", disk_message(error, out_dir))
-        return _user_error(multirun)
+        return _user_error(multirun, cfg)
     except KeyboardInterrupt as stop:
         if multirun:
             again = f"run the same sweep again with hydra.sweep.dir={hydra_cfg.sweep.dir}"
@@ -109,9 +111,9 @@ def job(cfg: DictConfig) -> float:
         sys.exit(128 + int(getattr(stop, "signal", signal.SIGINT)))
 
 
-def _user_error(multirun: bool) -> float:
+def _user_error(multirun: bool, cfg: DictConfig) -> objective.Value:
     if multirun:
-        return float("nan")
+        return objective.failed(cfg.objective, cfg.objective_weights)
     sys.exit(USER_ERROR)
 
 

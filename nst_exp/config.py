@@ -200,6 +200,8 @@ class Config:
     max_image_pixels: int = 89_478_485
     resume: Optional[str] = None  # a run dir to continue from its last checkpoint, with its saved config
     memory_guard: bool = True  # refuse a run whose estimated peak memory exceeds what the device has free
+    objective: List[str] = field(default_factory=lambda: ["loss/total"])  # metrics.json keys a job returns to a sweeper
+    objective_weights: Optional[List[float]] = None  # one per objective: return their weighted sum; None = each value
 
 
 def register() -> None:

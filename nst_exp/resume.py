@@ -41,6 +41,8 @@ RESUMABLE_KEYS = (
     "log.image_every",
     "checkpoint.every",
     "checkpoint.auto_resume",
+    "objective",  # what the job returns to a sweeper, read from metrics.json after the run
+    "objective_weights",
 )
 
 

@@ -11,19 +11,25 @@ job's ``metrics.json`` in the sweep directory:
 Hydra 1.3 calls ``on_multirun_end`` in the launching process after every job has returned
 (also with the joblib and submitit launchers) and turns an exception raised there into a
 warning, so the exit status is set with ``SystemExit``, which its callback runner lets through.
+
+:class:`FailedTrials`, registered by the Optuna searches in conf/hparams_search/, turns a job's
+NaN into a failed trial there, so that one failed run does not end the search.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from nst_exp.errors import NstError
 from nst_exp.results import METRICS_FILE, Status, job_dirs, read_metrics
 
 FAILED_EXIT = 1  # the sweep ran, and at least one job did not finish (the CLI's own refusals exit 2)
@@ -111,3 +117,41 @@ class SweepSummary(Callback):
         print(summary(sweep_dir, jobs), file=sys.stderr, flush=True)
         if not jobs or not all(job.finished for job in jobs):
             sys.exit(FAILED_EXIT)
+
+
+class TrialFailed(NstError):
+    """A job whose objective is NaN (it failed, or finished without the scores asked for), as a search sees it."""
+
+
+class FailedTrials(Callback):
+    """A job that returns NaN is marked failed, so an Optuna search records a failed trial and goes on.
+
+    hydra-optuna-sweeper 1.3.0 with optuna 2.10 (the newest optuna it allows) crashes the whole search
+    on a NaN: ``study.tell`` refuses the value, and the sweeper's fallback tells the failure with the
+    same values, which optuna refuses again. A job that raised is told as a failed trial instead, and
+    the search stops only if more than ``hydra.sweeper.max_failure_rate`` of a batch failed. Hydra calls
+    ``on_job_end`` in the job's own process with its ``JobReturn`` (also under the joblib and submitit
+    launchers), before the launcher hands it to the sweeper. Registered by conf/hparams_search/;
+    Hydra's basic sweeper would stop the sweep at such a job, so plain sweeps keep their NaN.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status != JobStatus.COMPLETED:
+            return
+        returned = job_return.return_value
+        if not _has_nan(returned):
+            return
+        run_dir = Path(config.hydra.runtime.output_dir)
+        try:
+            said = str(read_metrics(run_dir).get("message") or "no message")
+        except (OSError, ValueError):
+            said = f"no readable {METRICS_FILE}"
+        job_return.status = JobStatus.FAILED
+        job_return.return_value = TrialFailed(
+            f"job {run_dir.name} returned {returned} for objective={list(config.objective)}: {said}"
+        )
+
+
+def _has_nan(value: Any) -> bool:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(item, float) and math.isnan(item) for item in values)

@@ -203,6 +203,7 @@ NUMBERS: dict[str, tuple[Bound, str]] = {
     "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, "Give increasing sizes below image_size, e.g. coarse_to_fine.sizes=[128,256]."),
     "coarse_to_fine.iterations[*]": (COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each."),
     "model.mean[*]": (Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406)."),
+    "objective_weights[*]": (Bound(), "Give one finite weight per objective, or objective_weights=null."),
     "model.std[*]": (POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225)."),
 }
 
