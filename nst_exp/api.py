@@ -27,7 +27,7 @@ from nst_exp import images
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
-from nst_exp.results import Result
+from nst_exp.results import Result, atomic_write
 from nst_exp.run import run
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
@@ -86,8 +86,9 @@ def stylize(
         return run(compose(*typed), None, typed, given=given)
     cfg, hydra_node = _compose(typed, hydra_node=True)
     out_dir = Path(out_dir)
-    write_hydra_record(out_dir, cfg, hydra_node, typed)
-    return run(cfg, out_dir, typed, given=given)
+    # Written once the folder is known to be this run's: a refused run must not relabel another.
+    accept = lambda folder: write_hydra_record(folder, cfg, hydra_node, typed)  # noqa: E731
+    return run(cfg, out_dir, typed, given=given, on_accept=accept)
 
 
 def as_pil(image: Any, what: str) -> Image.Image:
@@ -135,15 +136,15 @@ def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, 
     logging, help) says nothing about the run and is left out.
     """
     record = Path(out_dir) / HYDRA_DIR
-    record.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, record / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
     hydra = {
         "job": {"name": hydra_node["job"]["name"], "num": None},
         "runtime": {"output_dir": str(Path(out_dir).resolve()), "choices": hydra_node["runtime"]["choices"]},
         "mode": "RUN",
     }
-    OmegaConf.save(OmegaConf.create({"hydra": hydra}), record / "hydra.yaml")
+    files = {"config.yaml": cfg, "overrides.yaml": list(overrides), "hydra.yaml": {"hydra": hydra}}
+    for name, node in files.items():
+        with atomic_write(record / name) as out:
+            out.write(OmegaConf.to_yaml(node if isinstance(node, DictConfig) else OmegaConf.create(node)))
 
 
 def _compose(overrides: Sequence[str], hydra_node: bool) -> Any:

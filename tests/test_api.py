@@ -105,6 +105,16 @@ def test_stylize_into_out_dir_writes_a_run_the_report_reads(tmp_path, empty_cwd)
     assert (nst_exp.report(tmp_path / "runs").written["index.html"]).is_file()
 
 
+def test_stylize_into_a_folder_holding_another_run_is_refused_and_keeps_its_record(tmp_path, empty_cwd):
+    content = pattern_image(tmp_path / "c.png", (64, 48), seed=1)
+    style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
+    first = stylize(content, style, *TINY, **KEYS, beta=1e3, out_dir=tmp_path / "run")
+    record = (first.run_dir / ".hydra" / "config.yaml").read_text()
+    with pytest.raises(NstError, match="already holds a different run"):
+        stylize(content, style, *TINY, **KEYS, beta=1e4, out_dir=tmp_path / "run")
+    assert (first.run_dir / ".hydra" / "config.yaml").read_text() == record
+
+
 @pytest.mark.parametrize(
     "value, typed",
     [
