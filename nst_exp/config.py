@@ -7,6 +7,8 @@ wrong type fails when the config is composed, naming the key.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -77,7 +79,14 @@ class Pooling(Choice):
 
 PRECISIONS = Precision.values()
 RESOLVED_PRECISIONS = ("fp32", "bf16", "tf32")  # what a run computes in once auto is resolved
-DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the GPU numbered N
+
+
+def device_kind(name: str) -> str | None:
+    """``cuda`` for ``cuda`` and ``cuda:N``; ``auto``, ``cpu`` or ``mps`` as named; None for anything else."""
+    if re.fullmatch(r"cuda:\d+", name):
+        return "cuda"
+    return name if name in DEVICES and name != "cuda:N" else None
 
 
 def conf_dir() -> str:

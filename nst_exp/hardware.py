@@ -10,17 +10,15 @@ device for metrics and reports.
 from __future__ import annotations
 
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nst_exp.config import DEVICES, PRECISIONS, device_kind
 from nst_exp.errors import NstError
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 CHANNELS_LAST = ("auto", "true", "false")
 CPUINFO = Path("/proc/cpuinfo")
 # CPU flags (Linux /proc/cpuinfo names, which torch.cpu.get_capabilities also uses)
@@ -59,13 +57,12 @@ def pick_device(name: str) -> torch.device:
     }
     if name == "auto":
         return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    index = re.fullmatch(r"cuda:(\d+)", name)
-    kind = "cuda" if index else name
-    if kind not in available:
+    kind = device_kind(name)
+    if kind is None:
         raise NstError(f"device={name!r} is not one of {', '.join(DEVICES)}.")
     if not available[kind]:
         raise NstError(f"device={name} was asked for but is not available here. Use device=auto or device=cpu.")
-    if index and int(index[1]) >= (count := torch.cuda.device_count()):
+    if name.startswith("cuda:") and int(name[5:]) >= (count := torch.cuda.device_count()):
         raise NstError(
             f"device={name} was asked for but this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
             f"(cuda:0 to cuda:{count - 1}). Use device=cuda:0 up to cuda:{count - 1}, or device=auto."

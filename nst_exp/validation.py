@@ -13,7 +13,6 @@ import difflib
 import importlib
 import inspect
 import math
-import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from nst_exp.config import DEVICES, Config, conf_dir
+from nst_exp.config import DEVICES, Config, conf_dir, device_kind
 from nst_exp.errors import NstError
 
 
@@ -35,8 +34,8 @@ def validate(cfg: Any) -> None:
     validate_numbers(cfg)
     if cfg.alpha == 0 and cfg.beta == 0:
         raise NstError("alpha and beta are both 0: there is nothing to optimise.")
-    if cfg.device not in DEVICES and not re.fullmatch(r"cuda:\d+", cfg.device):
-        raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}, or cuda:N for GPU number N.")
+    if device_kind(cfg.device) is None:
+        raise NstError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)} (N: a GPU's number).")
     if cfg.channels_last not in (True, False, "auto"):
         raise NstError(f"channels_last={cfg.channels_last!r} is not one of auto, true, false.")
     if cfg.init.kind == "file" and not cfg.init.path:
