@@ -26,6 +26,7 @@ from nst_exp.config import Config
 from nst_exp.errors import NstError
 from nst_exp.optimize import State
 from nst_exp.results import METRICS_FILE, Status, flatten, read_metrics
+from nst_exp.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continua
     saved = checkpoint.load(run_dir)
     changes = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
     cfg = resumed_config(saved.config, changes)
+    validate(cfg)  # the saved config with the command line's changes, as this version checks it
     if cfg.iterations < saved.state.iteration:
         raise NstError(
             f"resume={run_dir} with iterations={cfg.iterations}: that run has done {saved.state.iteration} "

@@ -89,7 +89,6 @@ def synthesise_run(
 ) -> Result:
     """Set up, synthesise and write the results of a run that is not finished yet."""
     cfg, out_dir = where.cfg, where.out_dir
-    validate(cfg)  # a resumed run's saved config too
     settings = LossSettings.from_config(cfg)
     inputs = Inputs.from_config(cfg, user_path_keys(overrides), given)  # fails in milliseconds on a bad path
     device = pick_device(cfg.device)
