@@ -23,7 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nst_exp import checkpoint, objective
 from nst_exp.config import conf_dir, register
@@ -32,7 +32,7 @@ from nst_exp.hardware import sweep_device
 from nst_exp.help import register_help
 from nst_exp.lock import RunDirInUse
 from nst_exp.optimize import Interrupted
-from nst_exp.results import METRICS_FILE, atomic_write, record_failure
+from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.run import run
 
@@ -54,20 +54,12 @@ class HydraRecord:
     def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
         self.cfg, self.out_dir, self.written = copy.deepcopy(cfg), out_dir, False
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        self.folder = out_dir / (f".hydra/resume_{stamp}" if cfg.resume else ".hydra")
+        self.folder = out_dir / RECORD_DIR / (f"resume_{stamp}" if cfg.resume else "")
 
     def write(self, _: Path | None = None) -> None:
-        if self.written:
-            return
-        files = {
-            "config.yaml": self.cfg,
-            "hydra.yaml": HydraConfig.instance().cfg,
-            "overrides.yaml": HydraConfig.get().overrides.task,
-        }
-        for name, node in files.items():
-            with atomic_write(self.folder / name) as out:
-                out.write(OmegaConf.to_yaml(node))
-        self.written = True
+        if not self.written:
+            write_record(self.folder, self.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
+            self.written = True
 
     def holds_another_run(self) -> bool:
         return checkpoint.exists(self.out_dir) or (self.out_dir / METRICS_FILE).exists()

@@ -27,12 +27,11 @@ from nst_exp import images
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
-from nst_exp.results import Result, atomic_write
+from nst_exp.results import RECORD_DIR, Result, write_record
 from nst_exp.run import run
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
 ImageLike = Union[str, Path, Image.Image, Any]
-HYDRA_DIR = ".hydra"  # where Hydra keeps a run's config; nst_exp.report finds runs by it
 IN_MEMORY = "in_memory"  # the name an image given in memory has in logs and metrics.json
 # A value the override grammar reads as one plain string; anything else is quoted.
 PLAIN_VALUE = re.compile(r"[\w./~@:+-]+")
@@ -129,22 +128,18 @@ def override_value(value: Any) -> str:
 
 
 def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, Any], overrides: Sequence[str]) -> None:
-    """``.hydra/config.yaml``, ``overrides.yaml`` and ``hydra.yaml`` as a command-line run has them.
+    """``.hydra/`` as a command-line run has it, with the part of Hydra's node the report reads.
 
     The report reads the config, the overrides (what differs between runs) and
     hydra.yaml's config group choices; the rest of Hydra's node (its launcher,
     logging, help) says nothing about the run and is left out.
     """
-    record = Path(out_dir) / HYDRA_DIR
     hydra = {
         "job": {"name": hydra_node["job"]["name"], "num": None},
         "runtime": {"output_dir": str(Path(out_dir).resolve()), "choices": hydra_node["runtime"]["choices"]},
         "mode": "RUN",
     }
-    files = {"config.yaml": cfg, "overrides.yaml": list(overrides), "hydra.yaml": {"hydra": hydra}}
-    for name, node in files.items():
-        with atomic_write(record / name) as out:
-            out.write(OmegaConf.to_yaml(node if isinstance(node, DictConfig) else OmegaConf.create(node)))
+    write_record(Path(out_dir) / RECORD_DIR, cfg, {"hydra": hydra}, overrides)
 
 
 def _compose(overrides: Sequence[str], hydra_node: bool) -> Any:

@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping, Sequence
 
 METRICS_FILE = "metrics.json"
 RESULT_FILE = "result.png"
 INPUTS_DIR = "inputs"
 SNAPSHOTS_DIR = "snapshots"
+RECORD_DIR = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
 
 
 class Status(str, Enum):
@@ -66,6 +67,20 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON atomically, NaN and inf as null."""
     with atomic_write(path) as out:
         out.write(json.dumps(finite_or_none(data), indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_record(folder: Path, config: Any, hydra_root: Any, overrides: Sequence[str]) -> None:
+    """Hydra's record of a run in ``folder``: config.yaml, hydra.yaml (``{"hydra": ...}``) and overrides.yaml, each atomically.
+
+    The command line and the Python API write it once a run directory is known
+    to be the run's own, so a refused run never relabels another.
+    """
+    from omegaconf import OmegaConf
+
+    files = {"config.yaml": config, "hydra.yaml": hydra_root, "overrides.yaml": list(overrides)}
+    for name, node in files.items():
+        with atomic_write(Path(folder) / name) as out:
+            out.write(OmegaConf.to_yaml(node))
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
