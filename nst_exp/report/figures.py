@@ -225,18 +225,25 @@ def palette_for(count: int) -> Callable[[int], Any]:
 
 
 def legend_handles(
-    sweep: Sweep, jobs: pd.DataFrame, colour_of: dict, style_of: dict, palette: Callable[[int], Any]
+    sweep: Sweep,
+    jobs: pd.DataFrame,
+    colour_of: dict,
+    style_of: dict,
+    palette: Callable[[int], Any],
+    style_keys: list[str] | None = None,
+    marker: str | None = None,
 ) -> list[Line2D]:
-    """One entry per colour (first swept key) and one per line style (the others)."""
-    swept = sweep.swept
+    """One entry per colour (the first swept key) and one per line style (``style_keys``, default the others)."""
+    colour_key = sweep.swept[0]
+    style_keys = sweep.swept[1:] if style_keys is None else style_keys
     handles = []
     for value, index in colour_of.items():
-        job = jobs.loc[jobs[swept[0]] == value, "job"].iloc[0]
-        handles.append(Line2D([], [], color=palette(index), label=value_label(sweep, swept[0], job)))
+        job = jobs.loc[jobs[colour_key] == value, "job"].iloc[0]
+        handles.append(Line2D([], [], color=palette(index), marker=marker, label=value_label(sweep, colour_key, job)))
     if len(style_of) > 1:
         for values, index in style_of.items():
-            job = jobs.loc[(jobs[swept[1:]] == list(values)).all(axis=1), "job"].iloc[0]
-            label = ", ".join(value_label(sweep, key, job) for key in swept[1:])
+            job = jobs.loc[(jobs[style_keys] == list(values)).all(axis=1), "job"].iloc[0]
+            label = ", ".join(value_label(sweep, key, job) for key in style_keys)
             handles.append(Line2D([], [], color="black", linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=label))
     return handles
 

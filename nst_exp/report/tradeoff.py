@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nst_exp.report.figures import LINE_STYLES, fit, palette_for
+from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for
 from nst_exp.report.labels import axis_title, value_label
 from nst_exp.report.sweep import Sweep, networks
 from nst_exp.results import Status
@@ -101,14 +101,5 @@ def legend(
     """One entry per colour (the first swept key) and, with three or more keys, one per line style."""
     if colour_key is None or (len(sweep.swept) == 1 and len(colour_of) == len(jobs)):
         return []  # no key, or one key whose every value is already written beside its point
-    handles = []
-    for value, index in colour_of.items():
-        job = jobs.loc[jobs[colour_key] == value, "job"].iloc[0]
-        handles.append(Line2D([], [], color=palette(index), marker="o", label=value_label(sweep, colour_key, job)))
-    if len(style_of) > 1:
-        for values, index in style_of.items():
-            job = jobs.loc[(jobs[line_keys[1:]] == list(values)).all(axis=1), "job"].iloc[0]
-            label = ", ".join(value_label(sweep, key, job) for key in line_keys[1:])
-            handles.append(Line2D([], [], color="black", linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=label))
-    return handles
+    return legend_handles(sweep, jobs, colour_of, style_of, palette, style_keys=line_keys[1:], marker="o")
 
