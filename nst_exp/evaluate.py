@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
@@ -81,6 +80,10 @@ def content_ssim(result: Tensor, content: Tensor) -> float:
         )
     if tuple(content.shape[-2:]) != size:
         content = F.interpolate(content, size=size, mode="bilinear", align_corners=False, antialias=True)
+    # Imported here: torchmetrics costs about 2 s at import on a 2-core CPU, which every process
+    # that imports the runner (--help, a refused run, the report) would pay at start.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     score = structural_similarity_index_measure(
         luminance(result), luminance(content), data_range=1.0, kernel_size=SSIM_WINDOW, sigma=SSIM_SIGMA
     )
