@@ -235,6 +235,11 @@ def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def scaled_side(long_side: int, scale: float) -> int:
+    """The long side of an image loaded at ``scale`` times ``long_side`` (a style image at ``style_scale``): >= 1 px."""
+    return max(1, round(scale * long_side))
+
+
 def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read ``path`` (or a PIL image in memory) as an upright 8-bit sRGB image, shrunk while decoding if larger than needed."""
     if isinstance(path, Image.Image):

@@ -129,7 +129,7 @@ class Inputs:
         return [images.fit_size(*source.size, self.style_size(size)) for source in self.styles]
 
     def style_size(self, size: int) -> int:
-        return max(1, round(self.style_scale * size))
+        return images.scaled_side(size, self.style_scale)
 
     def load(self, size: int, color: ColorControl) -> StageInputs:
         """Content at long side ``size``, each style at ``style_scale`` times that, masks at their sizes."""

@@ -38,7 +38,7 @@ from torch import nn
 
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
-from nst_exp.images import fit_size
+from nst_exp.images import fit_size, scaled_side
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def smallest_size(
     """
 
     def seen(size: int) -> bool:
-        style_side = max(1, round(style_scale * size))
+        style_side = scaled_side(size, style_scale)
         shapes = [fit_size(*content_size, size), *(fit_size(*s, style_side) for s in style_sizes)]
         return all(min(shape) >= factor for shape in shapes)
 
@@ -333,7 +333,7 @@ class Guard:
 
     def shapes(self, size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
         """(H, W) of the content and of each style image at ``image_size=size``, as the run loads them."""
-        style_side = max(1, round(self.style_scale * size))
+        style_side = scaled_side(size, self.style_scale)
         return fit_size(*self.content_size, size), [fit_size(*style, style_side) for style in self.style_sizes]
 
     def estimate_at(self, size: int) -> Estimate:
