@@ -347,6 +347,33 @@ def test_gallery_links_still_resolve_after_the_sweep_is_moved(evaluated, tmp_pat
     assert_links_resolve(read_page(moved / "report" / "index.html"), moved / "report")
 
 
+@pytest.mark.slow
+def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
+    out = tmp_path / "published"
+    (out / "jobs" / "99").mkdir(parents=True)  # a job of an earlier report, gone from this sweep
+    written = report(sweep, out, self_contained=True).written
+    assert written["jobs"] == out / "jobs"
+    assert sorted(path.name for path in (out / "jobs").iterdir()) == ["0", "1", "2", "3"]
+    for job in range(3):
+        copy = out / "jobs" / str(job)
+        assert (copy / "result.png").read_bytes() == (sweep / str(job) / "result.png").read_bytes()
+        assert (copy / ".hydra" / "config.yaml").read_text() == (sweep / str(job) / ".hydra" / "config.yaml").read_text()
+        assert json.loads((copy / "metrics.json").read_text())["status"] == "completed"
+    assert not (out / "jobs" / "3" / "result.png").exists()  # the failed job wrote none
+    assert json.loads((out / "jobs" / "3" / "metrics.json").read_text())["status"] == "failed"
+    assert not list((out / "jobs").glob("*/snapshots")) and not list((out / "jobs").glob("*/inputs"))
+
+    shutil.rmtree(sweep)
+    moved = tmp_path / "elsewhere"
+    shutil.move(out, moved)
+    page = read_page(moved / "index.html")
+    assert_links_resolve(page, moved)
+    assert not [link for link in page.links if link.startswith("..")]  # nothing outside the folder
+    assert {"jobs/0/result.png", "jobs/2/metrics.json", "jobs/3/.hydra/config.yaml"} <= set(page.links)
+
+
 REPORT_PACKAGE = ROOT / "nst_exp" / "report"
 
 

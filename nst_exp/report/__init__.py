@@ -11,6 +11,8 @@ tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless `
 - ``tradeoff.png``: content SSIM against style SWD per job, when metrics.json has them;
 - ``index.html``: every job in one sortable table with its picture, numbers, loss curve
   (``curves/``) and links to its files; it opens from disk, and its links are relative.
+  ``--self-contained`` copies each job's result, metrics.json and config into ``jobs/``
+  beside it and links to those, so the report folder can be published on its own.
 
 The swept keys are read from the sweep itself: the override keys whose values differ
 between jobs, in the order Hydra swept them. Jobs that failed or were cut short are

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
-from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, write_gallery
+from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, write_gallery
 from nst_exp.report.sweep import Sweep, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
@@ -26,8 +26,12 @@ class Report:
     tradeoff_jobs: list[int]  # the jobs tradeoff.png shows (empty: no picture metrics, no file)
 
 
-def report(root: Path | str, out: Path | str | None = None) -> Report:
-    """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report)."""
+def report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False) -> Report:
+    """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report).
+
+    ``self_contained``: also copy each job's result.png, metrics.json and config into
+    ``<out>/jobs/<job>/`` and link the gallery to them, so ``out`` can be moved or published alone.
+    """
     sweep = read_sweep(root)
     out = Path(out) if out is not None else sweep.root / "report"
     csv, markdown, scalars = write_tables(sweep, out)
@@ -44,8 +48,10 @@ def report(root: Path | str, out: Path | str | None = None) -> Report:
         written["tradeoff.png"] = out / "tradeoff.png"
     else:
         log.info(f"No job has both {CONTENT_SSIM} and {STYLE_SWD} in its metrics.json: tradeoff.png not written.")
-    page, curves = write_gallery(sweep, out, written)
+    page, curves = write_gallery(sweep, out, written, self_contained)
     if curves:
         written[CURVES_DIR] = out / CURVES_DIR
+    if self_contained:
+        written[JOBS_DIR] = out / JOBS_DIR
     written[GALLERY_FILE] = page
     return Report(sweep, layout, written, loss_tags, tradeoff_jobs)

@@ -21,10 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
+    parser.add_argument("--self-contained", action="store_true",
+                        help="copy each job's result.png, metrics.json and config into <out>/jobs/ (replacing it) "
+                             "and link the gallery to the copies, so the report folder can be moved or published "
+                             "on its own; snapshots, checkpoints and input images stay in the sweep")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = report(args.sweep_dir, args.out)
+        result = report(args.sweep_dir, args.out, self_contained=args.self_contained)
     except NstError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

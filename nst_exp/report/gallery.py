@@ -5,13 +5,15 @@ settings as the paper labels them, status, final losses, picture metrics, a smal
 curve, and links to its snapshots, metrics.json and resolved config. Every column sorts
 by clicking its header (a few lines of inline JavaScript); nothing is fetched from a
 server or the network, and every link is relative, so the sweep's folder can be moved or
-copied whole.
+copied whole. With ``self_contained`` the page links to copies of each job's result,
+metrics.json and config under ``jobs/`` beside it instead, so the report folder stands alone.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -28,6 +30,8 @@ from nst_exp.results import INPUTS_DIR, METRICS_FILE, RESULT_FILE, SNAPSHOTS_DIR
 
 GALLERY_FILE = "index.html"
 CURVES_DIR = "curves"  # one small loss-curve PNG per job, beside index.html
+JOBS_DIR = "jobs"  # self-contained reports: each job's published files, jobs/<job>/..., beside index.html
+PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, ".hydra/config.yaml", ".hydra/overrides.yaml")
 CURVE_COLOURS = {"loss/total": "black", "loss/content": "tab:blue", "loss/style": "tab:orange"}
 
 SORT_SCRIPT = """
@@ -120,10 +124,28 @@ def plot_job_curves(sweep: Sweep, folder: Path, tags: tuple[str, ...] = HEADLINE
     return written
 
 
-def job_row(sweep: Sweep, job: int, out: Path, curves: Mapping[int, Path], numbers: list[str]) -> str:
-    """One ``<tr>``: result, job, swept settings, status, numbers, loss curve, links."""
+def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
+    """Copy each job's result.png, metrics.json and config into ``folder/<job>/``; job -> its copy.
+
+    What a reader needs to judge a job and run it again; snapshots, checkpoints, event files
+    and the input images stay with the sweep. ``folder`` is replaced, so no job of an
+    earlier report lingers in it.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    copies: dict[int, Path] = {}
+    for job in sweep.jobs["job"]:
+        copies[int(job)] = copy = folder / str(job)
+        for name in PUBLISHED_FILES:
+            source = sweep.job_dir(int(job)) / name
+            if source.is_file():
+                (copy / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, copy / name)
+    return copies
+
+
+def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[int, Path], numbers: list[str]) -> str:
+    """One ``<tr>``: result, job, swept settings, status, numbers, loss curve, links to the files in ``job_dir``."""
     row = sweep.jobs.loc[job]
-    job_dir = sweep.job_dir(job)
     result = job_dir / RESULT_FILE
     if result.is_file():
         href = link(result, out)
@@ -170,7 +192,7 @@ def header(sweep: Sweep, numbers: list[str]) -> str:
                    for name in names)
 
 
-def about(sweep: Sweep, out: Path, files: Mapping[str, Path]) -> str:
+def about(sweep: Sweep, job_dirs: Mapping[int, Path], out: Path, files: Mapping[str, Path]) -> str:
     """The sweep in a few lines, links to the other report files, and the inputs when all jobs share them."""
     lines = [
         f"<p>{len(sweep.jobs)} jobs ({html.escape(status_counts(sweep))}); swept: "
@@ -182,8 +204,8 @@ def about(sweep: Sweep, out: Path, files: Mapping[str, Path]) -> str:
     if others:
         lines.append(f"<p>Report files: {' &middot; '.join(others)}</p>")
     beside, _ = inputs_that_vary(sweep)  # the inputs every job shares, as figure.png shows them
-    shared = {name: next((path for job in sweep.jobs["job"]
-                          if (path := sweep.job_dir(job) / INPUTS_DIR / f"{name}.png").is_file()), None)
+    shared = {name: next((path for job_dir in job_dirs.values()
+                          if (path := job_dir / INPUTS_DIR / f"{name}.png").is_file()), None)
               for name in beside}
     shared = {name: path for name, path in shared.items() if path is not None}
     if shared:
@@ -204,12 +226,20 @@ def figures(out: Path, files: Mapping[str, Path]) -> str:
     return f'<div class="figures">{pictures}</div>'
 
 
-def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = None) -> tuple[Path, dict[int, Path]]:
-    """Write ``out/index.html`` and the per-job loss curves under ``out/curves/``; (page, job -> curve)."""
+def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = None,
+                  self_contained: bool = False) -> tuple[Path, dict[int, Path]]:
+    """Write ``out/index.html`` and the per-job loss curves under ``out/curves/``; (page, job -> curve).
+
+    ``self_contained``: copy the jobs' files under ``out/jobs/`` and link to those (``copy_job_files``).
+    """
     out.mkdir(parents=True, exist_ok=True)
     curves = plot_job_curves(sweep, out / CURVES_DIR)
+    if self_contained:
+        job_dirs = copy_job_files(sweep, out / JOBS_DIR)
+    else:
+        job_dirs = {int(job): sweep.job_dir(int(job)) for job in sweep.jobs["job"]}
     numbers = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs] + eval_columns(sweep.jobs)
-    rows = "\n".join(job_row(sweep, int(job), out, curves, numbers) for job in sweep.jobs["job"])
+    rows = "\n".join(job_row(sweep, job, job_dir, out, curves, numbers) for job, job_dir in job_dirs.items())
     title = html.escape(f"Sweep {sweep.name}")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -221,7 +251,7 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
 <body>
 <h1>{title}</h1>
 <div class="about">
-{about(sweep, out, files or {})}
+{about(sweep, job_dirs, out, files or {})}
 <p>Click a column's header to sort by it; click again to reverse.</p>
 </div>
 <table class="sortable">
