@@ -207,6 +207,23 @@ def test_a_swept_config_group_is_labelled_with_its_option_and_ratio(tmp_path):
     assert layout.inset == ["style"]  # the painting changes per job: shown in each cell's corner
 
 
+def test_an_input_no_job_used_is_not_shown(tmp_path):
+    sweep = fake_sweep(tmp_path, [("starry_night", 1e3), ("starry_night", 1e4)])
+    for settings in sweep.settings.values():  # two layers: what the full config always states
+        settings.update(content_layers=["relu4_2"], style_layers=["relu1_1"], init={"kind": "noise"})
+    assert grid_layout(sweep).beside == ["content", "style"]
+    for settings in sweep.settings.values():  # Fig. 1's content reconstructions: beta = 0
+        settings["beta"] = 0.0
+    assert grid_layout(sweep).beside == ["content"]
+    sweep.settings[1].update(beta=1e3, style_layers=[])  # no style layer is as unused as no weight
+    assert grid_layout(sweep).beside == ["content"]
+    sweep.settings[1]["init"]["kind"] = "style"  # a job started from the painting was made with it
+    assert grid_layout(sweep).beside == ["content", "style"]
+    for settings in sweep.settings.values():  # Fig. 1's style reconstructions: alpha = 0, from noise
+        settings.update(alpha=0.0, beta=1.0, style_layers=["relu1_1"], init={"kind": "noise"})
+    assert grid_layout(sweep).beside == ["style"]
+
+
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():
     jobs = pd.DataFrame({
         "metrics.network": ["vgg16_bn_craft", "vgg19"],

@@ -47,10 +47,25 @@ class GridLayout:
         return len(self.rows), len(self.cols)
 
 
+def uses(settings: dict[str, Any], name: str) -> bool:
+    """Whether a job's result was made with its ``name`` ("content" or "style") image: a term of
+    the objective (a nonzero weight on some layer) or the start. Fig. 1's content reconstructions
+    never see the painting, nor its style reconstructions the photo's pixels. A job whose
+    settings do not say (an older or a foreign run) counts as using both."""
+    weight, layers = (setting(settings, key) for key in
+                      (("alpha", "content_layers") if name == "content" else ("beta", "style_layers")))
+    if weight is None or layers is None:
+        return True
+    return bool(weight) and bool(layers) or setting(settings, "init.kind") == name
+
+
 def inputs_that_vary(sweep: Sweep) -> tuple[list[str], list[str]]:
-    """(inputs the same for all jobs, inputs that differ), by their resolved paths."""
+    """(inputs the same for all jobs, inputs that differ), by their resolved paths; an input
+    no job used is in neither."""
     beside, inset = [], []
     for name in ("content", "style"):
+        if not any(uses(settings, name) for settings in sweep.settings.values()):
+            continue
         paths = {
             (setting(s, "images_dir"), setting(s, f"{name}.path")) for s in sweep.settings.values()
         }
