@@ -22,6 +22,7 @@ from tbparse import SummaryReader
 from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
 from nst_exp.report.figures import grid_layout
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
+from nst_exp.report.tradeoff import plot_tradeoff
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,6 +223,18 @@ def test_an_input_no_job_used_is_not_shown(tmp_path):
     for settings in sweep.settings.values():  # Fig. 1's style reconstructions: alpha = 0, from noise
         settings.update(alpha=0.0, beta=1.0, style_layers=["relu1_1"], init={"kind": "noise"})
     assert grid_layout(sweep).beside == ["style"]
+
+
+def test_tradeoff_leaves_out_jobs_made_without_the_photo_or_the_painting(tmp_path):
+    sweep = fake_sweep(tmp_path, [("starry_night", 1e3), ("starry_night", 1e4), ("starry_night", 1e5)])
+    for settings in sweep.settings.values():
+        settings.update(content_layers=["relu4_2"], style_layers=["relu1_1"], init={"kind": "noise"})
+    sweep.jobs["eval/content_ssim"], sweep.jobs["eval/style_swd"] = [0.3, 0.2, 0.1], [120.0, 110.0, 100.0]
+    sweep.settings[0]["beta"] = 0.0  # a content reconstruction: no painting to trade against
+    sweep.settings[2]["alpha"] = 0.0  # a style reconstruction: no photo
+    assert plot_tradeoff(sweep, tmp_path / "tradeoff.png") == [1]
+    sweep.settings[1]["beta"] = 0.0
+    assert plot_tradeoff(sweep, tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
 
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():

@@ -47,7 +47,8 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     if tradeoff_jobs:
         written["tradeoff.png"] = out / "tradeoff.png"
     else:
-        log.info(f"No job has both {CONTENT_SSIM} and {STYLE_SWD} in its metrics.json: tradeoff.png not written.")
+        log.info(f"No job made with both the photo and the painting has {CONTENT_SSIM} and {STYLE_SWD} in its "
+                 "metrics.json: tradeoff.png not written.")
     page, curves = write_gallery(sweep, out, written, self_contained)
     if curves:
         written[CURVES_DIR] = out / CURVES_DIR

@@ -5,7 +5,8 @@ style SWD (``eval/style_swd``, lower = closer to the painting's textures) on x, 
 per job, coloured by the first swept key. Where two keys are swept (Fig. 3: layer sets by
 alpha/beta) each value of the first is one line across the second, so the paper's grid
 of pictures becomes a measured curve per layer set; with more keys each combination of
-all but the last is a line across the last.
+all but the last is a line across the last. A job made without the photo or without the
+painting (Fig. 1's reconstructions) trades nothing and is left out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for
+from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for, uses
 from nst_exp.report.labels import axis_title, value_label
 from nst_exp.report.sweep import Sweep, networks
 from nst_exp.results import Status
@@ -27,12 +28,13 @@ STYLE_SWD = "eval/style_swd"
 
 
 def measured(sweep: Sweep) -> pd.DataFrame:
-    """The jobs that have both a content SSIM and a style SWD, in sweep order."""
+    """The jobs made with both images that have both a content SSIM and a style SWD, in sweep order."""
     jobs = sweep.jobs
     if CONTENT_SSIM not in jobs or STYLE_SWD not in jobs:
         return jobs.iloc[:0]
     values = jobs[[CONTENT_SSIM, STYLE_SWD]].apply(pd.to_numeric, errors="coerce")
-    return jobs[values.notna().all(axis=1)]
+    both = jobs["job"].map(lambda job: all(uses(sweep.settings.get(job, {}), name) for name in ("content", "style")))
+    return jobs[values.notna().all(axis=1) & both]
 
 
 def point_label(sweep: Sweep, job: int, keys: list[str]) -> str:
