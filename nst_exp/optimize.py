@@ -126,6 +126,16 @@ class StopSignals:
         )
 
 
+def divergence_advice(optimizer: torch.optim.Optimizer) -> str:
+    """What to change when ``optimizer`` took the loss to inf or NaN."""
+    if not isinstance(optimizer, torch.optim.LBFGS):
+        return "Lower optimizer.lr or the loss weights, or use L-BFGS (optimizer=lbfgs)."
+    if optimizer.defaults["line_search_fn"] is None:
+        return ("L-BFGS without a line search stepped too far: add optimizer.line_search_fn=strong_wolfe "
+                "(safe steps, more loss evaluations per iteration), or lower optimizer.lr or the loss weights.")
+    return "Lower the loss weights (alpha, beta) or optimizer.lr."
+
+
 def optimize(
     objective: GatysLoss,
     init: Tensor | State,
@@ -172,7 +182,7 @@ def optimize(
                     status = DIVERGED
                     message = (
                         f"The loss became {latest.total.item()} at iteration {iteration}; kept the image "
-                        f"of iteration {done}. Lower the learning rate or the loss weights, or use L-BFGS."
+                        f"of iteration {done}. {divergence_advice(optimizer)}"
                     )
                     break
                 last_good, previous = previous, last_good

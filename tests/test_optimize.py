@@ -79,5 +79,14 @@ def test_diverging_run_stops_and_keeps_last_finite_image(tmp_path, tiny):
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "diverged"
     assert "kept the image of iteration" in metrics["message"]
+    assert "or use L-BFGS (optimizer=lbfgs)" in metrics["message"]
     assert metrics["loss/total"] is not None and metrics["iterations"] < 20
     assert np.isfinite(np.asarray(Image.open(tmp_path / "result.png"), dtype=float)).all()
+
+
+def test_diverging_lbfgs_is_told_to_use_a_line_search_not_lbfgs(tmp_path, tiny):
+    run(make_config([*tiny, "optimizer.lr=1e30", "iterations=20"]), out_dir=tmp_path)
+    metrics = read_metrics(tmp_path)
+    assert metrics["status"] == "diverged"
+    assert "add optimizer.line_search_fn=strong_wolfe" in metrics["message"]
+    assert "use L-BFGS" not in metrics["message"]
