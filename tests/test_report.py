@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from conftest import pattern_image
 from PIL import Image
 from tbparse import SummaryReader
@@ -402,6 +403,25 @@ def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tm
     assert_links_resolve(page, moved)
     assert not [link for link in page.links if link.startswith("..")]  # nothing outside the folder
     assert {"jobs/0/result.png", "jobs/2/metrics.json", "jobs/3/.hydra/config.yaml"} <= set(page.links)
+
+
+@pytest.mark.slow
+def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
+    out = tmp_path / "report"
+    first = report(sweep, out, self_contained=True).written
+    assert {"tradeoff.png", "jobs", "curves"} <= set(first)
+    (out / "curves" / "job_99.png").write_bytes(b"a job gone from the sweep")
+    for path in sweep.glob("*/.hydra/config.yaml"):  # the sweep re-run as content reconstructions: no trade-off
+        config = OmegaConf.load(path)
+        config.beta = 0.0
+        OmegaConf.save(config, path)
+    second = report(sweep, out).written
+    assert "tradeoff.png" not in second and not (out / "tradeoff.png").exists()
+    assert not (out / "jobs").exists()  # the gallery links into the sweep again
+    assert "job_99.png" not in {path.name for path in (out / "curves").iterdir()}
+    assert (out / "curves" / "job_0.png").is_file()
 
 
 REPORT_PACKAGE = ROOT / "nst_exp" / "report"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,4 +56,9 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     if self_contained:
         written[JOBS_DIR] = out / JOBS_DIR
     written[GALLERY_FILE] = page
+    for name in ("losses.png", "tradeoff.png", CURVES_DIR, JOBS_DIR):  # an earlier report's, now untrue
+        stale = out / name
+        if name not in written and stale.exists():
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            log.info(f"Removed {stale}, left by an earlier report: this sweep gives none.")
     return Report(sweep, layout, written, loss_tags, tradeoff_jobs)

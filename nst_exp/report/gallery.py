@@ -233,6 +233,7 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
     ``self_contained``: copy the jobs' files under ``out/jobs/`` and link to those (``copy_job_files``).
     """
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / CURVES_DIR, ignore_errors=True)  # no curve of a job gone from the sweep
     curves = plot_job_curves(sweep, out / CURVES_DIR)
     if self_contained:
         job_dirs = copy_job_files(sweep, out / JOBS_DIR)
