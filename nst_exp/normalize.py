@@ -11,6 +11,9 @@ activations become the original's divided by its f_l, and each filter's mean
 over the calibration images is 1. Nothing follows the last convolution here
 (the classifier is dropped), so its output is the one thing that changes scale.
 A filter that never fires on the calibration images (a_lk = 0) keeps f = 1.
+With ``min_factor=r`` > 0, no f is below r times its layer's median f: a filter that
+barely fires on the calibration images (CRAFT on eleven images: a_lk down to 2e-7) would
+otherwise be amplified 1/a_lk times and dominate every Gram matrix where it does fire.
 
 Batch norm is folded into the convolutions first, so the file is for the plain
 architecture (vgg16_bn -> vgg16). The factors depend on ``model.pooling`` past
@@ -21,7 +24,8 @@ pool1: the default, avg, is the pooling synthesis uses.
     python -m nst_exp.normalize model.arch=vgg16_bn model.weights=craft_mlt_25k.pth \\
         'model.key_map=[["^module\\.basenet\\.slice[1-4]\\.","features."]]' images_dir=...
 
-It writes ``<model.name>_normalised.pth`` (or ``output=...``) and
+It writes ``<model.name>_normalised.pth`` (``..._normalised_min<r>.pth`` with min_factor;
+or ``output=...``) and
 ``normalisation.json`` (the factors, the images, and the overrides that use it)
 in its run directory, and prints those overrides.
 """
@@ -59,10 +63,11 @@ class NormalizeConfig:
     images_dir: str = "images"  # folder of calibration images
     image_size: int = 256  # long side each calibration image is resized to
     max_images: int = 0  # use at most this many (sorted by name); 0 = all
-    output: Optional[str] = None  # weights file to write; null = <run dir>/<model.name>_normalised.pth
+    output: Optional[str] = None  # weights file to write; null = <run dir>/<model.name>_normalised[_min<r>].pth
     seed: int = 0  # seeds random weights
     device: str = "auto"  # auto | cpu | cuda | mps
     max_image_pixels: int = 89_478_485  # larger input files are refused
+    min_factor: float = 0.0  # no f below this times its layer's median f; 0 = the paper's rule
 
 
 def register() -> None:
@@ -106,9 +111,14 @@ def mean_activations(extractor: FeatureExtractor, batch: Iterable[Tensor], pairs
     return {conv: sums[conv] / counts[conv] for conv in pairs}
 
 
-def scale_factors(means: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """f = the mean activation; 1 for filters that never fire."""
-    return {conv: torch.where(mean > 0, mean, torch.ones_like(mean)) for conv, mean in means.items()}
+def scale_factors(means: Mapping[str, Tensor], min_factor: float = 0.0) -> dict[str, Tensor]:
+    """f = the mean activation, at least ``min_factor`` times the layer's median f; 1 for filters that never fire."""
+    factors = {}
+    for conv, mean in means.items():
+        fired = mean > 0
+        floor = min_factor * mean[fired].median() if min_factor > 0 and fired.any() else mean.new_zeros(())
+        factors[conv] = torch.where(fired, torch.maximum(mean, floor), torch.ones_like(mean))
+    return factors
 
 
 def normalised_layers(layers: Mapping[str, nn.Module], factors: Mapping[str, Tensor]) -> OrderedDict[str, nn.Module]:
@@ -170,17 +180,25 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
     pairs = activation_layers(network.layers)
     extractor = network.extractor(list(pairs.values())).to(device)
     means = mean_activations(extractor, (image.to(device) for image in batch), pairs)
-    factors = scale_factors(means)
+    if cfg.min_factor < 0:
+        raise NstError(f"min_factor={cfg.min_factor} is negative: give a fraction of each layer's median f, "
+                       "e.g. min_factor=0.01, or 0 for the paper's rule.")
+    factors = scale_factors(means, cfg.min_factor)
+    floored = {conv: int(((mean > 0) & (factors[conv] > mean)).sum()) for conv, mean in means.items()}
+    if any(floored.values()):
+        log.info("Filters raised to min_factor=%g of their layer's median: %s", cfg.min_factor,
+                 {conv: count for conv, count in floored.items() if count})
     dead = {conv: int((mean <= 0).sum()) for conv, mean in means.items() if (mean <= 0).any()}
     if dead:
         log.warning("Filters that never fired on the calibration images (kept at scale 1): %s", dead)
     layers = normalised_layers(network.layers, {k: v.float().cpu() for k, v in factors.items()})
-    path = Path(cfg.output).expanduser() if cfg.output else out_dir / f"{cfg.model.name}_normalised.pth"
+    name = f"{cfg.model.name}_normalised" + (f"_min{cfg.min_factor:g}" if cfg.min_factor else "")
+    path = Path(cfg.output).expanduser() if cfg.output else out_dir / f"{name}.pth"
     save_state(plain_state_dict(layers), path)
     plain = PLAIN_ARCH[cfg.model.arch]
     overrides = (
         f"model.arch={plain} model.weights={path.resolve()} model.key_map=[] "
-        f"model.name={cfg.model.name}_normalised model.mean={_list(cfg.model.mean)} model.std={_list(cfg.model.std)}"
+        f"model.name={name} model.mean={_list(cfg.model.mean)} model.std={_list(cfg.model.std)}"
     )
     write_json(
         out_dir / "normalisation.json",
@@ -196,6 +214,8 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
             "weights_file": str(path.resolve()),
             "use_with": overrides,
             "dead_filters": dead,
+            "min_factor": cfg.min_factor,
+            "floored_filters": {conv: count for conv, count in floored.items() if count},
             "factors": {conv: factor.tolist() for conv, factor in factors.items()},
         },
     )

@@ -119,6 +119,24 @@ def test_batch_norm_network_is_written_for_the_plain_architecture(tmp_path, cali
     assert torch.allclose(after["relu4_3"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
 
 
+def test_min_factor_keeps_rare_filters_from_being_amplified_past_it():
+    means = {"conv1_1": torch.tensor([1e-6, 1.0, 2.0, 0.0, 0.5, 3.0])}  # the five that fired: median 1.0
+    assert scale_factors(means)["conv1_1"].tolist() == pytest.approx([1e-6, 1.0, 2.0, 1.0, 0.5, 3.0])  # the paper's
+    assert scale_factors(means, 0.01)["conv1_1"].tolist() == pytest.approx([0.01, 1.0, 2.0, 1.0, 0.5, 3.0])
+    assert scale_factors(means, 0.6)["conv1_1"].tolist() == pytest.approx([0.6, 1.0, 2.0, 1.0, 0.6, 3.0])
+
+
+def test_min_factor_is_recorded_and_names_the_network(tmp_path, calibration):
+    cfg = normalize_config(["model.weights=random", f"images_dir={calibration}", "image_size=32", "min_factor=0.5"])
+    path = normalize(cfg, tmp_path)
+    assert path.name == "vgg19_normalised_min0.5.pth"
+    record = json.loads((tmp_path / "normalisation.json").read_text())
+    assert record["min_factor"] == 0.5 and sum(record["floored_filters"].values()) > 0
+    assert "model.name=vgg19_normalised_min0.5 " in record["use_with"]
+    with pytest.raises(NstError, match="min_factor=-1.0 is negative"):
+        normalize(normalize_config(["model.weights=random", f"images_dir={calibration}", "min_factor=-1"]), tmp_path)
+
+
 def test_empty_calibration_folder_is_refused(tmp_path):
     cfg = normalize_config(["model.weights=random", f"images_dir={tmp_path}"])
     with pytest.raises(NstError, match="No calibration images in"):
