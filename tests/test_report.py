@@ -240,14 +240,15 @@ def test_tradeoff_leaves_out_jobs_made_without_the_photo_or_the_painting(tmp_pat
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():
     jobs = pd.DataFrame({
-        "metrics.network": ["vgg16_bn_craft", "vgg19"],
-        "metrics.weights": ["package:m/w.pth (/site-packages/m/w.pth)", "random (seed 0); UNTRAINED"],
-        "metrics.trained_weights": [True, False],
-        "metrics.network_description": ["CRAFT's backbone, not the paper's VGG-19", "VGG-19"],
+        "metrics.network": ["vgg16_bn_craft", "vgg19", "vgg16_bn_craft_normalised"],
+        "metrics.weights": ["package:m/w.pth (/site-packages/m/w.pth)", "random (seed 0); UNTRAINED",
+                            "/home/me/outputs/normalize/n.pth"],
+        "metrics.trained_weights": [True, False, True],
+        "metrics.network_description": ["CRAFT's backbone, not the paper's VGG-19", "VGG-19", "CRAFT's backbone"],
     })
     assert networks(Sweep(Path("sweep"), jobs, pd.DataFrame(), [])) == (
         "vgg16_bn_craft (CRAFT's backbone, not the paper's VGG-19; weights package:m/w.pth); "
-        "vgg19 with random (seed 0); UNTRAINED"
+        "vgg19 with random (seed 0); UNTRAINED; vgg16_bn_craft_normalised (CRAFT's backbone; weights n.pth)"
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
@@ -192,6 +192,7 @@ def networks(sweep: Sweep) -> str:
     labels = []
     for net, weights, trained, description in distinct.itertuples(index=False):
         weights = re.sub(r" \(/[^()]*\)$", "", weights)  # drop the absolute path a package: file resolved to
+        weights = PurePath(weights).name if PurePath(weights).is_absolute() else weights  # a file: its name
         trained = pd.notna(trained) and bool(trained)
         labels.append(f"{net} ({description}; weights {weights})" if trained and pd.notna(description) else f"{net} with {weights}")
     return "; ".join(labels) or "unknown"
