@@ -94,7 +94,7 @@ for figure in "${figures[@]}"; do
     "$PYTHON" -m nst_exp -m "experiment=${experiment}" "${model[@]}" "device=${DEVICE}" \
         "image_size=${size}" "iterations=${ITERATIONS}" log.image_every=0 log.progress=false \
         "${craft_ratio[@]}" "${launcher[@]}" "${run_extra[@]}" "hydra.sweep.dir=${sweep}"
-    "$PYTHON" -m nst_exp.report "${sweep}" --out "${OUT}/${figure}" --self-contained
-    rm -f "${OUT}/${figure}/scalars.csv"  # per-step losses stay with the sweep, out of the repository
+    # per-step losses stay with the sweep (--no-scalars), out of the repository
+    "$PYTHON" -m nst_exp.report "${sweep}" --out "${OUT}/${figure}" --self-contained --no-scalars
     echo "Report of ${figure} in ${OUT}/${figure}; its sweep (for tensorboard --logdir) in ${sweep}"
 done

@@ -412,14 +412,17 @@ def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
     out = tmp_path / "report"
     first = report(sweep, out, self_contained=True).written
-    assert {"tradeoff.png", "jobs", "curves"} <= set(first)
+    assert {"tradeoff.png", "jobs", "curves", "scalars.csv"} <= set(first)
     (out / "curves" / "job_99.png").write_bytes(b"a job gone from the sweep")
     for path in sweep.glob("*/.hydra/config.yaml"):  # the sweep re-run as content reconstructions: no trade-off
         config = OmegaConf.load(path)
         config.beta = 0.0
         OmegaConf.save(config, path)
-    second = report(sweep, out).written
+    second = report(sweep, out, scalars=False).written
     assert "tradeoff.png" not in second and not (out / "tradeoff.png").exists()
+    assert "scalars.csv" not in second and not (out / "scalars.csv").exists()
+    assert f"every logged loss per step: the TensorBoard event files in {sweep}" in (out / "results.md").read_text()
+    assert "scalars.csv" not in (out / "index.html").read_text()
     assert not (out / "jobs").exists()  # the gallery links into the sweep again
     assert "job_99.png" not in {path.name for path in (out / "curves").iterdir()}
     assert (out / "curves" / "job_0.png").is_file()

@@ -5,7 +5,7 @@ Hydra wrote there (``.hydra/`` settings, ``metrics.json``, TensorBoard scalars t
 tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless ``--out``:
 
 - ``results.csv``: one row per job, every column; ``results.md``: the headline columns;
-- ``scalars.csv``: every logged loss scalar per job and step;
+- ``scalars.csv``: every logged loss scalar per job and step (not with ``--no-scalars``);
 - ``figure.png``: the result images in a grid laid out by the swept keys;
 - ``losses.png``: the loss curves of all jobs, coloured by the swept keys;
 - ``tradeoff.png``: content SSIM against style SWD per job, when metrics.json has them;

@@ -27,16 +27,20 @@ class Report:
     tradeoff_jobs: list[int]  # the jobs tradeoff.png shows (empty: no picture metrics, no file)
 
 
-def report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False) -> Report:
+def report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False,
+           scalars: bool = True) -> Report:
     """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report).
 
     ``self_contained``: also copy each job's result.png, metrics.json and config into
     ``<out>/jobs/<job>/`` and link the gallery to them, so ``out`` can be moved or published alone.
+    ``scalars=False``: no scalars.csv (every logged value per step; large for long sweeps).
     """
     sweep = read_sweep(root)
     out = Path(out) if out is not None else sweep.root / "report"
-    csv, markdown, scalars = write_tables(sweep, out)
-    written = {"results.csv": csv, "results.md": markdown, "scalars.csv": scalars}
+    csv, markdown, per_step = write_tables(sweep, out, scalars)
+    written = {"results.csv": csv, "results.md": markdown}
+    if per_step is not None:
+        written["scalars.csv"] = per_step
     layout = plot_grid(sweep, out / "figure.png")
     written["figure.png"] = out / "figure.png"
     loss_tags = plot_losses(sweep, out / "losses.png")
@@ -56,7 +60,7 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     if self_contained:
         written[JOBS_DIR] = out / JOBS_DIR
     written[GALLERY_FILE] = page
-    for name in ("losses.png", "tradeoff.png", CURVES_DIR, JOBS_DIR):  # an earlier report's, now untrue
+    for name in ("scalars.csv", "losses.png", "tradeoff.png", CURVES_DIR, JOBS_DIR):  # an earlier report's, now untrue
         stale = out / name
         if name not in written and stale.exists():
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()

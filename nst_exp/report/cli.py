@@ -25,10 +25,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy each job's result.png, metrics.json and config into <out>/jobs/ (replacing it) "
                              "and link the gallery to the copies, so the report folder can be moved or published "
                              "on its own; snapshots, checkpoints and input images stay in the sweep")
+    parser.add_argument("--no-scalars", action="store_true",
+                        help="do not write scalars.csv (every logged loss per job and step; megabytes for a long "
+                             "sweep, and TensorBoard reads the same values from the sweep)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = report(args.sweep_dir, args.out, self_contained=args.self_contained)
+        result = report(args.sweep_dir, args.out, self_contained=args.self_contained, scalars=not args.no_scalars)
     except NstError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

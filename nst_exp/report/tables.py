@@ -32,23 +32,25 @@ def status_counts(sweep: Sweep) -> str:
     return ", ".join(f"{n} {status}" for status, n in sweep.jobs["status"].value_counts().items())
 
 
-def write_tables(sweep: Sweep, out: Path) -> tuple[Path, Path, Path]:
-    """results.csv (every column), results.md (headline), scalars.csv (per step)."""
+def write_tables(sweep: Sweep, out: Path, per_step: bool = True) -> tuple[Path, Path, Path | None]:
+    """results.csv (every column), results.md (headline), scalars.csv (per step; None without ``per_step``)."""
     out.mkdir(parents=True, exist_ok=True)
     csv, markdown, scalars = out / "results.csv", out / "results.md", out / "scalars.csv"
     sweep.jobs.to_csv(csv, index=False)
-    per_step = sweep.scalars.merge(sweep.jobs[["job", *sweep.swept]], on="job", how="left")
-    per_step[["job", *sweep.swept, "tag", "step", "value"]].to_csv(scalars, index=False)
+    if per_step:
+        steps = sweep.scalars.merge(sweep.jobs[["job", *sweep.swept]], on="job", how="left")
+        steps[["job", *sweep.swept, "tag", "step", "value"]].to_csv(scalars, index=False)
+    where = "scalars.csv" if per_step else f"the TensorBoard event files in {sweep.root}"
     lines = [
         f"# Sweep {sweep.root}",
         "",
         f"- Jobs: {len(sweep.jobs)} ({status_counts(sweep)})",
         f"- Swept: {', '.join(sweep.swept) or 'nothing (all jobs alike)'}",
         f"- Network: {networks(sweep)}",
-        "- All columns: results.csv; every logged loss per step: scalars.csv",
+        f"- All columns: results.csv; every logged loss per step: {where}",
         "",
         headline(sweep).to_markdown(index=False, floatfmt=".4g", missingval=""),
         "",
     ]
     markdown.write_text("\n".join(lines))
-    return csv, markdown, scalars
+    return csv, markdown, scalars if per_step else None
