@@ -11,6 +11,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from unittest.mock import patch
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
@@ -23,7 +24,7 @@ from tbparse import SummaryReader
 from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
 from nst_exp.report.figures import grid_layout
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
-from nst_exp.report.tradeoff import plot_tradeoff
+from nst_exp.report.tradeoff import plot_tradeoff, point_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,6 +237,26 @@ def test_tradeoff_leaves_out_jobs_made_without_the_photo_or_the_painting(tmp_pat
     assert plot_tradeoff(sweep, tmp_path / "tradeoff.png") == [1]
     sweep.settings[1]["beta"] = 0.0
     assert plot_tradeoff(sweep, tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
+
+
+def test_tradeoff_points_are_labelled_by_value_and_diverged_jobs_are_not_on_the_curve(tmp_path):
+    grid = [(layers, beta) for layers in (["relu1_1"], ["relu1_1", "relu2_1"]) for beta in (1e5, 1e4, 1e3)]
+    jobs = pd.DataFrame({
+        "job": range(6), "dir": [str(i) for i in range(6)],
+        "style_layers": [str(layers) for layers, _ in grid], "beta": [beta for _, beta in grid],
+        "status": ["completed", "diverged", *["completed"] * 4], "alpha/beta": [1 / beta for _, beta in grid],
+        "eval/content_ssim": [0.3, 0.0, 0.1, 0.3, 0.2, 0.1], "eval/style_swd": [130.0, 99.0, 110.0, 125.0, 115.0, 105.0],
+    })
+    settings = {job: {"alpha": 1.0, "beta": beta, "content_layers": ["relu4_2"], "style_layers": layers,
+                      "init": {"kind": "noise"}} for job, (layers, beta) in enumerate(grid)}
+    sweep = Sweep(tmp_path, jobs, pd.DataFrame(columns=["job", "tag", "step", "value"]), ["style_layers", "beta"],
+                  settings, {job: {} for job in range(6)})
+    labels, labelled_by = point_labels(sweep, jobs, ["beta"])
+    assert labelled_by == "alpha/beta" and labels == {0: "1e-5", 1: "1e-4", 2: "1e-3", 3: "1e-5", 4: "1e-4", 5: "1e-3"}
+    drawn = []
+    with patch("matplotlib.axes.Axes.plot", side_effect=lambda x, y, **kw: drawn.append((list(x), list(y)))):
+        assert plot_tradeoff(sweep, tmp_path / "tradeoff.png") == list(range(6))
+    assert drawn == [([130.0, 110.0], [0.3, 0.1]), ([125.0, 115.0, 105.0], [0.3, 0.2, 0.1])]  # job 1 not joined
 
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():

@@ -37,11 +37,20 @@ def measured(sweep: Sweep) -> pd.DataFrame:
     return jobs[values.notna().all(axis=1) & both]
 
 
-def point_label(sweep: Sweep, job: int, keys: list[str]) -> str:
-    """The swept values the legend does not already give, on one line."""
+def point_labels(sweep: Sweep, jobs: pd.DataFrame, keys: list[str]) -> tuple[dict[int, str], str]:
+    """(job -> the swept values the legend does not already give, on one line; what they are).
+
+    A "name = " every label starts with is said once, in the second item, so the labels
+    stay short enough not to run into each other: "1e-3" rather than "alpha/beta = 1e-3".
+    """
     if not sweep.swept:
-        return f"job {job}"
-    return ", ".join(value_label(sweep, key, job).replace("\n", ", ") for key in keys)
+        return {int(job): f"job {job}" for job in jobs["job"]}, ""
+    labels = {int(job): ", ".join(value_label(sweep, key, job).replace("\n", ", ") for key in keys)
+              for job in jobs["job"]}
+    names = {label.split(" = ", 1)[0] for label in labels.values()}
+    if len(names) == 1 and all(" = " in label and ", " not in label for label in labels.values()):
+        return {job: label.split(" = ", 1)[1] for job, label in labels.items()}, names.pop()
+    return labels, ""
 
 
 def plot_tradeoff(sweep: Sweep, path: Path) -> list[int]:
@@ -60,19 +69,21 @@ def plot_tradeoff(sweep: Sweep, path: Path) -> list[int]:
 
     figure = Figure(figsize=(8.0, 5.5), layout="constrained")
     ax = figure.subplots()
+    labels, labelled_by = point_labels(sweep, jobs, annotated)
     groups = jobs.groupby(line_keys, sort=False) if line_keys else [((), jobs)]
     for _, group in groups:
         first = group.iloc[0]
         colour = palette(colour_of[first[colour_key]]) if colour_key else "tab:blue"
         style = LINE_STYLES[style_of[tuple(first[line_keys[1:]])] % len(LINE_STYLES)] if line_keys else ""
         x, y = group[STYLE_SWD].astype(float), group[CONTENT_SSIM].astype(float)
-        if line_keys and len(group) > 1:
-            ax.plot(x, y, color=colour, linestyle=style, linewidth=1.2, zorder=1)
+        completed = group["status"] == Status.COMPLETED  # a diverged job is marked, not joined to the curve
+        if line_keys and completed.sum() > 1:
+            ax.plot(x[completed], y[completed], color=colour, linestyle=style, linewidth=1.2, zorder=1)
         for job, swd, ssim in zip(group["job"], x, y):
             finished = group.at[job, "status"] == Status.COMPLETED
             own = palette(colour_of[group.at[job, colour_key]]) if colour_key else colour  # one key: per point
             ax.scatter([swd], [ssim], color=own, marker="o" if finished else "X", s=30, zorder=2)
-            label = point_label(sweep, job, annotated) + ("" if finished else f" ({group.at[job, 'status']})")
+            label = labels[int(job)] + ("" if finished else f" ({group.at[job, 'status']})")
             ax.annotate(label, (swd, ssim), xytext=(4, 4), textcoords="offset points", fontsize=7)
     swd = jobs[STYLE_SWD].astype(float)
     if (swd > 0).all() and swd.max() / swd.min() > 20:
@@ -88,6 +99,7 @@ def plot_tradeoff(sweep: Sweep, path: Path) -> list[int]:
         figure.legend(handles=handles, loc="outside right upper", fontsize=8, title=axis_title(swept[:1]),
                       title_fontsize=8)
     lines = f"; one line per {axis_title(line_keys)} across {axis_title(swept[-1:])}" if line_keys else ""
+    lines += f"; points labelled by {labelled_by}" if labelled_by else ""
     # a title over the axes only, so it never runs under the legend beside them
     ax.set_title(fit(f"{sweep.name}: content kept against style matched{lines} (network: {networks(sweep)})",
                      figure, 0.7), fontsize=9)
