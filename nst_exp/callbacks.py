@@ -34,7 +34,8 @@ class Evaluation:
     carry the scores beside the final losses. An interrupted run is not scored.
     """
 
-    def __init__(self, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> None:
+    def __init__(self, content: Tensor | None, styles: Sequence[Tensor], weights: Sequence[float]) -> None:
+        """``content`` None, ``styles`` empty: the run was not made with them, and nothing is scored against them."""
         self.content, self.styles, self.weights = content, list(styles), list(weights)
 
     def on_step(self, step: Step) -> None:

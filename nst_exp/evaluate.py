@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,11 +29,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
-from nst_exp.results import INPUTS_DIR, METRICS_FILE, RESULT_FILE, read_metrics, write_json
+from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, inputs_used, read_metrics, write_json
 
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
@@ -171,7 +173,9 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
     Reads ``result.png``, ``inputs/content.png`` and ``inputs/style.png``, or
     for several styles ``inputs/style_<name>.png`` with the weights of
     metrics.json's ``"styles"`` ({name: weight}). The saved inputs are the
-    images as the network saw them (after any colour preservation).
+    images as the network saw them (after any colour preservation). As in the
+    run itself, an image the run was not made with (its ``.hydra/config.yaml``
+    says, ``results.inputs_used``) is not scored against.
     """
     run_dir = Path(run_dir)
     result_path = run_dir / RESULT_FILE
@@ -180,26 +184,34 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
             f"Cannot evaluate '{run_dir}': it has no {RESULT_FILE} ({result_path} is missing). Only a run that "
             f"wrote its result can be scored; see the 'status' in its {METRICS_FILE}, or pass a finished run."
         )
+    config = run_dir / RECORD_DIR / "config.yaml"
+    used = inputs_used(OmegaConf.load(config)) if config.is_file() else frozenset({"content", "style"})
     result = _read(result_path, run_dir)
-    content = _read(run_dir / INPUTS_DIR / "content.png", run_dir)
-    style_paths, weights = _style_files(run_dir)
+    content = _read(run_dir / INPUTS_DIR / "content.png", run_dir) if "content" in used else None
+    style_paths, weights = _style_files(run_dir) if "style" in used else ([], [])
     styles = [_read(path, run_dir) for path in style_paths]
     return scores(result, content, styles, weights)
 
 
-def scores(result: Tensor, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> dict[str, float]:
+def scores(
+    result: Tensor, content: Tensor | None, styles: Sequence[Tensor], weights: Sequence[float]
+) -> dict[str, float]:
     """The eval/* scores of ``result`` against its content and its (weighted) style images, all (1, 3, H, W) in [0, 1].
 
+    Only what the run was made with is scored: no content image (``None``), no
+    ``eval/content_ssim``; no style images, no ``eval/style_swd`` nor ``eval/color_distance``.
     A score an image is too small for (SSIM's window, SWD's patches) is NaN, with a
     warning: scoring never fails a run.
     """
-    result, content = result.detach().float().cpu().clamp(0, 1), content.detach().float().cpu()
+    result = result.detach().float().cpu().clamp(0, 1)
     styles = [style.detach().float().cpu() for style in styles]
-    measures = {
-        "eval/content_ssim": lambda: content_ssim(result, content),
-        "eval/style_swd": lambda: style_swd(result, styles, weights),
-        "eval/color_distance": lambda: color_distance(result, styles, weights),
-    }
+    measures = {}
+    if content is not None:
+        content = content.detach().float().cpu()
+        measures["eval/content_ssim"] = lambda: content_ssim(result, content)
+    if styles:
+        measures["eval/style_swd"] = lambda: style_swd(result, styles, weights)
+        measures["eval/color_distance"] = lambda: color_distance(result, styles, weights)
     values = {}
     for key, measure in measures.items():
         try:
@@ -231,7 +243,8 @@ def rescore(paths: Sequence[Path]) -> dict[Path, dict[str, float]]:
     scored: dict[Path, dict[str, float]] = {}
     for run_dir in dict.fromkeys(run for path in paths for run in find_runs(path)):
         scores = evaluate_run(run_dir)
-        write_json(run_dir / METRICS_FILE, {**read_metrics(run_dir), **scores})
+        kept = {key: value for key, value in read_metrics(run_dir).items() if key not in SCORES}  # no stale score
+        write_json(run_dir / METRICS_FILE, {**kept, **scores})
         scored[run_dir] = scores
     return scored
 
@@ -253,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     width = max(len("run"), *map(len, names))
     print(f"{'run':<{width}}  {'content_ssim':>12}  {'style_swd':>10}  {'color_distance':>14}")
     for name, scores in zip(names, scored.values()):
-        ssim, swd, colour = (scores[key] for key in SCORES)
+        ssim, swd, colour = (scores.get(key, math.nan) for key in SCORES)  # NaN: an image the run did not use
         print(f"{name:<{width}}  {ssim:>12.4f}  {swd:>10.2f}  {colour:>14.4f}")
     print(f"wrote {', '.join(SCORES)} into {len(scored)} {METRICS_FILE} file(s)")
     return 0

@@ -87,6 +87,24 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / METRICS_FILE).read_text())
 
 
+def inputs_used(settings: Mapping[str, Any]) -> frozenset[str]:
+    """Which of "content" and "style" a run's result was made with, from its resolved config.
+
+    An image is used when its term of the objective has a nonzero weight on some layer
+    (alpha and content_layers, beta and style_layers) or when the run started from it
+    (init.kind). Fig. 1's content reconstructions never see the painting, nor its style
+    reconstructions the photo's pixels. A config that does not say (an older or a foreign
+    run) counts as using both.
+    """
+    used = set()
+    for name, weight, layers in (("content", "alpha", "content_layers"), ("style", "beta", "style_layers")):
+        if weight not in settings or layers not in settings:
+            used.add(name)
+        elif (settings[weight] and settings[layers]) or (settings.get("init") or {}).get("kind") == name:
+            used.add(name)
+    return frozenset(used)
+
+
 def job_dirs(root: Path) -> list[Path]:
     """The run directories at or under ``root``: those Hydra gave a ``.hydra/config.yaml``, sorted by path."""
     return sorted({path.parent.parent for path in Path(root).rglob(".hydra/config.yaml")})

@@ -40,7 +40,7 @@ from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
 from nst_exp.optimize import Callback, Interrupted, Outcome
 from nst_exp.problem import Problem
-from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, read_metrics, write_json
+from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, inputs_used, read_metrics, write_json
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import Stage, plan, synthesise
 
@@ -119,7 +119,12 @@ def synthesise_run(
     )
 
     final = problem.stage_inputs(stages[-1].size)
-    evaluation = Evaluation(final.content, [target.image for target in final.styles], [t.weight for t in final.styles])
+    used = inputs_used(cfg)  # score only against the images the result was made with
+    evaluation = Evaluation(
+        final.content if "content" in used else None,
+        [target.image for target in final.styles] if "style" in used else [],
+        [target.weight for target in final.styles],
+    )
     writers, checkpointer, start = [], None, None
     if out_dir is not None:
         writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device)

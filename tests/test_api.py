@@ -105,6 +105,15 @@ def test_stylize_into_out_dir_writes_a_run_the_report_reads(tmp_path, empty_cwd)
     assert (nst_exp.report(tmp_path / "runs").written["index.html"]).is_file()
 
 
+def test_a_content_reconstruction_is_not_scored_against_the_painting(tmp_path, empty_cwd):
+    content = pattern_image(tmp_path / "c.png", (64, 48), seed=1)
+    style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
+    result = stylize(content, style, *TINY, **KEYS, beta=0.0, out_dir=tmp_path / "run")
+    assert "eval/content_ssim" in result.metrics
+    assert not {"eval/style_swd", "eval/color_distance"} & set(result.metrics)  # beta = 0: no painting used
+    assert nst_exp.evaluate_run(result.run_dir).keys() == {"eval/content_ssim"}
+
+
 def test_stylize_into_a_folder_holding_another_run_is_refused_and_keeps_its_record(tmp_path, empty_cwd):
     content = pattern_image(tmp_path / "c.png", (64, 48), seed=1)
     style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)

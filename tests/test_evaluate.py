@@ -18,6 +18,7 @@ from nst_exp.evaluate import (
     laplacian_pyramid,
     luminance,
     main,
+    scores,
     style_swd,
 )
 from nst_exp.images import open_rgb, save, to_tensor
@@ -204,6 +205,30 @@ def test_cli_rescores_a_sweep_and_keeps_other_keys(
     assert json.loads((sweep / "2" / "metrics.json").read_text()) == {"status": "failed"}
     out = capsys.readouterr().out
     assert str(runs[0]) in out and str(runs[1]) in out and "content_ssim" in out
+
+
+def test_only_the_images_a_run_was_made_with_are_scored(content: torch.Tensor, style: torch.Tensor) -> None:
+    assert set(scores(style, None, [style], [1.0])) == {"eval/style_swd", "eval/color_distance"}
+    assert set(scores(content, content, [], [])) == {"eval/content_ssim"}
+    assert scores(content, None, [], []) == {}
+
+
+def test_rescoring_a_content_reconstruction_drops_its_style_scores(
+    tmp_path: Path, content: torch.Tensor, style: torch.Tensor
+) -> None:
+    """Fig. 1's content reconstructions (beta = 0) were scored against a painting they never saw."""
+    run_dir = make_run(tmp_path / "run", content, content, {"s": style}, {"s": 1.0},
+                       **{"eval/style_swd": 190.0, "eval/color_distance": 0.06})
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "alpha: 1.0\nbeta: 0.0\ncontent_layers: [relu4_2]\nstyle_layers: []\ninit:\n  kind: noise\n")
+    assert main([str(run_dir)]) == 0
+    metrics = read_metrics(run_dir)
+    assert metrics["eval/content_ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert "eval/style_swd" not in metrics and "eval/color_distance" not in metrics
+    (run_dir / ".hydra" / "config.yaml").write_text(  # a style reconstruction started from the photo
+        "alpha: 0.0\nbeta: 1.0\ncontent_layers: []\nstyle_layers: [relu1_1]\ninit:\n  kind: content\n")
+    assert set(evaluate_run(run_dir)) == SCORES
 
 
 def test_cli_user_errors_exit_2_with_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -305,6 +305,19 @@ def test_picture_metrics_are_columns_of_both_tables(evaluated):
 
 
 @pytest.mark.slow
+def test_a_score_metrics_json_lacks_does_not_come_back_from_tensorboard(evaluated, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
+    path = sweep / "0" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({key: value for key, value in metrics.items() if key != "eval/style_swd"}))
+    assert "eval/style_swd" in set(SummaryReader(str(sweep / "0")).scalars["tag"])  # the event file still has it
+    jobs = read_sweep(sweep).jobs.set_index("job")
+    assert pd.isna(jobs.at[0, "eval/style_swd"]) and jobs.at[1, "eval/style_swd"] == pytest.approx(0.06)
+    assert jobs.at[0, "eval/content_ssim"] == pytest.approx(0.9)
+
+
+@pytest.mark.slow
 def test_tradeoff_plot_shows_every_measured_job(evaluated):
     assert evaluated.tradeoff_jobs == [0, 1, 2]  # the failed job has no picture metrics
     path = evaluated.written["tradeoff.png"]

@@ -25,7 +25,7 @@ from PIL import Image
 
 from nst_exp.report.labels import axis_title, setting, value_label
 from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, networks
-from nst_exp.results import RESULT_FILE, Status
+from nst_exp.results import RESULT_FILE, Status, inputs_used
 
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -48,15 +48,8 @@ class GridLayout:
 
 
 def uses(settings: dict[str, Any], name: str) -> bool:
-    """Whether a job's result was made with its ``name`` ("content" or "style") image: a term of
-    the objective (a nonzero weight on some layer) or the start. Fig. 1's content reconstructions
-    never see the painting, nor its style reconstructions the photo's pixels. A job whose
-    settings do not say (an older or a foreign run) counts as using both."""
-    weight, layers = (setting(settings, key) for key in
-                      (("alpha", "content_layers") if name == "content" else ("beta", "style_layers")))
-    if weight is None or layers is None:
-        return True
-    return bool(weight) and bool(layers) or setting(settings, "init.kind") == name
+    """Whether a job's result was made with its ``name`` ("content" or "style") image (results.inputs_used)."""
+    return name in inputs_used(settings)
 
 
 def inputs_that_vary(sweep: Sweep) -> tuple[list[str], list[str]]:

@@ -165,11 +165,15 @@ def read_sweep(root: Path | str) -> Sweep:
 
 
 def fill_final_losses(jobs: pd.DataFrame, scalars: pd.DataFrame) -> None:
-    """Jobs without final losses in metrics.json (killed) get the last ones TensorBoard logged."""
+    """Jobs without final losses in metrics.json (killed) get the last ones TensorBoard logged.
+
+    Losses only: a score is the finished run's, and one metrics.json lacks (a run not made
+    with that image, or rescored since) must not come back from an older event file.
+    """
     if scalars.empty:
         return
     last = scalars.sort_values("step").groupby(["job", "tag"])["value"].last().unstack()
-    for tag in last.columns:
+    for tag in (tag for tag in last.columns if tag.startswith(LOSS_PREFIX)):
         known = jobs[tag] if tag in jobs else pd.Series(float("nan"), index=jobs.index)
         jobs[tag] = known.fillna(jobs["job"].map(last[tag]))
 
