@@ -268,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, scores in zip(names, scored.values()):
         ssim, swd, colour = (scores.get(key, math.nan) for key in SCORES)  # NaN: an image the run did not use
         print(f"{name:<{width}}  {ssim:>12.4f}  {swd:>10.2f}  {colour:>14.4f}")
-    print(f"wrote {', '.join(SCORES)} into {len(scored)} {METRICS_FILE} file(s)")
+    skipped = any(len(scores) < len(SCORES) for scores in scored.values())
+    print(f"wrote the scores into {len(scored)} {METRICS_FILE} file(s)"
+          + ("; nan: an image that run was not made with, not scored (none written)" if skipped else ""))
     return 0
 
 

@@ -214,7 +214,7 @@ def test_only_the_images_a_run_was_made_with_are_scored(content: torch.Tensor, s
 
 
 def test_rescoring_a_content_reconstruction_drops_its_style_scores(
-    tmp_path: Path, content: torch.Tensor, style: torch.Tensor
+    tmp_path: Path, content: torch.Tensor, style: torch.Tensor, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Fig. 1's content reconstructions (beta = 0) were scored against a painting they never saw."""
     run_dir = make_run(tmp_path / "run", content, content, {"s": style}, {"s": 1.0},
@@ -223,6 +223,7 @@ def test_rescoring_a_content_reconstruction_drops_its_style_scores(
     (run_dir / ".hydra" / "config.yaml").write_text(
         "alpha: 1.0\nbeta: 0.0\ncontent_layers: [relu4_2]\nstyle_layers: []\ninit:\n  kind: noise\n")
     assert main([str(run_dir)]) == 0
+    assert "nan: an image that run was not made with, not scored" in capsys.readouterr().out
     metrics = read_metrics(run_dir)
     assert metrics["eval/content_ssim"] == pytest.approx(1.0, abs=1e-6)
     assert "eval/style_swd" not in metrics and "eval/color_distance" not in metrics
