@@ -174,15 +174,15 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
     """Compute the factors for ``cfg.model`` on ``cfg.images_dir``; write the weights and normalisation.json."""
     if cfg.model.arch not in PLAIN_ARCH:
         raise NstError(f"Unknown model.arch '{cfg.model.arch}'. Known: {', '.join(PLAIN_ARCH)}.")
+    if not cfg.min_factor >= 0 or cfg.min_factor == float("inf"):  # NaN fails the first test
+        raise NstError(f"min_factor={cfg.min_factor} is not a finite fraction >= 0: give a fraction of each layer's median f, "
+                       "e.g. min_factor=0.01, or 0 for the paper's rule.")
     device = pick_device(cfg.device)
     batch = calibration_images(cfg.images_dir, cfg.image_size, cfg.max_images, cfg.max_image_pixels)
     network = load_model(cfg.model, cfg.seed)
     pairs = activation_layers(network.layers)
     extractor = network.extractor(list(pairs.values())).to(device)
     means = mean_activations(extractor, (image.to(device) for image in batch), pairs)
-    if cfg.min_factor < 0:
-        raise NstError(f"min_factor={cfg.min_factor} is negative: give a fraction of each layer's median f, "
-                       "e.g. min_factor=0.01, or 0 for the paper's rule.")
     factors = scale_factors(means, cfg.min_factor)
     floored = {conv: int(((mean > 0) & (factors[conv] > mean)).sum()) for conv, mean in means.items()}
     if any(floored.values()):

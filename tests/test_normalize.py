@@ -133,8 +133,10 @@ def test_min_factor_is_recorded_and_names_the_network(tmp_path, calibration):
     record = json.loads((tmp_path / "normalisation.json").read_text())
     assert record["min_factor"] == 0.5 and sum(record["floored_filters"].values()) > 0
     assert "model.name=vgg19_normalised_min0.5 " in record["use_with"]
-    with pytest.raises(NstError, match="min_factor=-1.0 is negative"):
-        normalize(normalize_config(["model.weights=random", f"images_dir={calibration}", "min_factor=-1"]), tmp_path)
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(NstError, match=f"min_factor={float(bad)} is not a finite fraction >= 0"):
+            normalize(normalize_config(["model.weights=random", f"images_dir={calibration}", f"min_factor={bad}"]),
+                      tmp_path)
 
 
 def test_empty_calibration_folder_is_refused(tmp_path):
