@@ -131,8 +131,9 @@ def divergence_advice(optimizer: torch.optim.Optimizer) -> str:
     if not isinstance(optimizer, torch.optim.LBFGS):
         return "Lower optimizer.lr or the loss weights, or use L-BFGS (optimizer=lbfgs)."
     if optimizer.defaults["line_search_fn"] is None:
-        return ("L-BFGS without a line search stepped too far: add optimizer.line_search_fn=strong_wolfe "
-                "(safe steps, more loss evaluations per iteration), or lower optimizer.lr or the loss weights.")
+        return ("L-BFGS without a line search stepped too far: lower the loss weights (alpha, beta) or "
+                "optimizer.lr, or add optimizer.line_search_fn=strong_wolfe (no step to an infinite loss, at more "
+                "loss evaluations an iteration, and it may need more iterations).")
     return "Lower the loss weights (alpha, beta) or optimizer.lr."
 
 
