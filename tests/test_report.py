@@ -23,6 +23,7 @@ from tbparse import SummaryReader
 
 from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
 from nst_exp.report.figures import grid_layout
+from nst_exp.report.gallery import plot_job_curves
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
 from nst_exp.report.tradeoff import plot_tradeoff, point_labels
 
@@ -257,6 +258,21 @@ def test_tradeoff_points_are_labelled_by_value_and_diverged_jobs_are_not_on_the_
     with patch("matplotlib.axes.Axes.plot", side_effect=lambda x, y, **kw: drawn.append((list(x), list(y)))):
         assert plot_tradeoff(sweep, tmp_path / "tradeoff.png") == list(range(6))
     assert drawn == [([130.0, 110.0], [0.3, 0.1]), ([125.0, 115.0, 105.0], [0.3, 0.2, 0.1])]  # job 1 not joined
+
+
+def test_job_curves_leave_out_a_term_the_run_did_not_have(tmp_path):
+    sweep = fake_sweep(tmp_path, [("starry_night", 1e3)])
+    steps = range(1, 4)
+    sweep.scalars = pd.DataFrame(
+        [{"job": 0, "tag": tag, "step": step, "value": value(step)} for step in steps
+         for tag, value in (("loss/total", lambda n: 10.0 / n), ("loss/content", lambda n: 10.0 / n),
+                            ("loss/style", lambda n: 0.0))])
+    drawn, scales = [], []
+    with patch("matplotlib.axes.Axes.plot", side_effect=lambda x, y, **kw: drawn.append(kw["color"])), \
+            patch("matplotlib.axes.Axes.set_yscale", side_effect=scales.append):
+        curves = plot_job_curves(sweep, tmp_path / "curves")
+    assert list(curves) == [0] and curves[0].is_file()
+    assert drawn == ["black", "tab:blue"] and scales == ["log"]  # no flat style line; the log scale kept
 
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():

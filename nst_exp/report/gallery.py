@@ -104,6 +104,8 @@ def plot_job_curves(sweep: Sweep, folder: Path, tags: tuple[str, ...] = HEADLINE
     scalars = sweep.scalars
     for job in sweep.jobs["job"]:
         curves = scalars[(scalars["job"] == job) & scalars["tag"].isin(tags)]
+        zero = curves.groupby("tag")["value"].transform(lambda values: (values == 0).all())
+        curves = curves[~zero.astype(bool)]  # a term the run did not have (beta = 0): a flat line that hides the log scale
         if curves.empty:
             continue
         figure = Figure(figsize=(2.4, 1.4), layout="constrained")
