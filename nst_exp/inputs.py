@@ -63,12 +63,16 @@ class StageInputs:
         ]
         return StageInputs(self.content.to(device), self.network_content.to(device), moved)
 
-    def save(self, out_dir: Path) -> None:
-        """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them."""
+    def save(self, out_dir: Path, used: Collection[str] = ("content", "style")) -> None:
+        """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them.
+
+        Only the images in ``used`` (results.inputs_used): a run keeps no copy of one it was not made with.
+        """
         folder = Path(out_dir) / INPUTS_DIR
-        images.save(self.content, folder / "content.png")
+        if "content" in used:
+            images.save(self.content, folder / "content.png")
         several = len(self.styles) > 1
-        for target in self.styles:
+        for target in self.styles if "style" in used else ():
             images.save(target.image, folder / (f"style_{target.name}.png" if several else "style.png"))
             if target.guide is not None:
                 images.save(target.guide.expand(1, 3, -1, -1), folder / f"mask_{target.name}.png")

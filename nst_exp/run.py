@@ -162,7 +162,7 @@ def run_files(
     device: torch.device,
 ) -> tuple[list[Callback], Checkpointer | None, Any]:
     """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start."""
-    final.save(out_dir)
+    final.save(out_dir, inputs_used(cfg))
     hparams = {**hparams_of(cfg), "precision_used": speed.precision_used, "channels_last_used": speed.channels_last_used}
     about = {"network": summary(cfg.model.name, cfg.model.description, network)}
     writers: list[Callback] = [

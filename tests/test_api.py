@@ -112,6 +112,7 @@ def test_a_content_reconstruction_is_not_scored_against_the_painting(tmp_path, e
     assert "eval/content_ssim" in result.metrics
     assert not {"eval/style_swd", "eval/color_distance"} & set(result.metrics)  # beta = 0: no painting used
     assert nst_exp.evaluate_run(result.run_dir).keys() == {"eval/content_ssim"}
+    assert sorted(path.name for path in (result.run_dir / "inputs").iterdir()) == ["content.png"]  # no painting kept
 
 
 def test_stylize_into_a_folder_holding_another_run_is_refused_and_keeps_its_record(tmp_path, empty_cwd):
