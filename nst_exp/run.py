@@ -127,7 +127,7 @@ def synthesise_run(
     )
     writers, checkpointer, start = [], None, None
     if out_dir is not None:
-        writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device)
+        writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device, used)
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
     callbacks: list[Callback] = [evaluation, *writers, progress]  # evaluation first: the others log its scores
     with progress.logging_above():  # log lines print above the bar, not through it
@@ -160,9 +160,13 @@ def run_files(
     speed: SpeedChoice,
     final: StageInputs,
     device: torch.device,
+    used: frozenset[str],
 ) -> tuple[list[Callback], Checkpointer | None, Any]:
-    """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start."""
-    final.save(out_dir, inputs_used(cfg))
+    """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start.
+
+    ``used``: the inputs the result is made with (results.inputs_used), the only ones saved under inputs/.
+    """
+    final.save(out_dir, used)
     hparams = {**hparams_of(cfg), "precision_used": speed.precision_used, "channels_last_used": speed.channels_last_used}
     about = {"network": summary(cfg.model.name, cfg.model.description, network)}
     writers: list[Callback] = [

@@ -47,17 +47,12 @@ class GridLayout:
         return len(self.rows), len(self.cols)
 
 
-def uses(settings: dict[str, Any], name: str) -> bool:
-    """Whether a job's result was made with its ``name`` ("content" or "style") image (results.inputs_used)."""
-    return name in inputs_used(settings)
-
-
 def inputs_that_vary(sweep: Sweep) -> tuple[list[str], list[str]]:
     """(inputs the same for all jobs, inputs that differ), by their resolved paths; an input
     no job used is in neither."""
     beside, inset = [], []
     for name in ("content", "style"):
-        if not any(uses(settings, name) for settings in sweep.settings.values()):
+        if not any(name in inputs_used(settings) for settings in sweep.settings.values()):
             continue
         paths = {
             (setting(s, "images_dir"), setting(s, f"{name}.path")) for s in sweep.settings.values()

@@ -26,12 +26,12 @@ from nst_exp.report.figures import inputs_that_vary
 from nst_exp.report.labels import value_label
 from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
-from nst_exp.results import INPUTS_DIR, METRICS_FILE, RESULT_FILE, SNAPSHOTS_DIR, Status
+from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SNAPSHOTS_DIR, Status
 
 GALLERY_FILE = "index.html"
 CURVES_DIR = "curves"  # one small loss-curve PNG per job, beside index.html
 JOBS_DIR = "jobs"  # self-contained reports: each job's published files, jobs/<job>/..., beside index.html
-PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, ".hydra/config.yaml", ".hydra/overrides.yaml")
+PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, f"{RECORD_DIR}/config.yaml", f"{RECORD_DIR}/overrides.yaml")
 CURVE_COLOURS = {"loss/total": "black", "loss/content": "tab:blue", "loss/style": "tab:orange"}
 
 SORT_SCRIPT = """

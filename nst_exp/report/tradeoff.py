@@ -18,10 +18,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for, uses
+from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for
 from nst_exp.report.labels import axis_title, value_label
 from nst_exp.report.sweep import Sweep, networks
-from nst_exp.results import Status
+from nst_exp.results import Status, inputs_used
 
 CONTENT_SSIM = "eval/content_ssim"
 STYLE_SWD = "eval/style_swd"
@@ -33,7 +33,7 @@ def measured(sweep: Sweep) -> pd.DataFrame:
     if CONTENT_SSIM not in jobs or STYLE_SWD not in jobs:
         return jobs.iloc[:0]
     values = jobs[[CONTENT_SSIM, STYLE_SWD]].apply(pd.to_numeric, errors="coerce")
-    both = jobs["job"].map(lambda job: all(uses(sweep.settings.get(job, {}), name) for name in ("content", "style")))
+    both = jobs["job"].map(lambda job: inputs_used(sweep.settings.get(job, {})) == {"content", "style"})
     return jobs[values.notna().all(axis=1) & both]
 
 
