@@ -72,6 +72,11 @@ class Convention(Choice):
     authors_code = "authors_code"  # Gram / M, MSE, 1e3 / N^2 per layer (leongatys/PytorchNeuralStyleTransfer)
 
 
+class ChannelOrder(Choice):
+    rgb = "rgb"  # torchvision's and PyTorch's convention
+    bgr = "bgr"  # Caffe's (and Keras' "caffe" preprocessing): conv1_1's input channels are reversed at load
+
+
 class Pooling(Choice):
     avg = "avg"  # the paper's
     max = "max"  # torchvision's
@@ -113,6 +118,7 @@ class ModelConf:
     key_map: List[List[str]] = field(default_factory=list)  # [[regex, replacement], ...] for other layouts
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))  # divides after the mean
+    channel_order: ChannelOrder = ChannelOrder.rgb  # input channel order the weights were trained on
     description: str = "VGG-19, the paper's network"  # what it is, for logs and metrics
 
 

@@ -288,7 +288,14 @@ def init_random(features: nn.Sequential, seed: int) -> None:
 def load_model(model: Any, seed: int) -> Network:
     """``load_network`` for a ``model`` config (conf/model/<name>.yaml)."""
     return load_network(
-        model.arch, model.weights, model.pooling, model.key_map, seed=seed, mean=model.mean, std=model.std
+        model.arch,
+        model.weights,
+        model.pooling,
+        model.key_map,
+        seed=seed,
+        mean=model.mean,
+        std=model.std,
+        channel_order=model.get("channel_order", "rgb"),
     )
 
 
@@ -300,8 +307,14 @@ def load_network(
     seed: int = 0,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
+    channel_order: str = "rgb",
 ) -> Network:
-    """Build ``arch`` with ``weights`` (imagenet, random, a path or package:<module>/<file>) for synthesis."""
+    """Build ``arch`` with ``weights`` (imagenet, random, a path or package:<module>/<file>) for synthesis.
+
+    ``channel_order="bgr"``: the weights were trained on BGR input (Caffe's
+    VGGs): conv1_1's input channels are reversed once here, so the network
+    takes RGB like every other; ``mean`` and ``std`` are then given in RGB order.
+    """
     if arch not in ARCHITECTURES:
         raise NstError(f"Unknown model.arch '{arch}'. Known: {', '.join(ARCHITECTURES)}.")
     if pooling not in ("avg", "max"):
@@ -320,10 +333,16 @@ def load_network(
             state, source = load_state_file(path), str(path)
             description = source if str(path) == weights else f"{weights} ({path})"
         if key_map:
-            state = apply_key_map(state, key_map, source)
+            state = apply_key_map(state, key_map, source, layer_names(features))
         else:
             state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         covered = fit_state(features, state, source)
+    if channel_order == "bgr":
+        first = features[0]
+        with torch.no_grad():
+            first.weight.copy_(first.weight.flip(1))  # BGR-trained filters, fed RGB
+    elif channel_order != "rgb":
+        raise NstError(f"model.channel_order must be 'rgb' or 'bgr', not '{channel_order}'.")
     modules = list(features)
     if 0 < covered < len(modules) and isinstance(modules[covered], nn.BatchNorm2d):
         covered -= 1  # a convolution without its batch norm computes something else

