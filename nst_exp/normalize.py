@@ -198,7 +198,8 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
     plain = PLAIN_ARCH[cfg.model.arch]
     overrides = (
         f"model.arch={plain} model.weights={path.resolve()} model.key_map=[] "
-        f"model.name={name} model.mean={_list(cfg.model.mean)} model.std={_list(cfg.model.std)}"
+        f"model.name={name} model.mean={_list(cfg.model.mean)} model.std={_list(cfg.model.std)} "
+        "model.channel_order=rgb"  # a BGR network's conv1_1 was reversed at load: the file takes RGB
     )
     write_json(
         out_dir / "normalisation.json",

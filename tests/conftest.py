@@ -47,6 +47,7 @@ def images_dir(tmp_path: Path) -> Path:
 def tiny(images_dir: Path) -> list[str]:
     """Overrides for a fast offline run: random VGG-19, 32 px, 3 iterations."""
     return [
+        "model=vgg19",
         "model.weights=random",
         "image_size=32",
         "iterations=3",

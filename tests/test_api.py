@@ -23,7 +23,7 @@ from nst_exp.config import conf_dir
 from conftest import make_config, pattern_image
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ("model.weights=random", "log.progress=false", "log.image_every=0")
+TINY = ("model=vgg19", "model.weights=random", "log.progress=false", "log.image_every=0")
 KEYS = {"image_size": 32, "iterations": 2}
 
 

@@ -21,7 +21,7 @@ EXPERIMENTS = {
     "spatial_sky": [],
     "tv": [],
 }
-TINY = ["model.weights=random", "image_size=48", "iterations=2", "log.progress=false", "log.image_every=0"]
+TINY = ["model=vgg19", "model.weights=random", "image_size=48", "iterations=2", "log.progress=false", "log.image_every=0"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

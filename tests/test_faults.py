@@ -33,6 +33,7 @@ STARTUP_TIMEOUT_S = 120
 def cli_run(images_dir):
     """Overrides for a small CLI run that lasts long enough to be killed mid-way."""
     return [
+        "model=vgg19",
         "model.weights=random",
         "image_size=32",
         f"images_dir={images_dir}",

@@ -90,7 +90,7 @@ def test_normalised_network_has_mean_activation_one_and_scaled_features(tmp_path
 
 def test_filters_that_never_fire_keep_scale_one(tmp_path, calibration):
     """torchvision's random VGG has zero biases, and some filters stay at 0 on every image."""
-    cfg = normalize_config(["model.weights=random", f"images_dir={calibration}", "image_size=48"])
+    cfg = normalize_config(["model=vgg19", "model.weights=random", f"images_dir={calibration}", "image_size=48"])
     path = normalize(cfg, tmp_path / "out")
     original, normalised = load_network("vgg19", "random"), load_network("vgg19", str(path))
     record = json.loads((tmp_path / "out" / "normalisation.json").read_text())
@@ -106,7 +106,7 @@ def test_filters_that_never_fire_keep_scale_one(tmp_path, calibration):
 
 def test_batch_norm_network_is_written_for_the_plain_architecture(tmp_path, calibration):
     cfg = normalize_config(
-        ["model.arch=vgg16_bn", "model.weights=random", f"images_dir={calibration}", "image_size=32",
+        ["model.arch=vgg16_bn", "model=vgg19", "model.weights=random", f"images_dir={calibration}", "image_size=32",
          "output=" + str(tmp_path / "vgg16_normalised.safetensors")]
     )
     path = normalize(cfg, tmp_path / "out")
@@ -127,7 +127,7 @@ def test_min_factor_keeps_rare_filters_from_being_amplified_past_it():
 
 
 def test_min_factor_is_recorded_and_names_the_network(tmp_path, calibration):
-    cfg = normalize_config(["model.weights=random", f"images_dir={calibration}", "image_size=32", "min_factor=0.5"])
+    cfg = normalize_config(["model=vgg19", "model.weights=random", f"images_dir={calibration}", "image_size=32", "min_factor=0.5"])
     path = normalize(cfg, tmp_path)
     assert path.name == "vgg19_normalised_min0.5.pth"
     record = json.loads((tmp_path / "normalisation.json").read_text())
@@ -135,11 +135,11 @@ def test_min_factor_is_recorded_and_names_the_network(tmp_path, calibration):
     assert "model.name=vgg19_normalised_min0.5 " in record["use_with"]
     for bad in ("-1", "nan", "inf"):
         with pytest.raises(NstError, match=f"min_factor={float(bad)} is not a finite fraction >= 0"):
-            normalize(normalize_config(["model.weights=random", f"images_dir={calibration}", f"min_factor={bad}"]),
+            normalize(normalize_config(["model=vgg19", "model.weights=random", f"images_dir={calibration}", f"min_factor={bad}"]),
                       tmp_path)
 
 
 def test_empty_calibration_folder_is_refused(tmp_path):
-    cfg = normalize_config(["model.weights=random", f"images_dir={tmp_path}"])
+    cfg = normalize_config(["model=vgg19", "model.weights=random", f"images_dir={tmp_path}"])
     with pytest.raises(NstError, match="No calibration images in"):
         normalize(cfg, tmp_path / "out")

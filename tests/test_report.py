@@ -41,7 +41,7 @@ def grid_sweep(tmp_path_factory) -> Path:
     sweep = base / "sweep"
     command = [
         sys.executable, "-m", "nst_exp", "-m", "style_layers=[relu1_1],[relu5_1]", "image_size=32,12",
-        "model.weights=random", "iterations=2", f"images_dir={images}", "content.path=content.png",
+        "model=vgg19", "model.weights=random", "iterations=2", f"images_dir={images}", "content.path=content.png",
         "style.path=style.png", "log.progress=false", "log.image_every=0", f"hydra.sweep.dir={sweep}",
     ]
     result = subprocess.run(

@@ -82,7 +82,7 @@ def test_the_callback_is_registered_for_every_run():
 def test_a_real_sweep_with_a_failed_job_says_so_and_exits_non_zero(images_dir, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     command = [
-        sys.executable, "-m", "nst_exp", "-m", "model.weights=random", "image_size=32", "iterations=2",
+        sys.executable, "-m", "nst_exp", "-m", "model=vgg19", "model.weights=random", "image_size=32", "iterations=2",
         "log.progress=false", "log.image_every=0", f"images_dir={images_dir}", "content.path=content.png",
         "style.path=style.png", "beta=1,-1", f"hydra.sweep.dir={sweep}",
     ]

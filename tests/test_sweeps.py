@@ -132,6 +132,7 @@ def cli_images(tmp_path_factory) -> list[str]:
     pattern_image(folder / "content.png", (64, 48), seed=1)
     pattern_image(folder / "style.png", (48, 64), seed=2)
     return [
+        "model=vgg19",
         "model.weights=random",
         "image_size=32",
         "iterations=2",
