@@ -32,6 +32,24 @@ def status_counts(sweep: Sweep) -> str:
     return ", ".join(f"{n} {status}" for status, n in sweep.jobs["status"].value_counts().items())
 
 
+def grids(sweep: Sweep) -> list[tuple[str, pd.DataFrame]]:
+    """For a sweep of two keys (Fig. 3's layer sets x ratios): each picture score as a table, rows x columns.
+
+    Returns (title, table) pairs, one per ``eval/*`` column; empty unless exactly two keys were swept.
+    Rows and columns keep the sweep's order; a cell is the mean over jobs that share it (seeds).
+    """
+    if len(sweep.swept) != 2:
+        return []
+    rows, columns = sweep.swept
+    jobs = sweep.jobs.assign(**{key: sweep.jobs[key].astype(str) for key in sweep.swept})
+    tables = []
+    for metric in eval_columns(sweep.jobs):
+        table = jobs.pivot_table(index=rows, columns=columns, values=metric, aggfunc="mean", sort=False)
+        table.columns = [f"{columns}={value}" for value in table.columns]
+        tables.append((f"{metric}: {rows} (rows) by {columns} (columns)", table))
+    return tables
+
+
 def write_tables(sweep: Sweep, out: Path, per_step: bool = True) -> tuple[Path, Path, Path | None]:
     """results.csv (every column), results.md (headline), scalars.csv (per step; None without ``per_step``)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -52,5 +70,7 @@ def write_tables(sweep: Sweep, out: Path, per_step: bool = True) -> tuple[Path, 
         headline(sweep).to_markdown(index=False, floatfmt=".4g", missingval=""),
         "",
     ]
+    for title, table in grids(sweep):
+        lines += [f"## {title}", "", table.to_markdown(floatfmt=".4g", missingval=""), ""]
     markdown.write_text("\n".join(lines))
     return csv, markdown, scalars if per_step else None
