@@ -120,9 +120,25 @@ def test_stylize_into_a_folder_holding_another_run_is_refused_and_keeps_its_reco
     style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
     first = stylize(content, style, *TINY, **KEYS, beta=1e3, out_dir=tmp_path / "run")
     record = (first.run_dir / ".hydra" / "config.yaml").read_text()
-    with pytest.raises(NstError, match="already holds a different run"):
+    with pytest.raises(NstError) as refused:
         stylize(content, style, *TINY, **KEYS, beta=1e4, out_dir=tmp_path / "run")
+    assert str(refused.value) == (
+        f"{tmp_path / 'run'} already holds a different run (beta is 1000.0 there and 10000.0 now). "
+        "Use another output dir (out_dir=...), or delete that one to start over."
+    )
     assert (first.run_dir / ".hydra" / "config.yaml").read_text() == record
+
+
+def test_a_missing_image_names_the_argument_of_stylize(tmp_path, empty_cwd):
+    style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
+    with pytest.raises(NstError) as missing:
+        stylize(tmp_path / "nope.jpg", style, *TINY, **KEYS)
+    assert str(missing.value) == (
+        f"stylize(content=...): '{tmp_path / 'nope.jpg'}' does not exist. Give content= the path of an existing "
+        "image file, a PIL image, or a tensor (3, H, W) with values in [0, 1]."
+    )
+    with pytest.raises(NstError, match=r"^stylize\(style=...\): '.*' is a directory, not a style image file"):
+        stylize(style, tmp_path, *TINY, **KEYS)
 
 
 @pytest.mark.parametrize(
