@@ -113,7 +113,7 @@ class ModelConf:
     key_map: List[List[str]] = field(default_factory=list)  # [[regex, replacement], ...] for other layouts
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))  # divides after the mean
-    description: str = "VGG-19, the paper's network"  # what it is, for logs and metrics
+    description: str = "VGG-19 (the paper's architecture)"  # what it is, for logs and metrics
 
 
 @dataclass
