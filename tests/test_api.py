@@ -200,6 +200,11 @@ def test_hydra_console_scripts_answer_help(tmp_path):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert done.returncode == 0, done.stderr
         assert list(tmp_path.iterdir()) == []
+    # nst-exp-normalize's help is a page like nst-exp's: what it does, its own keys and group, examples.
+    assert done.stdout.startswith("nst-exp-normalize: the papers' normalised VGG, written as a weights file")
+    assert "  min_factor=0.0                    no filter's f below this times" in done.stdout
+    assert "\n  model: vgg16, vgg16_bn, vgg16_bn_craft, vgg19, vgg19_bn\n" in done.stdout
+    assert "style:" not in done.stdout and "alpha" not in done.stdout and "powered by Hydra" not in done.stdout
 
 
 def test_log_lines_print_above_an_enabled_progress_bar(monkeypatch):

@@ -101,3 +101,15 @@ def test_debug_quick_is_tiny_and_one_stage():
     cfg = make_config(["experiment=coarse_to_fine", "debug=quick"])
     assert (cfg.image_size, cfg.iterations, list(cfg.coarse_to_fine.sizes)) == (64, 10, [])
     assert cfg.log.image_every == 0 and cfg.checkpoint.every == 0
+
+
+@pytest.mark.parametrize("script, module", [("nst-exp-report", "nst_exp.report.cli"), ("nst-exp-evaluate", "nst_exp.evaluate")])
+def test_each_console_script_names_itself_in_its_usage(script, module, monkeypatch, capsys):
+    import importlib
+
+    main = importlib.import_module(module).main
+    for argv0, name in [(f"/venv/bin/{script}", script), ("-m", f"python -m {module.removesuffix('.cli')}")]:
+        monkeypatch.setattr(sys, "argv", [argv0])
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert capsys.readouterr().out.startswith(f"usage: {name} [-h]")
