@@ -138,7 +138,9 @@ def override_value(value: Any) -> str:
     text = str(value)
     if PLAIN_VALUE.fullmatch(text) and text.lower() not in ("null", "true", "false"):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra reads a backslash pair as one only before a quote or at the end, so C:\images\x.png is typed as it is.
+    text = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, text)
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, Any], overrides: Sequence[str]) -> None:

@@ -154,8 +154,8 @@ def test_keys_become_overrides_hydra_reads_back(value, typed):
 
 
 def test_a_quoted_path_reaches_the_config_unchanged():
-    path = "/tmp/a b,c=d/it's.png"
-    assert compose(f"content.path={override_value(path)}").content.path == path
+    for path in ["/tmp/a b,c=d/it's.png", "C:\\images\\x.png", "C:\\dir\\", "a\\'b"]:  # Windows paths too
+        assert compose(f"content.path={override_value(path)}").content.path == path
 
 
 def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
