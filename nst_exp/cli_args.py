@@ -28,14 +28,15 @@ from typing import Sequence
 
 from nst_exp.config import Config, conf_dir
 from nst_exp.errors import NstError
+from nst_exp.styles import IMAGE_SUFFIXES
 
 log = logging.getLogger("nst_exp")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # as nst_exp.styles
 OUTPUT_FLAGS = ("-o", "--output")
 # Hydra's options that take the next argument as their value (hydra/_internal/utils.py, get_args_parser).
 HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--experimental-rerun")
-INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info [what]
+INFO_FLAGS = ("--info", "-i")  # an optional value: one of INFO_CHOICES
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
@@ -44,53 +45,42 @@ class CommandLine:
     """What the user typed, split: Hydra's arguments (the images as overrides) and the output file."""
 
     hydra_args: list[str]
-    images: list[str]  # as typed: content first, then the styles
     output: Path | None = None
 
 
 def parse(argv: Sequence[str]) -> CommandLine:
     """Split ``argv`` (without the program name); an NstError says what is wrong with it."""
     args, found, output = [], [], None
-    arguments = iter(argv)
-    for argument in arguments:
-        flag, _, value = argument.partition("=")
+    position = 0
+    while position < len(argv):
+        argument, position = argv[position], position + 1
+        following = argv[position] if position < len(argv) else None
+        flag, equals, value = argument.partition("=")
         if flag in OUTPUT_FLAGS:
-            output = Path(value if value else _value_of(flag, arguments))
-        elif argument in HYDRA_VALUE_FLAGS:
-            args += [argument, _value_of(argument, arguments)]
-        elif argument in ("--info", "-i"):
-            args.append(argument)
-            following = next(arguments, None)
-            if following is not None:
-                if following in INFO_CHOICES:
-                    args.append(following)
-                else:
-                    found_or_args(following, args, found)
+            if not equals:
+                value, position = _needs(flag, following), position + 1
+            output = Path(os.path.expanduser(value))
+        elif argument in HYDRA_VALUE_FLAGS or (argument in INFO_FLAGS and following in INFO_CHOICES):
+            args += [argument, _needs(argument, following)]
+            position += 1
         elif argument.startswith("-") and not Path(argument).is_file():
             args.append(argument)
+        elif is_image(argument):
+            found.append(argument)
+        elif "=" in argument or argument.startswith(("+", "~")):
+            args.append(argument)
         else:
-            found_or_args(argument, args, found)
-    multirun = any(argument in MULTIRUN_FLAGS for argument in args)
+            raise NstError(not_an_image(argument))
     if output is not None:
-        check_output(output, multirun)
-    return CommandLine([*image_overrides(found), *args], found, output)
+        check_output(output, multirun=any(argument in MULTIRUN_FLAGS for argument in args))
+    return CommandLine([*image_overrides(found), *args], output)
 
 
-def _value_of(flag: str, arguments) -> str:
-    value = next(arguments, None)
+def _needs(flag: str, value: str | None) -> str:
+    """The value that must follow ``flag``."""
     if value is None:
         raise NstError(f"{flag} needs a value, e.g. {flag} out.png" if flag in OUTPUT_FLAGS else f"{flag} needs a value.")
     return value
-
-
-def found_or_args(argument: str, args: list[str], found: list[str]) -> None:
-    """Put ``argument`` with the images or with Hydra's arguments."""
-    if is_image(argument):
-        found.append(argument)
-    elif "=" in argument or argument.startswith(("+", "~")):
-        args.append(argument)
-    else:
-        raise NstError(not_an_image(argument))
 
 
 def is_image(argument: str) -> bool:
@@ -173,7 +163,6 @@ def copy_result(run_dir: Path, output: Path) -> None:
 
     status = read_metrics(run_dir).get("status") if (run_dir / METRICS_FILE).is_file() else None
     source = run_dir / RESULT_FILE
-    output = output.expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial{output.suffix}")
     try:

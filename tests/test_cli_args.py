@@ -113,3 +113,16 @@ def test_each_console_script_names_itself_in_its_usage(script, module, monkeypat
         with pytest.raises(SystemExit):
             main(["--help"])
         assert capsys.readouterr().out.startswith(f"usage: {name} [-h]")
+
+
+def test_existing_files_without_an_image_suffix_are_images_too(tmp_path, monkeypatch):
+    from nst_exp.styles import style_specs
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("photo", "first", "second"):
+        (tmp_path / name).touch()
+    cfg = make_config(parse(["photo", "first", "second"]).hydra_args)
+    assert cfg.content.path == str(tmp_path / "photo") and cfg.content.url is None
+    assert [(spec.name, spec.image.path) for spec in style_specs(cfg)] == [
+        ("first", str(tmp_path / "first")), ("second", str(tmp_path / "second"))
+    ]
