@@ -182,7 +182,6 @@ def main() -> None:
     """
     try:
         command = cli_args.parse(sys.argv[1:])
-        cli_args.misspelt_key(command.hydra_args)
         sys.argv[1:] = command.hydra_args
         preflight(sys.argv[1:])
     except NstError as error:

@@ -38,6 +38,7 @@ HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
 INFO_FLAGS = ("--info", "-i")  # an optional value: one of INFO_CHOICES
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 MULTIRUN_FLAGS = ("-m", "--multirun")
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,11 @@ class CommandLine:
 
 
 def parse(argv: Sequence[str]) -> CommandLine:
-    """Split ``argv`` (without the program name); an NstError says what is wrong with it."""
+    """Split ``argv`` (without the program name); an NstError says what is wrong with it (a misspelt key too).
+
+    For Hydra's tab completion (``-sc query=bash``) it also takes the images
+    out of the shell's line (``COMP_LINE``), which Hydra reads as overrides.
+    """
     args, found, output = [], [], None
     position = 0
     while position < len(argv):
@@ -73,7 +78,29 @@ def parse(argv: Sequence[str]) -> CommandLine:
             raise NstError(not_an_image(argument))
     if output is not None:
         check_output(output, multirun=any(argument in MULTIRUN_FLAGS for argument in args))
+    if any(argument in COMPLETION_FLAGS for argument in args):
+        if "COMP_LINE" in os.environ:  # what Hydra's tab completion reads, as the shell wrote it
+            os.environ["COMP_LINE"] = completion_line(os.environ["COMP_LINE"])
+    else:
+        misspelt_key(args)
     return CommandLine([*image_overrides(found), *args], output)
+
+
+def completion_line(line: str) -> str:
+    """The shell's line for Hydra's tab completion without the image files and ``-o OUT``, which are not overrides."""
+    program, *typed = line.split(" ")
+    if not typed:
+        return line
+    *done, partial = typed  # the word being completed stays
+    kept, skip = [], False
+    for word in done:
+        if skip or word in OUTPUT_FLAGS:
+            skip = word in OUTPUT_FLAGS
+            continue
+        if word.startswith(tuple(f"{flag}=" for flag in OUTPUT_FLAGS)) or (word[:1] not in ("", "-") and is_image(word)):
+            continue
+        kept.append(word)
+    return " ".join([program, *kept, partial])
 
 
 def _needs(flag: str, value: str | None) -> str:

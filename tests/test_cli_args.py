@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -126,3 +127,11 @@ def test_existing_files_without_an_image_suffix_are_images_too(tmp_path, monkeyp
     assert [(spec.name, spec.image.path) for spec in style_specs(cfg)] == [
         ("first", str(tmp_path / "first")), ("second", str(tmp_path / "second"))
     ]
+
+
+def test_tab_completion_skips_the_images_and_the_output(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo").touch()
+    monkeypatch.setenv("COMP_LINE", "nst-exp photo a.png -o out.png --output=x.jpg -m beta=1 sty")
+    assert parse(["-sc", "query=bash"]).hydra_args == ["-sc", "query=bash"]
+    assert os.environ["COMP_LINE"] == "nst-exp -m beta=1 sty"
