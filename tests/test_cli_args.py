@@ -135,3 +135,32 @@ def test_tab_completion_skips_the_images_and_the_output(monkeypatch, tmp_path):
     monkeypatch.setenv("COMP_LINE", "nst-exp photo a.png -o out.png --output=x.jpg -m beta=1 sty")
     assert parse(["-sc", "query=bash"]).hydra_args == ["-sc", "query=bash"]
     assert os.environ["COMP_LINE"] == "nst-exp -m beta=1 sty"
+
+
+def test_main_copies_after_a_finished_run_and_not_after_a_failed_one(tmp_path, monkeypatch, caplog):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pattern_image(run_dir / "result.png", (32, 24))
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "completed"}))
+
+    def finished() -> None:
+        monkeypatch.setattr(entry, "_job_started", True)
+        monkeypatch.setattr(entry, "_run_dir", run_dir)
+
+    def failed() -> None:
+        finished()
+        sys.exit(2)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nst-exp", "-o", "out.png", "hydra.run.dir=run"])
+    monkeypatch.setattr(entry, "job", failed)
+    with caplog.at_level(logging.INFO, logger="nst_exp"), pytest.raises(SystemExit):
+        entry.main()
+    assert caplog.records[-1].getMessage() == "Nothing written to out.png: the run did not finish."
+    assert not (tmp_path / "out.png").exists()
+    monkeypatch.setattr(entry, "job", finished)
+    monkeypatch.setattr(sys, "argv", ["nst-exp", "-o", "out.png", "hydra.run.dir=run"])  # main hands Hydra the rest
+    with caplog.at_level(logging.INFO, logger="nst_exp"):
+        entry.main()
+    assert (tmp_path / "out.png").read_bytes() == (run_dir / "result.png").read_bytes()
+    assert caplog.records[-1].getMessage() == f"Wrote out.png (a copy of {run_dir / 'result.png'})."
