@@ -402,9 +402,13 @@ class Guard:
             if kept is not None
             else f"No checkpoint was written yet (lower checkpoint.every); {out_dir}/result.png is the last image."
         )
+        if self.free >= UNKNOWN_FREE:  # macOS, Windows: nothing to size the advice by
+            free, advice = "an amount the system does not report", "a smaller image_size"
+        else:
+            free, advice = gib(self.free), self.advice()
         return (
-            f"{message}. The run was estimated to need {self.estimate.describe()} with {gib(self.free)} free "
-            f"on {self.device} at the start. {checkpoint} To start again with less: {self.advice()}."
+            f"{message}. The run was estimated to need {self.estimate.describe()} with {free} free "
+            f"on {self.device} at the start. {checkpoint} To start again with less: {advice}."
         )
 
     def measured(self) -> dict[str, int | float | None]:
