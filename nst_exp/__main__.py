@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nst_exp import checkpoint, objective
+from nst_exp import checkpoint, cli_args, objective
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.hardware import sweep_device
@@ -41,6 +41,7 @@ register()
 register_help()  # the resolver conf/hydra/help/nst_exp.yaml calls for --help
 USER_ERROR = 2
 _job_started = False  # set once Hydra has composed the config and calls the job
+_run_dir: Path | None = None  # the job's output dir, for -o
 
 
 class HydraRecord:
@@ -68,10 +69,10 @@ class HydraRecord:
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
 def job(cfg: DictConfig) -> objective.Value:
     """Run one job; return its ``objective`` to a sweeper. A user error is one message; a sweep's other jobs go on."""
-    global _job_started
+    global _job_started, _run_dir
     _job_started = True
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    out_dir = _run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record = HydraRecord(cfg, out_dir)
     if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
@@ -174,8 +175,14 @@ def check_writable(folder: Path, key: str) -> None:
 
 
 def main() -> None:
-    """The ``nst-exp`` command: ``job`` under Hydra, with exit status 2 for a config that does not compose."""
+    """The ``nst-exp`` command: ``job`` under Hydra, with exit status 2 for a config that does not compose.
+
+    Image files and ``-o OUT`` on the command line (nst_exp.cli_args) become
+    overrides before Hydra reads ``sys.argv``; OUT is written once the run is done.
+    """
     try:
+        command = cli_args.parse(sys.argv[1:])
+        sys.argv[1:] = command.hydra_args
         preflight(sys.argv[1:])
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)
@@ -185,7 +192,20 @@ def main() -> None:
     except SystemExit as stop:
         if stop.code == 1 and not _job_started:  # Hydra printed why the config does not compose
             sys.exit(USER_ERROR)
+        if command.output is not None and _job_started and stop.code:
+            log.error("Nothing written to %s: the run did not finish.", command.output)
         raise
+    if command.output is not None and _run_dir is not None:
+        write_output(_run_dir, command.output)
+
+
+def write_output(run_dir: Path, output: Path) -> None:
+    """``-o OUT``: the run's result.png copied to OUT; a failed copy is one message and exit status 2."""
+    try:
+        cli_args.copy_result(run_dir, output)
+    except OSError as error:
+        print(f"Error: could not write -o {output}: {error.strerror or error}. The result stays in {run_dir}.", file=sys.stderr)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def stylize(
     typed = [*overrides, *(f"{key}={override_value(value)}" for key, value in keys.items())]
     for key, image in (("content", content), ("style", style)):
         if isinstance(image, (str, Path)):
-            path = Path(image).expanduser().resolve()
+            path = existing_file(image, key)
             typed += [f"{key}.path={override_value(str(path))}", f"{key}.name={override_value(path.stem)}"]
         else:
             given[key] = as_pil(image, key)
@@ -87,7 +87,21 @@ def stylize(
     out_dir = Path(out_dir)
     # Written once the folder is known to be this run's: a refused run must not relabel another.
     accept = lambda folder: write_hydra_record(folder, cfg, hydra_node, typed)  # noqa: E731
-    return run(cfg, out_dir, typed, given=given, on_accept=accept)
+    return run(cfg, out_dir, typed, given=given, on_accept=accept, dir_setting="out_dir=...")
+
+
+def existing_file(image: str | Path, key: str) -> Path:
+    """``image`` as an absolute path, or the NstError that names stylize's argument and says what is there instead."""
+    path = Path(image).expanduser().resolve()
+    problem = images.not_a_file(path, f"{key} image", suffixes=images.image_suffixes())
+    if problem is None and not path.is_file():
+        problem = f"'{path}' does not exist."
+    if problem:
+        raise NstError(
+            f"stylize({key}=...): {problem} Give {key}= the path of an existing image file, a PIL image, or a "
+            "tensor (3, H, W) with values in [0, 1]."
+        )
+    return path
 
 
 def as_pil(image: Any, what: str) -> Image.Image:
@@ -124,7 +138,9 @@ def override_value(value: Any) -> str:
     text = str(value)
     if PLAIN_VALUE.fullmatch(text) and text.lower() not in ("null", "true", "false"):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra reads a backslash pair as one only before a quote or at the end, so C:\images\x.png is typed as it is.
+    text = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, text)
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, Any], overrides: Sequence[str]) -> None:

@@ -12,10 +12,8 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from nst_exp import checkpoint, images
+from nst_exp import checkpoint, images, progress
 from nst_exp.evaluate import SCORES, scores
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
 from nst_exp.stages import Stage
@@ -105,15 +103,14 @@ class TensorBoardLogger:
 class ProgressBar:
     """A tqdm bar with the current loss; silent when output is not a terminal.
 
-    ``tqdm.auto`` draws it as a widget in a Jupyter notebook and as text on a
-    terminal; while the loop runs inside ``logging_above()``, log lines print
+    A widget in a Jupyter notebook with ipywidgets, text on a terminal or in a
+    notebook without them (nst_exp.progress); while the loop runs inside ``logging_above()``, log lines print
     above the bar instead of through it.
     """
 
     def __init__(self, iterations: int, enabled: bool, start: int = 0) -> None:
-        self.bar = tqdm(
-            total=iterations, initial=start, unit="it", disable=None if enabled else True, dynamic_ncols=True
-        )
+        bar, disable = progress.bar_class(enabled)
+        self.bar = bar(total=iterations, initial=start, unit="it", disable=disable, dynamic_ncols=True)
 
     def on_step(self, step: Step) -> None:
         self.bar.update(1)
@@ -131,7 +128,7 @@ class ProgressBar:
 
     def logging_above(self) -> contextlib.AbstractContextManager:
         """While entered, console log handlers write through tqdm, above the bar (nothing to do without a bar)."""
-        return contextlib.nullcontext() if self.bar.disable else logging_redirect_tqdm(tqdm_class=tqdm)
+        return contextlib.nullcontext() if self.bar.disable else progress.logging_above(self.bar)
 
 
 class Snapshots:

@@ -119,7 +119,7 @@ class ModelConf:
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))  # divides after the mean
     channel_order: ChannelOrder = ChannelOrder.rgb  # input channel order the weights were trained on
-    description: str = "VGG-19, the paper's network"  # what it is, for logs and metrics
+    description: str = "VGG-19 (the paper's architecture)"  # what it is, for logs and metrics
 
 
 @dataclass

@@ -250,8 +250,10 @@ def rescore(paths: Sequence[Path]) -> dict[Path, dict[str, float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nst_exp.cli_args import program
+
     parser = argparse.ArgumentParser(
-        prog="python -m nst_exp.evaluate",
+        prog=program("nst_exp.evaluate"),  # nst-exp-evaluate when run as the console script
         description="Score finished runs without a network (content SSIM, style SWD, colour distance) and "
         f"add the scores to each run's {METRICS_FILE} as {', '.join(SCORES)}.",
     )

@@ -251,11 +251,12 @@ class Network:
 
 def summary(name: str, description: str, network: Network) -> str:
     """One paragraph for logs and TensorBoard: which network ran, its weights, whether it is the paper's."""
-    paper = (
-        "the paper's architecture (VGG-19)"
-        if network.paper_network
-        else "NOT the paper's network (VGG-19 trained on ImageNet): the paper's alpha/beta ratios do not carry over"
-    )
+    if network.paper_network:
+        paper = "the paper's architecture (VGG-19)"
+    elif network.arch == PAPER_ARCH:
+        paper = "the paper's architecture (VGG-19), but untrained: the paper's alpha/beta ratios do not carry over"
+    else:
+        paper = "NOT the paper's network (VGG-19 trained on ImageNet): the paper's alpha/beta ratios do not carry over"
     return (
         f"{name}: {description}. Architecture {network.arch}, weights {network.weights}, "
         f"layers {network.layer_range}; {paper}."

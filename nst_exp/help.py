@@ -1,6 +1,7 @@
-"""``python -m nst_exp --help``: the main keys, one line each, read from conf/config.yaml's own comments.
+"""``--help`` of nst-exp and nst-exp-normalize: the keys, one line each, read from their YAML's own comments.
 
-The help template (conf/hydra/help/nst_exp.yaml) calls ``${nst.help_keys:}``;
+The help templates (conf/hydra/help/nst_exp.yaml, normalize.yaml) call
+``${nst.help_keys:}`` (``${nst.help_keys:normalize}``) and ``${nst.help_groups:model}``;
 the lines come from the YAML at run time, so each key's meaning is written
 once, beside its default.
 """
@@ -37,13 +38,20 @@ def key_lines(config_yaml: str) -> list[tuple[str, str, str]]:
     return [entry for entry in found if entry[0] not in SKIPPED]
 
 
-def help_keys() -> str:
-    """The key lines of ``--help``: ``  beta=1.0e3   style weight``, ``$`` escaped for Hydra's template."""
-    entries = key_lines((Path(conf_dir()) / "config.yaml").read_text())
+def help_keys(config: str = "config") -> str:
+    """The key lines of ``--help`` from conf/<config>.yaml: ``  beta=1.0e3   style weight``, ``$`` escaped for Hydra."""
+    entries = key_lines((Path(conf_dir()) / f"{config}.yaml").read_text())
     lines = [f"  {f'{key}={value}':<{WIDTH - 2}}  {comment}" for key, value, comment in entries]
     return "\n".join(lines).replace("$", "$$")
 
 
+def help_groups(*groups: str) -> str:
+    """``  model: vgg16, vgg16_bn, ...`` for the named config groups (an app that uses only some of conf/'s)."""
+    folder = Path(conf_dir())
+    return "\n".join(f"  {group}: {', '.join(sorted(p.stem for p in (folder / group).glob('*.yaml')))}" for group in groups)
+
+
 def register_help() -> None:
-    """The resolver the help template calls."""
+    """The resolvers the help templates (conf/hydra/help/) call."""
     OmegaConf.register_new_resolver("nst.help_keys", help_keys, replace=True)
+    OmegaConf.register_new_resolver("nst.help_groups", help_groups, replace=True)

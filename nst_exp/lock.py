@@ -9,11 +9,17 @@ The kernel drops an ``flock`` when its holder's file is closed, so the lock is r
 when the ``with`` block ends and also when the process dies (SIGKILL, out of memory): a
 stale lock file never blocks anyone. The file itself is left in place; removing it would
 let a third process lock a new file while the second still holds the old one.
+
+Without ``fcntl`` (Windows) the lock is filelock's on ``<run dir>/.lock.lck`` (msvcrt's
+byte lock there, also released when the process dies), and ``.lock`` holds the record.
 """
 
 from __future__ import annotations
 
-import fcntl
+try:
+    import fcntl
+except ImportError:  # Windows: filelock instead (see acquire_portable)
+    fcntl = None
 import json
 import os
 import socket
@@ -42,6 +48,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
         self._fd: Optional[int] = None
+        self._portable = None  # the filelock.FileLock held where there is no fcntl
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -53,9 +60,12 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None or self._portable is not None:
             raise RuntimeError(f"{self.run_dir} is already held by this RunLock; acquire it once.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            self.acquire_portable()
+            return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not O_TRUNC: the holder's record stays readable
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,12 +76,34 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        os.pwrite(fd, holder_record(), 0)
         self._fd = fd
 
+    def acquire_portable(self) -> None:
+        """The lock where there is no fcntl: filelock's on ``.lock.lck``; the holder's record in ``.lock``."""
+        import filelock
+
+        lock = filelock.FileLock(f"{self.path}.lck", timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            try:
+                holder = json.loads(self.path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            raise RunDirInUse(in_use_message(self.run_dir, holder if isinstance(holder, dict) else {})) from None
+        self.path.write_bytes(holder_record())
+        self._portable = lock
+
     def release(self) -> None:
+        if self._portable is not None:
+            lock, self._portable = self._portable, None
+            try:
+                self.path.write_bytes(b"")  # no holder any more, written while still locked
+            finally:
+                lock.release()
+            return
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -79,6 +111,12 @@ class RunLock:
             os.ftruncate(fd, 0)  # no holder any more; done while still locked, so no new holder's record is lost
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
+
+
+def holder_record() -> bytes:
+    """This process's record for the lock file: pid, host and start time, as JSON."""
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
+    return (json.dumps(record) + "\n").encode()
 
 
 def _read_holder(fd: int) -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -39,6 +39,11 @@ from torch import nn
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.images import fit_size, scaled_side
+
+try:
+    import resource
+except ImportError:  # Windows: no ru_maxrss; the peak is unknown there (peak_rss_bytes)
+    resource = None
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +207,14 @@ def _meminfo_available() -> int:
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES, Windows no sysconf
+        return UNKNOWN_FREE
 
 
 NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
+UNKNOWN_FREE = 1 << 62  # what _meminfo_available returns where the OS does not say: the guard cannot refuse
 
 
 def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
@@ -371,6 +380,9 @@ class Guard:
     def check(self, enabled: bool) -> None:
         """Refuse (or, if not ``enabled``, warn) when the estimate exceeds the free memory."""
         needs = f"image_size={self.image_size} needs about {self.estimate.describe()} on {self.device}"
+        if self.free >= UNKNOWN_FREE:
+            log.info("Memory: %s; this system does not say how much is free, so memory_guard checks nothing.", needs)
+            return
         if self.estimate.total <= self.free:
             log.info("Memory: %s; %s free.", needs, gib(self.free))
             return
@@ -390,9 +402,13 @@ class Guard:
             if kept is not None
             else f"No checkpoint was written yet (lower checkpoint.every); {out_dir}/result.png is the last image."
         )
+        if self.free >= UNKNOWN_FREE:  # macOS, Windows: nothing to size the advice by
+            free, advice = "an amount the system does not report", "a smaller image_size"
+        else:
+            free, advice = gib(self.free), self.advice()
         return (
-            f"{message}. The run was estimated to need {self.estimate.describe()} with {gib(self.free)} free "
-            f"on {self.device} at the start. {checkpoint} To start again with less: {self.advice()}."
+            f"{message}. The run was estimated to need {self.estimate.describe()} with {free} free "
+            f"on {self.device} at the start. {checkpoint} To start again with less: {advice}."
         )
 
     def measured(self) -> dict[str, int | float | None]:
@@ -400,9 +416,9 @@ class Guard:
         peak = max(peak_bytes(self.device), self.before or 0)  # another thread may shrink RSS after the reset
         return {
             "memory_estimate_bytes": self.estimate.total,
-            "memory_free_bytes": self.free,
+            "memory_free_bytes": self.free if self.free < UNKNOWN_FREE else None,  # None: the system does not say
             "memory_before_bytes": self.before,
-            "memory_peak_bytes": peak,
+            "memory_peak_bytes": peak or None,  # None where it cannot be measured (Windows' CPU)
             "memory_estimate_error": (
                 (self.before + self.estimate.total - peak) / peak if peak and self.before is not None else None
             ),
@@ -447,7 +463,11 @@ def peak_rss_bytes() -> int:
     try:
         return proc_status_bytes("VmHWM")
     except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        pass
+    if resource is None:
+        return 0  # Windows: unknown; metrics.json then shows no measured peak for the CPU
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def proc_status_bytes(field: str) -> int:

@@ -51,6 +51,7 @@ from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor, load_model
 from nst_exp.results import write_json
 from nst_exp.hardware import pick_device
+from nst_exp.help import register_help
 from nst_exp.styles import IMAGE_SUFFIXES
 
 log = logging.getLogger("nst_exp.normalize")
@@ -225,6 +226,7 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
 
 
 register()
+register_help()  # the resolvers conf/hydra/help/normalize.yaml calls for --help
 
 
 @hydra.main(config_path=conf_dir(), config_name="normalize", version_base="1.3")

@@ -86,9 +86,16 @@ class Continuation:
 
 
 def continuation(
-    cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), multirun: bool = False
+    cfg: DictConfig,
+    out_dir: Path,
+    overrides: Sequence[str] = (),
+    multirun: bool = False,
+    dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
 ) -> Continuation:
-    """``resume=DIR``: DIR's checkpoint and saved config. Else a run dir holding this same run, or a fresh one."""
+    """``resume=DIR``: DIR's checkpoint and saved config. Else a run dir holding this same run, or a fresh one.
+
+    ``dir_setting``: how the caller picks another directory (the API's ``out_dir=...``), for the message.
+    """
     if cfg.resume:
         return _resume(Path(cfg.resume), overrides, multirun)
     out_dir = Path(out_dir)
@@ -99,7 +106,7 @@ def continuation(
     if mismatch:
         raise NstError(
             f"{out_dir} already holds a different run ({mismatch}). Use another output dir "
-            "(hydra.run.dir=... or hydra.sweep.dir=...), or delete that one to start over."
+            f"({dir_setting}), or delete that one to start over."
         )
     finished = finished_loss(saved, out_dir, cfg.iterations)
     if finished is None:

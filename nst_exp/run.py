@@ -55,6 +55,7 @@ def run(
     *,
     given: Mapping[str, Image.Image] | None = None,
     on_accept: Callable[[Path], None] | None = None,
+    dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
 ) -> Result:
     """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
@@ -66,6 +67,7 @@ def run(
     ``given`` holds images in memory for ``content`` or ``style`` (the Python API).
     ``on_accept(run_dir)`` is called once the directory is known to be this
     run's (not another run's, not another process's), before anything is written.
+    ``dir_setting`` is how the caller chooses another directory, for messages.
     """
     started = time.perf_counter()
     validate(cfg)
@@ -75,7 +77,7 @@ def run(
     if cfg.resume:
         check_run_dir(run_dir)  # before the lock creates anything there
     with RunLock(run_dir):
-        where = continuation(cfg, run_dir, overrides, multirun)
+        where = continuation(cfg, run_dir, overrides, multirun, dir_setting)
         if where.finished is not None:
             log.info("%s already holds this run, %s: skipped (delete it to run again).", run_dir, where.saved.status)
             return result_in(run_dir)

@@ -10,7 +10,7 @@ Three ways to name them, the first that is set wins:
 
 An entry of ``styles`` or a region's ``style`` is the name of a config in
 conf/style/ (resolved when the run starts, so it sweeps like any list), or an
-image file (a name with an image extension, under images_dir or absolute).
+image file (a name with an image extension under images_dir, or an absolute path).
 Weights are normalised to sum 1, so beta keeps its meaning.
 """
 
@@ -51,7 +51,7 @@ def style_image_conf(entry: str, key: str) -> DictConfig:
     config = Path(conf_dir()) / "style" / f"{entry}.yaml"
     if config.is_file():
         return OmegaConf.merge(OmegaConf.structured(ImageConf), OmegaConf.load(config))
-    if Path(entry).suffix.lower() in IMAGE_SUFFIXES:
+    if Path(entry).suffix.lower() in IMAGE_SUFFIXES or Path(entry).is_absolute():  # an absolute path is a file
         return OmegaConf.structured(ImageConf(name=Path(entry).stem, path=entry))
     known = known_styles()
     close = difflib.get_close_matches(entry, known, n=1)

@@ -120,9 +120,25 @@ def test_stylize_into_a_folder_holding_another_run_is_refused_and_keeps_its_reco
     style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
     first = stylize(content, style, *TINY, **KEYS, beta=1e3, out_dir=tmp_path / "run")
     record = (first.run_dir / ".hydra" / "config.yaml").read_text()
-    with pytest.raises(NstError, match="already holds a different run"):
+    with pytest.raises(NstError) as refused:
         stylize(content, style, *TINY, **KEYS, beta=1e4, out_dir=tmp_path / "run")
+    assert str(refused.value) == (
+        f"{tmp_path / 'run'} already holds a different run (beta is 1000.0 there and 10000.0 now). "
+        "Use another output dir (out_dir=...), or delete that one to start over."
+    )
     assert (first.run_dir / ".hydra" / "config.yaml").read_text() == record
+
+
+def test_a_missing_image_names_the_argument_of_stylize(tmp_path, empty_cwd):
+    style = pattern_image(tmp_path / "s.png", (48, 64), seed=2)
+    with pytest.raises(NstError) as missing:
+        stylize(tmp_path / "nope.jpg", style, *TINY, **KEYS)
+    assert str(missing.value) == (
+        f"stylize(content=...): '{tmp_path / 'nope.jpg'}' does not exist. Give content= the path of an existing "
+        "image file, a PIL image, or a tensor (3, H, W) with values in [0, 1]."
+    )
+    with pytest.raises(NstError, match=r"^stylize\(style=...\): '.*' is a directory, not a style image file"):
+        stylize(style, tmp_path, *TINY, **KEYS)
 
 
 @pytest.mark.parametrize(
@@ -138,8 +154,8 @@ def test_keys_become_overrides_hydra_reads_back(value, typed):
 
 
 def test_a_quoted_path_reaches_the_config_unchanged():
-    path = "/tmp/a b,c=d/it's.png"
-    assert compose(f"content.path={override_value(path)}").content.path == path
+    for path in ["/tmp/a b,c=d/it's.png", "C:\\images\\x.png", "C:\\dir\\", "a\\'b"]:  # Windows paths too
+        assert compose(f"content.path={override_value(path)}").content.path == path
 
 
 def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
@@ -184,6 +200,11 @@ def test_hydra_console_scripts_answer_help(tmp_path):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert done.returncode == 0, done.stderr
         assert list(tmp_path.iterdir()) == []
+    # nst-exp-normalize's help is a page like nst-exp's: what it does, its own keys and group, examples.
+    assert done.stdout.startswith("nst-exp-normalize: the papers' normalised VGG, written as a weights file")
+    assert "  min_factor=0.0                    no filter's f below this times" in done.stdout
+    assert "\n  model: vgg16, vgg16_bn, vgg16_bn_craft, vgg16_caffe, vgg19, vgg19_bn\n" in done.stdout
+    assert "style:" not in done.stdout and "alpha" not in done.stdout and "powered by Hydra" not in done.stdout
 
 
 def test_log_lines_print_above_an_enabled_progress_bar(monkeypatch):

@@ -92,4 +92,6 @@ def test_help_says_what_nst_exp_is_its_keys_groups_and_examples(tmp_path):
     assert "  log.progress=true" in text
     assert "style: composition_vii, great_wave" in text and "model: vgg16, " in text
     assert "python -m nst_exp -m experiment=fig3" in text
+    assert "  nst-exp [CONTENT STYLE [STYLE ...]] [-o OUT.png] [key=value ...]" in text  # files and -o (cli_args)
+    assert "debug: quick" in text and "debug=quick" in text
     assert list(tmp_path.iterdir()) == []

@@ -233,3 +233,16 @@ def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_pat
     at_32 = images.load(content, 32)
     assert math.ceil(16 * 32 / min(at_32.shape[-2:])) < size
     assert memory.smallest_size(16, (640, 480)) == 21  # 21 * 480 / 640 = 15.75, which load rounds to 16
+
+
+def test_a_system_that_does_not_say_how_much_is_free_is_not_refused(vgg19, monkeypatch, caplog, tmp_path):
+    """macOS and Windows: no /proc and no SC_AVPHYS_PAGES; the guard says it checks nothing."""
+    monkeypatch.setattr(nst_exp.memory, "available", lambda device: memory.UNKNOWN_FREE)
+    guard = memory.Guard(vgg19.extractor(["relu1_1"]), (640, 480), 4096, LBFGS, [], CPU)
+    with caplog.at_level(logging.INFO, logger="nst_exp.memory"):
+        guard.check(True)
+    assert caplog.records[-1].getMessage().endswith("this system does not say how much is free, so memory_guard checks nothing.")
+    assert guard.measured()["memory_free_bytes"] is None
+    message = guard.out_of_memory("CUDA out of memory", tmp_path, None)
+    assert "free on cpu at the start" in message and "with an amount the system does not report free" in message
+    assert message.endswith("To start again with less: a smaller image_size.")

@@ -359,3 +359,15 @@ def test_craft_transfer_keeps_structure_better_than_random_weights(tmp_path):
             assert metrics["loss/content"] < 0.1 * first["loss/content"]
             assert metrics["loss/style"] < 0.1 * first["loss/style"]
     assert correlations["craft"] > correlations["random"] + 0.05, correlations
+
+
+def test_the_network_summary_of_an_untrained_vgg19_does_not_contradict_itself():
+    from nst_exp.features import load_model, summary
+
+    cfg = make_config(["model=vgg19", "model.weights=random"])
+    text = summary(cfg.model.name, cfg.model.description, load_model(cfg.model, seed=0))
+    assert text == (
+        "vgg19: VGG-19 (the paper's architecture). Architecture vgg19, weights random (seed 0); UNTRAINED, results "
+        "are not meaningful, layers conv1_1 ... pool5; the paper's architecture (VGG-19), but untrained: the paper's "
+        "alpha/beta ratios do not carry over."
+    )

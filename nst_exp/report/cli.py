@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from nst_exp.cli_args import program
 from nst_exp.errors import NstError
 from nst_exp.report.build import report
 from nst_exp.report.gallery import GALLERY_FILE
@@ -15,7 +16,7 @@ from nst_exp.report.tables import status_counts
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nst_exp.report",
+        prog=program("nst_exp.report"),  # nst-exp-report when run as the console script
         description="Turn a sweep's output directory into results.csv/.md, a figure grid, loss curves, "
                     "a content/style trade-off plot and a sortable gallery page (index.html).",
     )

@@ -1,0 +1,52 @@
+"""Without POSIX-only modules (fcntl, resource: absent on Windows) nst_exp imports, composes, locks and measures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nst_exp import memory
+
+ROOT = Path(__file__).resolve().parents[1]
+WITHOUT_POSIX = """
+import os, sys
+sys.modules["fcntl"] = None  # import fcntl raises ImportError, as on Windows
+sys.modules["resource"] = None
+import nst_exp
+from nst_exp import compose
+assert compose("style=the_scream", "debug=quick").style.name == "the_scream"
+from nst_exp import lock, memory
+assert lock.fcntl is None and memory.resource is None
+run_dir = sys.argv[1]
+print(os.getpid())
+with lock.RunLock(run_dir):
+    try:
+        with lock.RunLock(run_dir):
+            sys.exit("took a lock this process holds")
+    except lock.RunDirInUse as refused:
+        print(refused)
+with lock.RunLock(run_dir):  # released
+    print(sorted(os.listdir(run_dir)))
+print(memory.peak_rss_bytes() > 0)  # /proc on this Linux
+"""
+
+
+def test_nst_exp_works_without_fcntl_and_resource(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", WITHOUT_POSIX, str(run_dir)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    pid, refused, files, measured = done.stdout.splitlines()
+    assert refused.startswith(f"{run_dir} is in use by process {pid} (started ")
+    assert refused.endswith(f"Wait for it to finish, or stop it (kill {pid}) and continue with python -m nst_exp resume={run_dir}.")
+    assert files == "['.lock', '.lock.lck']" and measured == "True"
+
+
+def test_memory_where_the_system_does_not_say(monkeypatch, tmp_path):
+    monkeypatch.setattr(memory, "Path", lambda _: tmp_path / "absent")  # no /proc
+    monkeypatch.setattr(memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))  # macOS
+    assert memory._meminfo_available() == memory.UNKNOWN_FREE
+    monkeypatch.setattr(memory, "resource", None)  # Windows
+    assert memory.peak_rss_bytes() == 0
