@@ -5,6 +5,9 @@ directory), writes Hydra's record of the run (``.hydra/``) only once the run
 directory is known to be this run's, and turns every failure a user can fix,
 including a config that does not compose and a disk that cannot be written,
 into one message and exit status 2.
+
+torch loads only once a run starts: ``--help``, ``--cfg``, ``--info``, shell
+completion and a run refused by validation answer without it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -27,14 +29,13 @@ from omegaconf import DictConfig
 
 from nst_exp import checkpoint, cli_args, objective
 from nst_exp.config import conf_dir, register
-from nst_exp.errors import NstError, RunFailed
-from nst_exp.hardware import sweep_device
-from nst_exp.help import register_help
+from nst_exp.errors import Interrupted, NstError, RunFailed
+from nst_exp.help import app_help, register_help
 from nst_exp.lock import RunDirInUse
-from nst_exp.optimize import Interrupted
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
-from nst_exp.run import run
+from nst_exp.startup import process_start
+from nst_exp.validation import validate
 
 log = logging.getLogger("nst_exp")
 register()
@@ -70,16 +71,25 @@ class HydraRecord:
 def job(cfg: DictConfig) -> objective.Value:
     """Run one job; return its ``objective`` to a sweeper. A user error is one message; a sweep's other jobs go on."""
     global _job_started, _run_dir
+    waiting_since = None if _job_started else process_start()  # the first job's wait began with the process
     _job_started = True
     hydra_cfg = HydraConfig.get()
     out_dir = _run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record = HydraRecord(cfg, out_dir)
-    if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
-        cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
     try:
         objective.check(cfg.objective, cfg.objective_weights)
-        result = run(cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write)
+        validate(cfg)  # a refused run answers before torch loads (run() checks again, in milliseconds)
+        import torch
+
+        from nst_exp.hardware import sweep_device
+        from nst_exp.run import run
+
+        if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
+            cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
+        result = run(
+            cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write, waiting_since=waiting_since
+        )
         return objective.select(result.metrics, cfg.objective, cfg.objective_weights)
     except NstError as error:
         log.error("%s", error)
@@ -144,7 +154,8 @@ def preflight(argv: list[str]) -> None:
         for argument in argv:
             if argument.startswith("resume=") and argument != "resume=null":
                 check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
-    if any(argument.startswith(("--help", "-h", "--hydra-help", "--cfg", "-c", "--info")) for argument in argv):
+    if any(argument.startswith(("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-sc", "--shell-completion"))
+           for argument in argv):
         return
     try:  # where Hydra will write; a config that does not compose is Hydra's to report
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
@@ -183,6 +194,10 @@ def main() -> None:
     try:
         command = cli_args.parse(sys.argv[1:])
         sys.argv[1:] = command.hydra_args
+        text = app_help(sys.argv[1:])  # --help without Hydra's listing of its own config groups
+        if text is not None:
+            print(text)
+            return
         preflight(sys.argv[1:])
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)

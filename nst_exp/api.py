@@ -7,6 +7,7 @@
 ``stylize`` composes the same config ``python -m nst_exp`` would for the same
 overrides and hands it to :func:`nst_exp.run.run`, the runner the command line
 uses. Errors are :class:`~nst_exp.errors.NstError` with the command line's messages.
+``compose`` needs no torch: the runner (and torch) load with the first ``stylize``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from nst_exp import images
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
 from nst_exp.results import RECORD_DIR, Result, write_record
-from nst_exp.run import run
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
 ImageLike = Union[str, Path, Image.Image, Any]
@@ -36,7 +35,7 @@ IN_MEMORY = "in_memory"  # the name an image given in memory has in logs and met
 # A value the override grammar reads as one plain string; anything else is quoted.
 PLAIN_VALUE = re.compile(r"[\w./~@:+-]+")
 
-__all__ = ["compose", "run", "stylize"]
+__all__ = ["compose", "stylize"]
 
 
 def compose(*overrides: str) -> DictConfig:
@@ -72,6 +71,8 @@ def stylize(
     folder of such runs like a sweep. A folder already holding this run
     continues or returns it (``checkpoint.auto_resume``).
     """
+    from nst_exp.run import run  # torch loads here, not with compose()
+
     given: dict[str, Image.Image] = {}
     typed = [*overrides, *(f"{key}={override_value(value)}" for key, value in keys.items())]
     for key, image in (("content", content), ("style", style)):
@@ -92,6 +93,8 @@ def stylize(
 
 def existing_file(image: str | Path, key: str) -> Path:
     """``image`` as an absolute path, or the NstError that names stylize's argument and says what is there instead."""
+    from nst_exp import images
+
     path = Path(image).expanduser().resolve()
     problem = images.not_a_file(path, f"{key} image", suffixes=images.image_suffixes())
     if problem is None and not path.is_file():
@@ -106,6 +109,8 @@ def existing_file(image: str | Path, key: str) -> Path:
 
 def as_pil(image: Any, what: str) -> Image.Image:
     """A PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1] as an 8-bit RGB PIL image."""
+    from nst_exp import images
+
     if isinstance(image, Image.Image):
         return image
     shape = tuple(getattr(image, "shape", ()))

@@ -10,18 +10,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from nst_exp import checkpoint, images, progress
-from nst_exp.evaluate import SCORES, scores
+from nst_exp.evaluate import scores
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
+from nst_exp.results import FINAL_VALUES
 from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)
 
 # Metrics the HParams view compares across runs: TensorBoard takes their last logged value.
-HPARAM_METRICS = ("loss/total", "loss/content", "loss/style", *SCORES)
+HPARAM_METRICS = FINAL_VALUES
 
 
 class Evaluation:
@@ -61,6 +60,9 @@ class TensorBoardLogger:
         texts: Mapping[str, str] | None = None,
         start: int = 0,
     ) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads with the first run that logs to it
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
         resumed = start > 0 or any(Path(log_dir).glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start + 1 if resumed else None)
         for tag, text in (texts or {}).items() if not resumed else ():

@@ -12,6 +12,9 @@ checksum does not match, is set aside and the previous one is used.
 Files load with ``torch.load(weights_only=True)``: nothing in them runs code.
 
 Checksum hand-written: torch.save offers none to verify; safetensors holds flat tensors, not L-BFGS or RNG state.
+
+Whether a run dir holds a checkpoint (``exists``, ``directory``) needs no torch: the
+command line asks before a run starts, so torch and numpy load in the functions that use them.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import numpy as np
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nst_exp.errors import NstError
-from nst_exp.optimize import State
 from nst_exp.results import Status, atomic_write
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from nst_exp.optimize import State
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ def exists(run_dir: Path) -> bool:
 
 def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint`` as ``last.pt``; the old ``last.pt`` becomes ``previous.pt``."""
+    import torch
+
     folder = directory(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     state = checkpoint.state
@@ -134,6 +139,10 @@ def load(run_dir: Path) -> Checkpoint:
 
 
 def _read(path: Path) -> Checkpoint:
+    import torch
+
+    from nst_exp.optimize import State
+
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"not an nst_exp checkpoint of format {FORMAT}")
@@ -154,6 +163,8 @@ def _read(path: Path) -> Checkpoint:
 
 
 def _to_cpu(value: Any) -> Any:
+    from torch import Tensor
+
     if isinstance(value, Tensor):
         return value.detach().cpu()
     if isinstance(value, Mapping):
@@ -165,6 +176,9 @@ def _to_cpu(value: Any) -> Any:
 
 def _checksum(value: Any, crc: int = 0) -> int:
     """CRC-32 over every tensor's bytes and every other value's repr, in a fixed order."""
+    import torch
+    from torch import Tensor
+
     if isinstance(value, Tensor):
         data = value.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
         return zlib.crc32(data, zlib.crc32(f"{value.dtype}{tuple(value.shape)}".encode(), crc))
@@ -181,6 +195,9 @@ def _checksum(value: Any, crc: int = 0) -> int:
 
 def rng_states() -> dict[str, Any]:
     """Every RNG a run may draw from, in types ``torch.load(weights_only=True)`` accepts."""
+    import numpy as np
+    import torch
+
     _, keys, position, has_gauss, cached = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -193,6 +210,9 @@ def rng_states() -> dict[str, Any]:
 
 
 def restore_rng(states: Mapping[str, Any]) -> None:
+    import numpy as np
+    import torch
+
     if "torch" in states:
         torch.set_rng_state(states["torch"])
     if "python" in states:

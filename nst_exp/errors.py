@@ -1,4 +1,6 @@
-"""The exceptions nst_exp raises for problems a user can fix."""
+"""The exceptions nst_exp raises for problems a user can fix, and for a run a user stopped."""
+
+import signal
 
 
 class NstError(Exception):
@@ -22,3 +24,11 @@ class ConfigError(NstError):
 
     The message is Hydra's, with the cause it names, as the command line prints it.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by the runner once an interrupted run is saved; exit status 128 + ``signal``."""
+
+    def __init__(self, message: str, signal_number: int | None) -> None:
+        super().__init__(message)
+        self.signal = signal_number if signal_number is not None else signal.SIGINT

@@ -34,7 +34,9 @@ from torch import Tensor
 
 from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
-from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, inputs_used, read_metrics, write_json
+from nst_exp.results import (
+    INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, read_metrics, write_json
+)
 
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
@@ -63,8 +65,6 @@ COLOR_PROJECTIONS = 64
 QUANTILES = 1024
 
 _BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16  # Karras et al.'s pyramid filter
-
-SCORES = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
 
 
 def content_ssim(result: Tensor, content: Tensor) -> float:

@@ -28,6 +28,9 @@ It writes ``<model.name>_normalised.pth`` (``..._normalised_min<r>.pth`` with mi
 or ``output=...``) and
 ``normalisation.json`` (the factors, the images, and the overrides that use it)
 in its run directory, and prints those overrides.
+
+torch and the network's code load in the functions that use them: ``--help`` and
+``--cfg`` answer without them.
 """
 
 from __future__ import annotations
@@ -36,23 +39,23 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from torch import Tensor, nn
 
-from nst_exp import images
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
-from nst_exp.features import FeatureExtractor, load_model
 from nst_exp.results import write_json
-from nst_exp.hardware import pick_device
 from nst_exp.help import register_help
 from nst_exp.styles import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from nst_exp.features import FeatureExtractor
 
 log = logging.getLogger("nst_exp.normalize")
 PLAIN_ARCH = {"vgg19_bn": "vgg19", "vgg16_bn": "vgg16", "vgg19": "vgg19", "vgg16": "vgg16"}
@@ -77,6 +80,8 @@ def register() -> None:
 
 def calibration_images(folder: str, size: int, limit: int, max_pixels: int) -> list[Tensor]:
     """Every image file in ``folder`` (sorted; at most ``limit`` if > 0), long side ``size``."""
+    from nst_exp import images
+
     root = Path(folder).expanduser()
     paths = sorted(p for p in root.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
     if not paths:
@@ -89,6 +94,8 @@ def calibration_images(folder: str, size: int, limit: int, max_pixels: int) -> l
 
 def activation_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
     """{conv name: the layer whose output is its rectified activation} (conv3_1 -> relu3_1)."""
+    from torch import nn
+
     names = list(layers)
     pairs = {}
     for name in names:
@@ -98,13 +105,15 @@ def activation_layers(layers: Mapping[str, nn.Module]) -> dict[str, str]:
     return pairs
 
 
-@torch.no_grad()
 def mean_activations(extractor: FeatureExtractor, batch: Iterable[Tensor], pairs: Mapping[str, str]) -> dict[str, Tensor]:
     """{conv name: (N,) mean rectified activation per filter over all images and positions}, float64."""
+    import torch
+
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
     for image in batch:
-        features = extractor(image)
+        with torch.no_grad():
+            features = extractor(image)
         for conv, layer in pairs.items():
             value = features[layer].double()
             sums[conv] = sums.get(conv, 0) + value.sum((0, 2, 3))
@@ -114,6 +123,8 @@ def mean_activations(extractor: FeatureExtractor, batch: Iterable[Tensor], pairs
 
 def scale_factors(means: Mapping[str, Tensor], min_factor: float = 0.0) -> dict[str, Tensor]:
     """f = the mean activation, at least ``min_factor`` times the layer's median f; 1 for filters that never fire."""
+    import torch
+
     factors = {}
     for conv, mean in means.items():
         fired = mean > 0
@@ -124,6 +135,9 @@ def scale_factors(means: Mapping[str, Tensor], min_factor: float = 0.0) -> dict[
 
 def normalised_layers(layers: Mapping[str, nn.Module], factors: Mapping[str, Tensor]) -> OrderedDict[str, nn.Module]:
     """A copy of ``layers`` whose convolutions are rescaled: output / f, next input * f."""
+    import torch
+    from torch import nn
+
     out: OrderedDict[str, nn.Module] = OrderedDict()
     incoming: Tensor | None = None
     for name, module in layers.items():
@@ -148,6 +162,8 @@ def plain_state_dict(layers: Mapping[str, nn.Module]) -> dict[str, Tensor]:
     ``layers`` has no batch norm modules left, so a module's position in it is
     its index in the plain architecture's ``features``.
     """
+    from torch import nn
+
     state = {}
     for index, (name, module) in enumerate(layers.items()):
         if isinstance(module, nn.Conv2d):
@@ -162,6 +178,8 @@ def _list(values: Iterable[float]) -> str:
 
 
 def save_state(state: Mapping[str, Tensor], path: Path) -> None:
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -173,6 +191,9 @@ def save_state(state: Mapping[str, Tensor], path: Path) -> None:
 
 def normalize(cfg: Any, out_dir: Path) -> Path:
     """Compute the factors for ``cfg.model`` on ``cfg.images_dir``; write the weights and normalisation.json."""
+    from nst_exp.features import load_model
+    from nst_exp.hardware import pick_device
+
     if cfg.model.arch not in PLAIN_ARCH:
         raise NstError(f"Unknown model.arch '{cfg.model.arch}'. Known: {', '.join(PLAIN_ARCH)}.")
     if not cfg.min_factor >= 0 or cfg.min_factor == float("inf"):  # NaN fails the first test

@@ -14,10 +14,10 @@ import difflib
 import math
 from typing import Any, Mapping, Sequence, Union
 
-from nst_exp.callbacks import HPARAM_METRICS
 from nst_exp.errors import NstError
+from nst_exp.results import FINAL_VALUES
 
-OBJECTIVES = HPARAM_METRICS  # written to metrics.json by every run that finishes: final losses, then eval/* scores
+OBJECTIVES = FINAL_VALUES  # written to metrics.json by every run that finishes: final losses, then eval/* scores
 Value = Union[float, tuple[float, ...]]
 
 

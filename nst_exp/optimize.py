@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from nst_exp.errors import Interrupted  # raised here, defined torch-free for the entry point
 from nst_exp.losses import GatysLoss, LossTerms, loss_values
 from nst_exp.results import Status
 
@@ -78,14 +79,6 @@ class Outcome:
     message: str = ""
     state: State | None = None  # where to continue from; None when no consistent state is known
     signal: int | None = None  # the signal that stopped the loop, if one did
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised by the runner once an interrupted run is saved; exit status 128 + ``signal``."""
-
-    def __init__(self, message: str, signal_number: int | None) -> None:
-        super().__init__(message)
-        self.signal = signal_number if signal_number is not None else signal.SIGINT
 
 
 class Callback(Protocol):

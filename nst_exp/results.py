@@ -22,6 +22,11 @@ RESULT_FILE = "result.png"
 INPUTS_DIR = "inputs"
 SNAPSHOTS_DIR = "snapshots"
 RECORD_DIR = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
+# The picture scores (nst_exp.evaluate) a finished run records, network-free.
+SCORES = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
+# The final values every finished run records: what a sweep may optimise (``objective``), what TensorBoard's
+# HParams view compares.
+FINAL_VALUES = ("loss/total", "loss/content", "loss/style", *SCORES)
 
 
 class Status(str, Enum):

@@ -15,18 +15,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nst_exp import checkpoint
 from nst_exp.checkpoint import Checkpoint
 from nst_exp.config import Config
 from nst_exp.errors import NstError
-from nst_exp.optimize import State
 from nst_exp.results import METRICS_FILE, Status, flatten, read_metrics
 from nst_exp.validation import validate
+
+if TYPE_CHECKING:  # check_run_dir runs before torch loads (python -m nst_exp resume=DIR)
+    import torch
+
+    from nst_exp.optimize import State
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from nst_exp.problem import Problem
 from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, inputs_used, read_metrics, write_json
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import Stage, plan, synthesise
+from nst_exp.startup import FirstIteration, StartUp
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run(
     given: Mapping[str, Image.Image] | None = None,
     on_accept: Callable[[Path], None] | None = None,
     dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
+    waiting_since: float | None = None,
 ) -> Result:
     """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
@@ -68,12 +70,16 @@ def run(
     ``on_accept(run_dir)`` is called once the directory is known to be this
     run's (not another run's, not another process's), before anything is written.
     ``dir_setting`` is how the caller chooses another directory, for messages.
+    ``waiting_since``: the ``time.perf_counter()`` moment the user's wait began, which
+    ``seconds_to_first_iteration`` counts from (the command line passes the process
+    start); None: this call.
     """
     started = time.perf_counter()
+    startup = StartUp(asked=started if waiting_since is None else waiting_since, called=started)
     validate(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else (Path(out_dir) if out_dir is not None else None)
     if run_dir is None:
-        return synthesise_run(Continuation(cfg, None), overrides, given, started)
+        return synthesise_run(Continuation(cfg, None), overrides, given, startup)
     if cfg.resume:
         check_run_dir(run_dir)  # before the lock creates anything there
     with RunLock(run_dir):
@@ -83,11 +89,11 @@ def run(
             return result_in(run_dir)
         if on_accept is not None:
             on_accept(run_dir)
-        return synthesise_run(where, overrides, given, started)
+        return synthesise_run(where, overrides, given, startup)
 
 
 def synthesise_run(
-    where: Continuation, overrides: Sequence[str], given: Mapping[str, Image.Image] | None, started: float
+    where: Continuation, overrides: Sequence[str], given: Mapping[str, Image.Image] | None, startup: StartUp
 ) -> Result:
     """Set up, synthesise and write the results of a run that is not finished yet."""
     cfg, out_dir = where.cfg, where.out_dir
@@ -98,7 +104,9 @@ def synthesise_run(
     torch.manual_seed(cfg.seed)
     speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
 
+    loading = time.perf_counter()
     network = load_network(cfg, settings)
+    startup.network = time.perf_counter() - loading
     extractor = network.extractor(settings.layers)
     color = ColorControl(cfg.color)
     problem = Problem(inputs, settings, extractor, color, init=cfg.init.kind, seed=cfg.seed)
@@ -127,17 +135,24 @@ def synthesise_run(
         [target.image for target in final.styles] if "style" in used else [],
         [target.weight for target in final.styles],
     )
+    targets = time.perf_counter()
+    problem.objective(stages[0].size)  # the content and style targets (kept): the network's first passes
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    startup.targets = time.perf_counter() - targets
     writers, checkpointer, start = [], None, None
     if out_dir is not None:
         writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device, used)
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
-    callbacks: list[Callback] = [evaluation, *writers, progress]  # evaluation first: the others log its scores
+    # Evaluation first: the others log its scores; FirstIteration before the writers: their logging is not the step.
+    callbacks: list[Callback] = [evaluation, FirstIteration(startup), *writers, progress]
     with progress.logging_above():  # log lines print above the bar, not through it
         outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
     record = {
-        **metrics(cfg, outcome, network, device, threads, speed, started),
+        **metrics(cfg, outcome, network, device, threads, speed, startup.called),
+        **startup.metrics(),
         **guard.measured(),
         "resumed_from": where.resumed,
         "styles": {source.spec.name: source.spec.weight for source in inputs.styles},

@@ -28,10 +28,13 @@ def validate(cfg: Any) -> None:
     """Checks a type cannot express, before anything loads; each error names the key and the fix.
 
     Unknown keys and every number's range come first (check_known_keys,
-    validate_numbers); the rest are checks that span several keys.
+    validate_numbers); then the checks that span several keys; the optimizer's
+    keys and numbers last (check_optimizer): its class's signature names them,
+    and importing that class imports torch, which a run refused for any other
+    setting does not wait for.
     """
-    check_known_keys(cfg)
-    validate_numbers(cfg)
+    check_known_keys(cfg, optimizer=False)
+    validate_numbers(cfg, optimizer=False)
     if cfg.alpha == 0 and cfg.beta == 0:
         raise NstError("alpha and beta are both 0: there is nothing to optimise.")
     if device_kind(cfg.device) is None:
@@ -43,6 +46,15 @@ def validate(cfg: Any) -> None:
     if not cfg.content_layers and not cfg.style_layers:
         raise NstError("content_layers and style_layers are both empty: nothing to match.")
     validate_control(cfg)
+    check_optimizer(cfg)
+
+
+def check_optimizer(cfg: Any) -> None:
+    """The optimizer's keys and numbers, against the arguments its ``_target_`` class takes (imports that class)."""
+    optimizer = cfg.get("optimizer")
+    keys = OmegaConf.to_container(optimizer, resolve=False) if OmegaConf.is_config(optimizer) else optimizer
+    _check_optimizer_keys(keys)
+    _validate_optimizer_numbers(optimizer)
 
 
 def normalized_weights(weights: Sequence[float], key: str) -> list[float]:
@@ -224,15 +236,19 @@ LINE_SEARCHES = (None, "strong_wolfe")  # what torch.optim.LBFGS accepts as line
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
-def validate_numbers(cfg: Any) -> None:
-    """Refuse a numeric setting that is not finite or out of range, naming the key, the value, what is allowed and the fix."""
+def validate_numbers(cfg: Any, *, optimizer: bool = True) -> None:
+    """Refuse a numeric setting that is not finite or out of range, naming the key, the value, what is allowed and the fix.
+
+    ``optimizer=False`` leaves out the optimizer's arguments (check_optimizer), which need its class.
+    """
     for pattern, (bound, fix) in NUMBERS.items():
         for key, value in _entries(cfg, pattern):
             problem = bound.problem(value)
             if problem:
                 advice = f"Use e.g. {key}={_schema_default(pattern)} (the default)." if fix == "default" else fix
                 raise NstError(f"{key}={value} {problem}. {key} must be {bound.describe()}. {advice}")
-    _validate_optimizer_numbers(cfg.get("optimizer"))
+    if optimizer:
+        _validate_optimizer_numbers(cfg.get("optimizer"))
 
 
 def _validate_optimizer_numbers(optimizer: Any) -> None:
@@ -299,17 +315,18 @@ def _dotlist_value(value: Any) -> str:
     return str(value)
 
 
-def check_known_keys(cfg: Any) -> None:
+def check_known_keys(cfg: Any, *, optimizer: bool = True) -> None:
     """Refuse a key the schema does not have (``+bta=1e4``), naming the nearest known one and all known at its level.
 
     ``+key=value`` adds a key Hydra's struct mode would refuse; nst_exp would ignore it and the
     run would not be the one asked for. The optimizer node is free-form: its keys are checked
-    against the arguments of the class its ``_target_`` names.
+    against the arguments of the class its ``_target_`` names; ``optimizer=False`` leaves them
+    out (check_optimizer).
     """
-    _check_keys(OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg, Config, "")
+    _check_keys(OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg, Config, "", optimizer)
 
 
-def _check_keys(node: Any, schema: type, prefix: str) -> None:
+def _check_keys(node: Any, schema: type, prefix: str, optimizer: bool = True) -> None:
     hints = typing.get_type_hints(schema)
     known = [f.name for f in dataclasses.fields(schema)]
     for key in node:
@@ -318,7 +335,8 @@ def _check_keys(node: Any, schema: type, prefix: str) -> None:
     for name in known:
         value = node.get(name)
         if name == "optimizer" and schema is Config:
-            _check_optimizer_keys(value)
+            if optimizer:
+                _check_optimizer_keys(value)
             continue
         inner = _schema_class(hints[name])
         if inner is None or value is None:

@@ -37,6 +37,10 @@ def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
     assert metrics["status"] == "completed" and metrics["evaluations"] == 4
     assert metrics["weights"].startswith("random") and metrics["trained_weights"] is False
     assert metrics["seconds_per_evaluation"] > 0
+    # Counted from the process start (seconds_start_up > 0): interpreter and imports, network, style targets, iteration 1.
+    parts = [metrics[key] for key in ("seconds_start_up", "seconds_network_load", "seconds_style_targets")]
+    assert all(part > 0 for part in parts), parts
+    assert sum(parts) < metrics["seconds_to_first_iteration"] < metrics["seconds_start_up"] + metrics["wall_seconds"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
