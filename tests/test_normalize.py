@@ -64,7 +64,7 @@ def _means(network, folder: Path, size: int = 48) -> dict[str, torch.Tensor]:
 
 
 def test_normalised_network_has_mean_activation_one_and_scaled_features(tmp_path, calibration, firing_weights):
-    cfg = normalize_config([f"model.weights={firing_weights}", f"images_dir={calibration}", "image_size=48"])
+    cfg = normalize_config(["model=vgg19", f"model.weights={firing_weights}", f"images_dir={calibration}", "image_size=48"])
     path = normalize(cfg, tmp_path / "out")
     original = load_network("vgg19", str(firing_weights))
     normalised = load_network("vgg19", str(path))

@@ -6,6 +6,7 @@ import ast
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,8 +90,12 @@ def test_per_step_scalars_come_from_tensorboard(built, grid_sweep):
 @pytest.mark.slow
 def test_markdown_table_lists_every_job_and_the_network(built):
     text = built.written["results.md"].read_text()
-    table_lines = [line for line in text.splitlines() if line.startswith("|")]
+    tables = re.findall(r"(?:^\|.*\n)+", text, flags=re.MULTILINE)  # each block of table lines
+    table_lines = tables[0].splitlines()
     assert len(table_lines) == 2 + 4  # header, separator, one per job
+    # two swept keys: each picture score also as a rows x columns grid, after the job table
+    assert "eval/content_ssim: style_layers (rows) by image_size (columns)" in text
+    assert len(tables) == 1 + text.count("(rows) by")
     header = [cell.strip() for cell in table_lines[0].strip("|").split("|")]
     assert header[:4] == ["job", "style_layers", "image_size", "status"]
     assert "Jobs: 4 (3 completed, 1 failed)" in text
