@@ -272,7 +272,7 @@ def test_job_curves_leave_out_a_term_the_run_did_not_have(tmp_path):
             patch("matplotlib.axes.Axes.set_yscale", side_effect=scales.append):
         curves = plot_job_curves(sweep, tmp_path / "curves")
     assert list(curves) == [0] and curves[0].is_file()
-    assert drawn == ["black", "tab:blue"] and scales == ["log"]  # no flat style line; the log scale kept
+    assert drawn == ["#000000", "#1f77b4"] and scales == ["log"]  # no flat style line; the log scale kept
 
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():
@@ -445,7 +445,8 @@ def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tm
         assert json.loads((copy / "metrics.json").read_text())["status"] == "completed"
     assert not (out / "jobs" / "3" / "result.png").exists()  # the failed job wrote none
     assert json.loads((out / "jobs" / "3" / "metrics.json").read_text())["status"] == "failed"
-    assert not list((out / "jobs").glob("*/snapshots")) and not list((out / "jobs").glob("*/inputs"))
+    assert {path.name for path in (out / "jobs" / "0" / "inputs").iterdir()} == {"content.png", "style.png"}
+    assert not list((out / "jobs").glob("*/*.pt")) and not list((out / "jobs").glob("*/events.out.tfevents.*"))
 
     shutil.rmtree(sweep)
     moved = tmp_path / "elsewhere"

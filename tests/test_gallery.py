@@ -1,0 +1,250 @@
+"""index.html in a real headless browser: its script runs, nothing from a run executes, and each feature works.
+
+The sweep is written on disk as Hydra and nst_exp write one (``.hydra/``, metrics.json,
+result.png, inputs/, snapshots/, multirun.yaml), without running a job, so these tests take
+seconds. Chromium (``--dump-dom``) prints the page after its script ran; a feature that needs a
+click is opened through the URL's fragment, which the page honours (``#compare=0,1``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import pattern_image
+
+from nst_exp.report import read_sweep, report
+from nst_exp.report.gallery import CURVE_COLOURS, curve_key, write_gallery
+from nst_exp.report.gallery_page import script_json
+
+CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
+                None)
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium): "
+                                                            "the page's script cannot be run")
+
+PAYLOAD = """<img src=x onerror="document.title='pwned'">"""
+SCRIPT_PAYLOAD = "</script><script>document.title='pwned'</script>"
+EVIL_METRIC = f"eval/{PAYLOAD}"
+BETAS = ("1e3", "1e4", "1e5")
+
+
+def write_job(root: Path, num: int, overrides: list[str], config: dict, metrics: dict | None,
+              snapshots: int = 0) -> Path:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra = {"hydra": {"job": {"num": num}, "runtime": {"choices": {"style": "the_scream"}},
+                       "overrides": {"task": overrides}}}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+        if metrics["status"] == "completed":
+            pattern_image(job / "result.png", (40, 32), seed=num)
+    (job / "inputs").mkdir()
+    pattern_image(job / "inputs" / "content.png", (40, 32), seed=10)
+    pattern_image(job / "inputs" / "style.png", (32, 40), seed=11)
+    (job / "snapshots").mkdir()
+    for step in range(1, snapshots + 1):
+        pattern_image(job / "snapshots" / f"iter_{step * 10:06d}.png", (20, 16), seed=100 + step)
+    return job
+
+
+@pytest.fixture(scope="module")
+def hostile_sweep(tmp_path_factory) -> Path:
+    """beta=1e3,1e4,1e5 x a text key holding markup; one failed job; a metric key that is markup; beta = 0 nowhere,
+    but alpha = 0 throughout, so loss/content is 0 for every job. 12 snapshots per job."""
+    root = tmp_path_factory.mktemp("gallery") / "sw<i>eep"
+    (root).mkdir()
+    task = [f"beta={','.join(BETAS)}", f'+note="{SCRIPT_PAYLOAD}"']
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    for num, beta in enumerate(BETAS):
+        typed = float(beta)
+        config = {"alpha": 0.0, "beta": typed, "content_layers": ["relu4_2"], "style_layers": ["relu1_1"],
+                  "init": {"kind": "content"}, "images_dir": "images", "content": {"path": "c.png"},
+                  "style": {"path": "s.png"}, "note": SCRIPT_PAYLOAD + str(num)}
+        overrides = [f"beta={typed}", f'+note="{SCRIPT_PAYLOAD}{num}"']
+        if num == 2:
+            metrics = {"status": "failed", "message": f"boom {SCRIPT_PAYLOAD} {PAYLOAD}"}
+        else:
+            metrics = {"status": "completed", "loss/total": 1.0 + num, "loss/content": 0.0, "loss/style": 1.0 + num,
+                       EVIL_METRIC: 0.5 + num, "eval/content_ssim": 0.25 * (num + 1)}
+        write_job(root, num, overrides, config, metrics, snapshots=12)
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(hostile_sweep, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "report"
+    write_gallery(read_sweep(hostile_sweep), out)
+    return out / "index.html"
+
+
+class Dom(HTMLParser):
+    """Elements of a dumped page: (tag, attributes, text directly inside), and the title."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None], list[str]]] = []
+        self.parents: list[int | None] = []
+        self.stack: list[int] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.parents.append(self.stack[-1] if self.stack else None)
+        self.elements.append((tag, dict(attrs), []))
+        if tag not in ("img", "input", "br", "wbr", "meta"):
+            self.stack.append(len(self.elements) - 1)
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.elements[self.stack.pop()][0] == tag:
+                break
+
+    def handle_data(self, data):
+        if self.stack:
+            self.elements[self.stack[-1]][2].append(data)
+
+    def find(self, tag: str | None = None, **attributes: str) -> list[tuple[str, dict, list[str]]]:
+        return [element for element in self.elements if (tag is None or element[0] == tag)
+                and all(element[1].get(name.replace("_", "-")) == value for name, value in attributes.items())]
+
+    def viewer_images(self) -> list[str]:
+        """The src of each picture the full-size viewer shows."""
+        viewer = next(index for index, element in enumerate(self.elements) if element[1].get("id") == "viewer")
+
+        def inside(index: int | None) -> bool:
+            while index is not None and index != viewer:
+                index = self.parents[index]
+            return index == viewer
+
+        return [element[1]["src"] for index, element in enumerate(self.elements)
+                if element[0] == "img" and inside(index)]
+
+    def text(self, **attributes: str) -> str:
+        return "".join(self.find(**attributes)[0][2])
+
+    @property
+    def title(self) -> str:
+        return "".join(self.find("title")[0][2])
+
+
+def browse(page: Path, fragment: str = "") -> Dom:
+    """The page's DOM after its script ran in headless Chromium, opened from disk (no server)."""
+    profile = page.parent.parent / f"profile{abs(hash(fragment))}"
+    result = subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+         "--virtual-time-budget=2000", "--dump-dom", page.as_uri() + fragment],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0 and "</html>" in result.stdout, result.stderr[-2000:]
+    dom = Dom(result.stdout)
+    assert dom.find("body", data_ready="true"), "the page's script did not run to its end"
+    return dom
+
+
+def test_json_in_a_script_element_cannot_end_it():
+    text = script_json({"a": SCRIPT_PAYLOAD + "<!-- \u2028 &"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"a": SCRIPT_PAYLOAD + "<!-- \u2028 &"}
+
+
+@needs_browser
+def test_strings_from_a_run_are_shown_as_text_and_nothing_runs(page, hostile_sweep):
+    dom = browse(page, "#compare=0,1")
+    assert dom.title == "Sweep " + f"{hostile_sweep.parent.name}/sw<i>eep"  # not 'pwned', and the name kept
+    assert not dom.find("img", src="x") and not dom.find("i")  # no element made from a run's text
+    assert len(dom.find("script")) == 2  # the data block and the page's own script, nothing injected
+    headers = ["".join(element[2]) for element in dom.find("th")]
+    assert EVIL_METRIC in headers  # the metric key shown as the text it is
+    source = page.read_text()
+    assert SCRIPT_PAYLOAD not in source and PAYLOAD not in source
+    assert "&lt;/script&gt;&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in source  # the note
+    rows = dom.find("tr", data_job="2")
+    assert SCRIPT_PAYLOAD in rows[0][1]["data-search"]  # the failed job's message, kept as text
+    captions = [text for element in dom.find("figcaption") for text in element[2]]
+    assert captions and all(SCRIPT_PAYLOAD in caption for caption in captions)  # viewer: text via textContent
+
+
+@needs_browser
+def test_the_curve_key_has_colours_a_browser_reads_and_a_zero_term_is_not_shown(page, hostile_sweep):
+    sweep = read_sweep(hostile_sweep)
+    sweep.scalars = pd.DataFrame([{"job": job, "tag": tag, "step": 1, "value": value} for job in (0, 1)
+                                  for tag, value in (("loss/total", 2.0), ("loss/content", 0.0), ("loss/style", 2.0))])
+    key = curve_key(sweep)
+    assert re.findall(r"color: (#[0-9a-f]{6})", key) == [CURVE_COLOURS["loss/total"], CURVE_COLOURS["loss/style"]]
+    assert "content" not in key  # alpha = 0 throughout: no content curve was drawn
+    headers = ["".join(element[2]) for element in browse(page).find("th")]
+    assert "loss/total" in headers and "loss/style" in headers and "loss/content" not in headers
+
+
+@needs_browser
+def test_the_swept_beta_shows_the_value_typed_whole(page):
+    dom = browse(page)
+    cells = [element for element in dom.find("td") if (element[1].get("title") or "").startswith("beta=")]
+    assert [element[1]["title"] for element in cells] == [f"beta={beta}" for beta in BETAS]
+    shown = [element for element in dom.find("span", **{"class": "nowrap"}) if element[2] and element[2][0] in BETAS]
+    assert [element[2][0] for element in shown] == list(BETAS)  # 1e3, not 1000.0 nor alpha/beta
+    assert ".nowrap { white-space: nowrap; }" in page.read_text()
+
+
+@needs_browser
+def test_a_result_opens_full_size_and_two_compare_side_by_side_or_blinking(page):
+    dom = browse(page)
+    assert dom.find("div", id="viewer", hidden="")  # closed until asked
+    assert dom.text(id="compare").startswith("Compare: pick 2 more")
+    viewed = browse(page, "#view=1")
+    assert not viewed.find("div", id="viewer", hidden="")
+    sweep = f"../../{page.parent.parent.name.replace('out', 'gallery')}/sw%3Ci%3Eeep"
+    assert viewed.viewer_images() == [f"{sweep}/1/result.png"]
+    side = browse(page, "#compare=1,0")
+    assert side.viewer_images() == [f"{sweep}/1/result.png", f"{sweep}/0/result.png"]
+    assert side.text(id="mode") == "blink" and side.text(id="compare") == "Compare jobs 1 and 0"
+    assert [element[1]["data-job"] for element in side.find("tr", **{"class": "picked"})] == ["0", "1"]
+    blink = browse(page, "#compare=0,1&blink")
+    shown = blink.find("figure")
+    assert len(shown) == 1 and shown[0][1]["data-showing"] in ("0", "1")  # one place, the two in turn
+    assert blink.viewer_images()[0] in (f"{sweep}/0/result.png", f"{sweep}/1/result.png")
+    assert blink.text(id="mode") == "side by side"
+    failed = browse(page, "#compare=0,2")  # job 2 has no result: nothing to compare
+    assert failed.find("div", id="viewer", hidden="")
+
+
+@needs_browser
+def test_the_filter_box_hides_rows_without_every_word(page):
+    dom = browse(page, "#filter=beta%3D1e4%20completed")
+    hidden = {element[1]["data-job"]: "hidden" in element[1] for element in dom.find("tr") if "data-job" in element[1]}
+    assert hidden == {"0": True, "1": False, "2": True}
+    assert dom.text(id="shown") == "1 of 3 jobs shown"
+    assert dom.find("input", id="filter")[0][1].get("value") is None  # typed text lives in .value, not markup
+    everything = browse(page, "#filter=")
+    assert everything.text(id="shown") == "3 of 3 jobs shown"
+
+
+def test_each_job_shows_its_snapshots_as_a_strip_evenly_spaced_to_the_last(page):
+    strips = re.findall(r'<div class="strip">(.*?)</div>', page.read_text())
+    assert len(strips) == 3
+    iterations = re.findall(r'iter_0*(\d+)\.png"', strips[0])
+    assert [int(n) for n in iterations[::2]] == [10, 30, 40, 60, 70, 90, 100, 120]  # 8 of 12, first and last
+
+
+def test_a_self_contained_gallery_carries_the_inputs_and_the_strip(hostile_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(hostile_sweep, sweep)
+    out = tmp_path / "published"
+    write_gallery(read_sweep(sweep), out, self_contained=True)
+    shutil.rmtree(sweep)
+    text = (out / "index.html").read_text()
+    links = set(re.findall(r'(?:href|src)="([^"]+)"', text))
+    assert {"jobs/0/inputs/content.png", "jobs/0/inputs/style.png"} <= links  # shown above the table
+    assert "jobs/1/snapshots/iter_000120.png" in links
+    for link in links:
+        assert (out / unquote(link)).exists() and not link.startswith(".."), link  # all inside the folder
+    assert len(list((out / "jobs" / "0" / "snapshots").iterdir())) == 8  # only those the strip shows
