@@ -26,9 +26,6 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 import pandas as pd
-import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -38,6 +35,7 @@ from nst_exp.report.labels import setting, value_label
 from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
 from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SNAPSHOTS_DIR, Status
+from nst_exp.tensorboard_run import sweep_task, typed_values
 
 GALLERY_FILE = "index.html"
 CURVES_DIR = "curves"  # one small loss-curve PNG per job, beside index.html
@@ -134,51 +132,6 @@ def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, copy / name)
     return copies
-
-
-def split_choices(text: str) -> list[str]:
-    """"1e3,1e4" -> ["1e3", "1e4"]: a sweep's values as typed, split at the commas outside brackets and quotes."""
-    parts, depth, quote, current = [], 0, "", ""
-    for character in text:
-        if quote:
-            quote = "" if character == quote else quote
-        elif character in "'\"":
-            quote = character
-        elif character in "([{":
-            depth += 1
-        elif character in ")]}":
-            depth -= 1
-        elif character == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-            continue
-        current += character
-    return [*parts, current.strip()]
-
-
-def typed_values(root: Path) -> dict[str, dict[str, str]]:
-    """key -> {the value as a job's overrides record it: as typed}, from the sweep's multirun.yaml.
-
-    Hydra records ``beta=1e3,1e4`` as ``beta=1000.0`` in each job; the command as typed is only in
-    multirun.yaml. Read as plain YAML (nothing resolved); empty where it is missing or unusual.
-    """
-    try:
-        task = yaml.safe_load((root / "multirun.yaml").read_text(encoding="utf-8"))["hydra"]["overrides"]["task"]
-        overrides = OverridesParser.create().parse_overrides([str(line) for line in task])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, HydraException):
-        return {}
-    typed: dict[str, dict[str, str]] = {}
-    for override in overrides:
-        if not override.is_sweep_override():
-            continue
-        try:
-            values = list(override.sweep_string_iterator())
-        except HydraException:  # a range or an interval: no list of typed values
-            continue
-        choices = split_choices(override.input_line.split("=", 1)[1])
-        if len(choices) == len(values):
-            typed[override.get_key_element()] = dict(zip(values, choices))
-    return typed
 
 
 def swept_cell(sweep: Sweep, key: str, job: int, typed_as: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
@@ -346,7 +299,8 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
         job_dirs = {int(job): sweep.job_dir(int(job)) for job in sweep.jobs["job"]}
     numbers = shown_losses(sweep) + eval_columns(sweep.jobs)
     rows, jobs = [], {}
-    typed_as = typed_values(sweep.root)
+    task = sweep_task(sweep.root)  # the sweep as typed: beta=1e3, not the 1000.0 each job records
+    typed_as = typed_values(task)[0] if task is not None else {}
     for job, job_dir in job_dirs.items():
         row, data = job_row(sweep, job, job_dir, out, curves, numbers, typed_as)
         rows.append(row)
