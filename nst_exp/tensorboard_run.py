@@ -17,6 +17,7 @@ import hashlib
 import math
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +29,14 @@ MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of the sweep as typed, in the 
 FINAL_GROUP = "final"  # the sub-run of one-point metrics (eval/*), read by the HParams view
 NAME_LIMIT = 120  # characters of a run's folder name; a longer one is cut and given a hash
 UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-\[\]@]")  # not safe in a folder name on every system
+
+
+@dataclass(frozen=True)
+class Board:
+    """How a run logs to TensorBoard: the settings that vary (key -> value as typed) and whether they name its folder."""
+
+    swept: dict[str, str] = field(default_factory=dict)
+    named: bool = False  # a sweep's job: its events go to <job>/<swept values>/
 
 
 def split_choices(text: str) -> list[str]:
@@ -116,7 +125,7 @@ def swept_values(job_overrides: Sequence[str], task: Sequence[str] | None) -> di
     values = {}
     for override in overrides:
         key = override.get_key_element()
-        if key in constant or key.lstrip("+~").startswith("hydra."):
+        if key in constant or key.lstrip("+~").startswith("hydra.") or key == "resume":
             continue
         value = override.get_value_element_as_str()
         values[key] = typed.get(key, {}).get(value, compact(value))
@@ -131,6 +140,17 @@ def run_name(swept: Mapping[str, str]) -> str:
     if len(name) > NAME_LIMIT:
         name = name[: NAME_LIMIT - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return name
+
+
+def log_dir(out_dir: Path, swept: Mapping[str, str]) -> Path:
+    """Where a run logs: ``out_dir/<run_name>`` (``out_dir`` when nothing is named), or, for a run continued
+    in ``out_dir``, the folder its first session logged to."""
+    earlier = sorted({path.parent for pattern in ("events.out.tfevents.*", "*/events.out.tfevents.*")
+                      for path in Path(out_dir).glob(pattern) if path.parent.name != FINAL_GROUP})
+    if earlier:
+        return earlier[0]
+    name = run_name(swept)
+    return Path(out_dir) / name if name else Path(out_dir)
 
 
 def hparam_value(value: Any) -> bool | float | str:

@@ -134,7 +134,10 @@ def test_killed_job_is_listed_with_its_last_logged_losses(grid_sweep, tmp_path):
 def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
     hparams = SummaryReader(str(grid_sweep), extra_columns={"dir_name"}).hparams
     layers = hparams[hparams["tag"] == "style_layers"].set_index("dir_name")["value"].to_dict()
-    assert layers == {"0": "['relu1_1']", "1": "['relu1_1']", "2": "['relu5_1']"}
+    assert layers == {  # each job's run named by its swept values, as typed
+        "0/style_layers=[relu1_1],image_size=32": "['relu1_1']", "1/style_layers=[relu1_1],image_size=12": "['relu1_1']",
+        "2/style_layers=[relu5_1],image_size=32": "['relu5_1']"}
+    assert set(hparams["tag"]) == {"style_layers", "image_size"}  # the swept keys only; constants are text
 
 
 @pytest.mark.slow
