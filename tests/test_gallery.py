@@ -9,9 +9,12 @@ click is opened through the URL's fragment, which the page honours (``#compare=0
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -150,6 +153,66 @@ def browse(page: Path, fragment: str = "") -> Dom:
     return dom
 
 
+class Browser:
+    """Headless Chromium driven through the DevTools protocol on a pipe (no driver, no network port):
+    the page opened from disk, JavaScript evaluated in it, so a test clicks and types as a person does."""
+
+    def __init__(self, page: Path, profile: Path) -> None:
+        to_browser_read, to_browser_write = os.pipe()
+        from_browser_read, from_browser_write = os.pipe()
+
+        def descriptors() -> None:  # the protocol's pipe is the browser's fd 3 (in) and fd 4 (out)
+            read, write = os.dup(to_browser_read), os.dup(from_browser_write)
+            os.dup2(read, 3)
+            os.dup2(write, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", page.as_uri()],
+            preexec_fn=descriptors, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser_read)
+        os.close(from_browser_write)
+        self.write, self.read, self.buffer, self.count = to_browser_write, from_browser_read, b"", 0
+        target = next(info for info in self.call("Target.getTargets")["targetInfos"] if info["type"] == "page")
+        self.session = self.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+        self.wait_for("document.body && document.body.dataset.ready === 'true'")
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.count += 1
+        message = {"id": self.count, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        os.write(self.write, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 30
+        while True:
+            while b"\0" not in self.buffer:
+                assert select.select([self.read], [], [], max(0.0, deadline - time.monotonic()))[0], f"no reply to {method}"
+                chunk = os.read(self.read, 1 << 16)
+                assert chunk, "the browser closed the pipe"
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.count:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def js(self, expression: str):
+        """The value of ``expression`` in the page; a script error fails the test."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, self.session)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.js(f"Boolean({expression})"):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        os.close(self.write)
+        os.close(self.read)
+
+
 def test_json_in_a_script_element_cannot_end_it():
     text = script_json({"a": SCRIPT_PAYLOAD + "<!-- \u2028 &"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
@@ -226,6 +289,48 @@ def test_the_filter_box_hides_rows_without_every_word(page):
     assert dom.find("input", id="filter")[0][1].get("value") is None  # typed text lives in .value, not markup
     everything = browse(page, "#filter=")
     assert everything.text(id="shown") == "3 of 3 jobs shown"
+
+
+VIEWER = "Array.from(document.querySelectorAll('#viewer img')).map((img) => img.getAttribute('src'))"
+
+
+@needs_browser
+def test_clicks_open_a_result_full_size_compare_two_and_blink(page, tmp_path):
+    browser = Browser(page, tmp_path / "profile")
+    try:
+        sweep = browser.js("document.querySelector('tr[data-job=\"1\"] a.zoom').getAttribute('href')")
+        assert sweep.endswith("/1/result.png")
+        browser.js("document.querySelector('tr[data-job=\"1\"] a.zoom').click()")  # a click, not the link
+        assert browser.js("document.getElementById('viewer').hidden") is False
+        assert browser.js(VIEWER) == [sweep] and browser.js("location.pathname").endswith("index.html")
+        browser.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
+        assert browser.js("document.getElementById('viewer').hidden") is True
+
+        browser.js("document.querySelector('input.pick[data-job=\"1\"]').click()")
+        assert browser.js("document.getElementById('compare').disabled") is True  # one picked
+        browser.js("document.querySelector('input.pick[data-job=\"0\"]').click()")
+        browser.js("document.getElementById('compare').click()")
+        browser.wait_for("document.querySelectorAll('#viewer img').length === 2")
+        assert browser.js(VIEWER) == [sweep, sweep.replace("/1/", "/0/")]  # in the order picked
+        browser.js("document.getElementById('mode').click()")  # blink
+        browser.wait_for("document.querySelectorAll('#viewer img').length === 1")
+        first = browser.js(VIEWER)
+        browser.wait_for(f"{VIEWER}[0] !== {json.dumps(first[0])}", seconds=5)  # the other one, in the same place
+        assert {first[0], browser.js(VIEWER)[0]} == {sweep, sweep.replace("/1/", "/0/")}
+        browser.js("document.getElementById('close').click()")
+        assert browser.js("document.getElementById('viewer').hidden") is True
+
+        browser.js("const box = document.getElementById('filter'); box.value = 'FAILED boom';"
+                   "box.dispatchEvent(new Event('input'))")
+        assert browser.js("Array.from(document.querySelectorAll('tbody tr')).filter((row) => !row.hidden)"
+                          ".map((row) => row.dataset.job)") == ["2"]
+        browser.js("document.querySelector('thead th:nth-child(2)').click();"
+                   "document.querySelector('thead th:nth-child(2)').click()")  # job, descending
+        assert browser.js("Array.from(document.querySelectorAll('tbody tr')).map((row) => row.dataset.job)") \
+            == ["2", "1", "0"]
+        assert browser.js("document.title").startswith("Sweep ")
+    finally:
+        browser.close()
 
 
 def test_each_job_shows_its_snapshots_as_a_strip_evenly_spaced_to_the_last(page):
