@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nst_exp.report.sweep import read_scalars
 from nst_exp.run import run
-from nst_exp.tensorboard_run import compact, run_name, split_choices, sweep_task, swept_values, typed_values
+from nst_exp.tensorboard_run import compact, log_dir, run_name, split_choices, sweep_task, swept_values, typed_values
 
 SWEPT = {"beta": "1e3", "log.progress": "false"}
 NAME = "beta=1e3,log.progress=false"
@@ -101,3 +101,12 @@ def test_run_names_use_the_values_typed_and_stay_safe_folder_names(tmp_path):
     assert run_name({}) == "" and swept_values(["image_size=64"], task) == {}  # a constant names nothing
     assert split_choices("'a,b',[1,2]") == ["'a,b'", "[1,2]"] and compact("1e-07") == "1e-7"
     assert typed_values(["beta=range(1,3)"])[0] == {"beta": {}}  # a range: values named as Hydra wrote them
+
+
+def test_a_continued_run_logs_where_its_first_session_did(tmp_path):
+    assert log_dir(tmp_path, {"beta": "1e3"}) == tmp_path / "beta=1e3"
+    assert log_dir(tmp_path, {}) == tmp_path  # a single run: its own folder, as before
+    (tmp_path / "beta=1e3" / "final").mkdir(parents=True)
+    (tmp_path / "beta=1e3" / "events.out.tfevents.1").write_bytes(b"")
+    (tmp_path / "beta=1e3" / "final" / "events.out.tfevents.2").write_bytes(b"")
+    assert log_dir(tmp_path, {"resume": "x"}) == tmp_path / "beta=1e3"  # resume=: the same run, not a new one
