@@ -83,8 +83,9 @@ class TensorBoardLogger:
             for name, image in (inputs or {}).items():
                 self.writer.add_image(f"inputs/{name}", image[0].detach().clamp(0, 1).cpu(), 0)
         self.scalars_every, self.image_every = scalars_every, image_every
-        metrics = [tag for tag in HPARAM_METRICS if not is_one_point(tag)]
-        for summary in tensorboard_run.hparams_summaries(row, metrics, [tag for tag in HPARAM_METRICS if is_one_point(tag)]):
+        curves = [tag for tag in HPARAM_METRICS if not is_one_point(tag)]
+        scores = [tag for tag in HPARAM_METRICS if is_one_point(tag)]
+        for summary in tensorboard_run.hparams_summaries(row, curves, scores):
             self.writer.file_writer.add_summary(summary)
 
     def on_step(self, step: Step) -> None:

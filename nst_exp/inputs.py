@@ -64,7 +64,7 @@ class StageInputs:
         return StageInputs(self.content.to(device), self.network_content.to(device), moved)
 
     def named_images(self, used: Collection[str] = ("content", "style")) -> dict[str, Tensor]:
-        """{"content": ..., "style": ...} (``style_<name>`` for several) of the images in ``used``, as the network sees them."""
+        """The images in ``used`` as the network sees them: {"content": ..., "style": ...} (``style_<name>`` for several)."""
         named = {"content": self.content} if "content" in used else {}
         several = len(self.styles) > 1
         for target in self.styles if "style" in used else ():
