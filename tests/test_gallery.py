@@ -24,8 +24,8 @@ import pytest
 import yaml
 from conftest import pattern_image
 
-from nst_exp.report import read_sweep, report
-from nst_exp.report.gallery import CURVE_COLOURS, curve_key, write_gallery
+from nst_exp.report import Sweep, read_sweep
+from nst_exp.report.gallery import CURVE_COLOURS, curve_key, swept_cell, write_gallery
 from nst_exp.report.gallery_page import script_json
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
@@ -37,6 +37,15 @@ PAYLOAD = """<img src=x onerror="document.title='pwned'">"""
 SCRIPT_PAYLOAD = "</script><script>document.title='pwned'</script>"
 EVIL_METRIC = f"eval/{PAYLOAD}"
 BETAS = ("1e3", "1e4", "1e5")
+
+
+def fake_ratio_sweep() -> Sweep:
+    """Two jobs over a config group whose ratios differ: each label is the option and its alpha/beta."""
+    jobs = pd.DataFrame({"job": [0, 1], "dir": ["0", "1"], "style": ["the_scream", "starry_night"],
+                         "status": "completed", "alpha/beta": [1e-7, 1e-6]})
+    settings = {0: {"alpha": 1.0, "beta": 1e7}, 1: {"alpha": 1.0, "beta": 1e6}}
+    choices = {0: {"style": "the_scream"}, 1: {"style": "starry_night"}}
+    return Sweep(Path("."), jobs, pd.DataFrame(columns=["job", "tag", "step", "value"]), ["style"], settings, choices)
 
 
 def write_job(root: Path, num: int, overrides: list[str], config: dict, metrics: dict | None,
@@ -256,6 +265,9 @@ def test_the_swept_beta_shows_the_value_typed_whole(page):
     shown = [element for element in dom.find("span", **{"class": "nowrap"}) if element[2] and element[2][0] in BETAS]
     assert [element[2][0] for element in shown] == list(BETAS)  # 1e3, not 1000.0 nor alpha/beta
     assert ".nowrap { white-space: nowrap; }" in page.read_text()
+    sweep = fake_ratio_sweep()
+    cell, _ = swept_cell(sweep, "style", 0, {})
+    assert '<span class="nowrap">alpha/beta = 1e-7</span>' in cell  # a config group's label: option, then ratio
 
 
 @needs_browser
@@ -329,6 +341,23 @@ def test_clicks_open_a_result_full_size_compare_two_and_blink(page, tmp_path):
         assert browser.js("Array.from(document.querySelectorAll('tbody tr')).map((row) => row.dataset.job)") \
             == ["2", "1", "0"]
         assert browser.js("document.title").startswith("Sweep ")
+    finally:
+        browser.close()
+
+
+@needs_browser
+def test_a_ratio_label_stays_on_one_line_in_a_narrow_window(tmp_path):
+    sweep = fake_ratio_sweep()
+    sweep.root = tmp_path / "sweep"
+    write_gallery(sweep, tmp_path / "out")
+    browser = Browser(tmp_path / "out" / "index.html", tmp_path / "profile")
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride",
+                     {"width": 320, "height": 600, "deviceScaleFactor": 1, "mobile": False}, browser.session)
+        lines = browser.js("Array.from(document.querySelectorAll('td span.nowrap'))"
+                           ".filter((span) => span.textContent.startsWith('alpha/beta'))"
+                           ".map((span) => [span.textContent, span.getClientRects().length])")
+        assert lines == [["alpha/beta = 1e-7", 1], ["alpha/beta = 1e-6", 1]]  # not "1e-" / "7"
     finally:
         browser.close()
 

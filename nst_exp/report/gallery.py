@@ -44,6 +44,7 @@ PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, f"{RECORD_DIR}/config.yaml", f"{RE
 # Hex, which both matplotlib and a browser read (a browser ignores matplotlib's "tab:blue")
 CURVE_COLOURS = {"loss/total": "#000000", "loss/content": "#1f77b4", "loss/style": "#ff7f0e"}
 SNAPSHOT_NAME = re.compile(r"iter_(\d+)\.png")  # nst_exp.callbacks.Snapshots' names
+NOWRAP_LIMIT = 32  # characters of a swept value's label kept on one line
 STRIP_SNAPSHOTS = 8  # at most this many of a job's snapshots in its strip (evenly spaced, the last included)
 
 def link(target: Path, base: Path) -> str:
@@ -148,7 +149,9 @@ def swept_cell(sweep: Sweep, key: str, job: int, typed_as: Mapping[str, Mapping[
     else:
         sort = str(list(dict.fromkeys(sweep.jobs[key])).index(row[key]))  # the order the sweep listed its values
         lines = value_label(sweep, key, job).split("\n")
-    label = "<br>".join(f'<span class="nowrap">{html.escape(line)}</span>' for line in lines)  # 1e-7 stays whole
+    # "alpha/beta = 1e-7" and other short values stay on one line (a browser breaks "1e-" / "7"); long text wraps
+    label = "<br>".join(f'<span class="nowrap">{html.escape(line)}</span>' if len(line) <= NOWRAP_LIMIT
+                        else html.escape(line) for line in lines)
     title = html.escape(f"{key}={typed}")
     return f'<td data-sort="{html.escape(sort)}" title="{title}">{label}</td>', f"{key}={typed} {' '.join(lines)}"
 
