@@ -35,6 +35,7 @@ from nst_exp.lock import RunDirInUse
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
+from nst_exp.tensorboard_run import swept_values, sweep_task
 from nst_exp.validation import validate
 
 log = logging.getLogger("nst_exp")
@@ -87,9 +88,9 @@ def job(cfg: DictConfig) -> objective.Value:
 
         if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
             cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
-        result = run(
-            cfg, out_dir, list(hydra_cfg.overrides.task), multirun, on_accept=record.write, waiting_since=waiting_since
-        )
+        task = list(hydra_cfg.overrides.task)
+        swept = swept_values(task, sweep_task(hydra_cfg.sweep.dir) if multirun else None)  # they name its run
+        result = run(cfg, out_dir, task, multirun, on_accept=record.write, waiting_since=waiting_since, swept=swept)
         return objective.select(result.metrics, cfg.objective, cfg.objective_weights)
     except NstError as error:
         log.error("%s", error)

@@ -11,10 +11,12 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
-from nst_exp import checkpoint, images, progress
+from nst_exp import checkpoint, images, progress, tensorboard_run
 from nst_exp.evaluate import scores
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
 from nst_exp.results import FINAL_VALUES
+
+EVAL_PREFIX = "eval/"  # the picture scores (nst_exp.evaluate): one value per run
 from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -46,33 +48,45 @@ class Evaluation:
 class TensorBoardLogger:
     """Scalars every ``scalars_every`` steps, the image every ``image_every``, HParams at start and end.
 
-    ``texts`` (tag -> markdown) are written once at the start, e.g. which network ran. A run
-    continued from iteration ``start`` makes TensorBoard drop what an earlier session in the
+    ``log_dir`` is the run's folder as TensorBoard names it (nst_exp.tensorboard_run: a sweep's job
+    logs into ``<job>/<swept values>/``). ``settings``: the run's config flattened to dotted keys;
+    ``swept``: the keys that vary (key -> value as typed), the only ones in the HParams row, where
+    the final values follow them; the other settings are one text table. ``texts`` (tag ->
+    markdown, e.g. which network ran) and ``inputs`` (name -> image, the content and style images
+    as the network sees them) are written once, at the start of the run's first session.
+    The one-point picture scores (``eval/*``) go to the ``final`` sub-run, out of the run's curves.
+    A run continued from iteration ``start`` makes TensorBoard drop what an earlier session in the
     same directory logged after it (``purge_step``), so no step appears twice.
     """
 
     def __init__(
         self,
         log_dir: Path,
-        hparams: Mapping[str, Any],
+        settings: Mapping[str, Any],
         scalars_every: int,
         image_every: int,
         texts: Mapping[str, str] | None = None,
         start: int = 0,
+        swept: Mapping[str, str] | None = None,
+        inputs: Mapping[str, Tensor] | None = None,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads with the first run that logs to it
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        resumed = start > 0 or any(Path(log_dir).glob("events.out.tfevents.*"))
+        self.log_dir = Path(log_dir)
+        resumed = start > 0 or any(self.log_dir.glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start + 1 if resumed else None)
-        for tag, text in (texts or {}).items() if not resumed else ():
-            self.writer.add_text(tag, text, 0)
+        self._final = None  # the writer of the ``final`` sub-run, opened when a score is logged
+        row, constants = tensorboard_run.split_settings(settings, swept or {})
+        if not resumed:
+            for tag, text in {**(texts or {}), "settings": tensorboard_run.constants_text(constants)}.items():
+                self.writer.add_text(tag, text, 0)
+            for name, image in (inputs or {}).items():
+                self.writer.add_image(f"inputs/{name}", image[0].detach().clamp(0, 1).cpu(), 0)
         self.scalars_every, self.image_every = scalars_every, image_every
-        experiment, session_start, self._session_end = hparams_summaries(
-            dict(hparams), {tag: math.nan for tag in HPARAM_METRICS}
-        )
-        self.writer.file_writer.add_summary(experiment)
-        self.writer.file_writer.add_summary(session_start)
+        curves = [tag for tag in HPARAM_METRICS if not is_one_point(tag)]
+        scores = [tag for tag in HPARAM_METRICS if is_one_point(tag)]
+        for summary in tensorboard_run.hparams_summaries(row, curves, scores):
+            self.writer.file_writer.add_summary(summary)
 
     def on_step(self, step: Step) -> None:
         if self.scalars_every and step.iteration % self.scalars_every == 0:
@@ -96,10 +110,28 @@ class TensorBoardLogger:
     def on_end(self, outcome: Outcome) -> None:
         if outcome.status != INTERRUPTED:  # an interrupted run logs its next step when it is resumed
             for tag, value in outcome.values.items():
-                self.writer.add_scalar(tag, value, outcome.iterations + 1)
+                if is_one_point(tag):
+                    self.final_writer().add_scalar(tag, value, outcome.iterations + 1)
+                else:
+                    self.writer.add_scalar(tag, value, outcome.iterations + 1)
             self.writer.add_image("image", outcome.image[0].clamp(0, 1).cpu(), outcome.iterations + 1)
-        self.writer.file_writer.add_summary(self._session_end)
+        self.writer.file_writer.add_summary(tensorboard_run.session_end(outcome.status == COMPLETED))
         self.writer.close()
+        if self._final is not None:
+            self._final.close()
+
+    def final_writer(self) -> Any:
+        """The ``final`` sub-run's writer: the HParams view reads the scores there; no curve card mixes them in."""
+        if self._final is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._final = SummaryWriter(log_dir=str(self.log_dir / tensorboard_run.FINAL_GROUP))
+        return self._final
+
+
+def is_one_point(tag: str) -> bool:
+    """A value a run logs once, at its end (the picture scores, ``eval/*``): a metric, not a curve."""
+    return tag.startswith(EVAL_PREFIX)
 
 
 class ProgressBar:

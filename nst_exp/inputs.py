@@ -63,17 +63,23 @@ class StageInputs:
         ]
         return StageInputs(self.content.to(device), self.network_content.to(device), moved)
 
+    def named_images(self, used: Collection[str] = ("content", "style")) -> dict[str, Tensor]:
+        """The images in ``used`` as the network sees them: {"content": ..., "style": ...} (``style_<name>`` for several)."""
+        named = {"content": self.content} if "content" in used else {}
+        several = len(self.styles) > 1
+        for target in self.styles if "style" in used else ():
+            named[f"style_{target.name}" if several else "style"] = target.image
+        return named
+
     def save(self, out_dir: Path, used: Collection[str] = ("content", "style")) -> None:
         """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them.
 
         Only the images in ``used`` (results.inputs_used): a run keeps no copy of one it was not made with.
         """
         folder = Path(out_dir) / INPUTS_DIR
-        if "content" in used:
-            images.save(self.content, folder / "content.png")
-        several = len(self.styles) > 1
+        for name, image in self.named_images(used).items():
+            images.save(image, folder / f"{name}.png")
         for target in self.styles if "style" in used else ():
-            images.save(target.image, folder / (f"style_{target.name}.png" if several else "style.png"))
             if target.guide is not None:
                 images.save(target.guide.expand(1, 3, -1, -1), folder / f"mask_{target.name}.png")
 

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_exp import images, memory
+from nst_exp import images, memory, tensorboard_run
 from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import fingerprint
@@ -43,6 +43,7 @@ from nst_exp.problem import Problem
 from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, inputs_used, read_metrics, write_json
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import Stage, plan, synthesise
+from nst_exp.tensorboard_run import Board
 from nst_exp.startup import FirstIteration, StartUp
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run(
     on_accept: Callable[[Path], None] | None = None,
     dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
     waiting_since: float | None = None,
+    swept: Mapping[str, str] | None = None,
 ) -> Result:
     """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
@@ -72,14 +74,17 @@ def run(
     ``dir_setting`` is how the caller chooses another directory, for messages.
     ``waiting_since``: the ``time.perf_counter()`` moment the user's wait began, which
     ``seconds_to_first_iteration`` counts from (the command line passes the process
-    start); None: this call.
+    start); None: this call. ``swept``: the settings that vary between the runs compared (key -> value
+    as typed; default: ``overrides``), which name a sweep's job in TensorBoard and head its HParams row.
     """
     started = time.perf_counter()
+    swept = dict(swept) if swept is not None else tensorboard_run.swept_values(overrides, None)
+    board = Board(swept, named=multirun)
     startup = StartUp(asked=started if waiting_since is None else waiting_since, called=started)
     validate(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else (Path(out_dir) if out_dir is not None else None)
     if run_dir is None:
-        return synthesise_run(Continuation(cfg, None), overrides, given, startup)
+        return synthesise_run(Continuation(cfg, None), overrides, given, startup, board)
     if cfg.resume:
         check_run_dir(run_dir)  # before the lock creates anything there
     with RunLock(run_dir):
@@ -89,11 +94,12 @@ def run(
             return result_in(run_dir)
         if on_accept is not None:
             on_accept(run_dir)
-        return synthesise_run(where, overrides, given, startup)
+        return synthesise_run(where, overrides, given, startup, board)
 
 
 def synthesise_run(
-    where: Continuation, overrides: Sequence[str], given: Mapping[str, Image.Image] | None, startup: StartUp
+    where: Continuation, overrides: Sequence[str], given: Mapping[str, Image.Image] | None, startup: StartUp,
+    board: Board,
 ) -> Result:
     """Set up, synthesise and write the results of a run that is not finished yet."""
     cfg, out_dir = where.cfg, where.out_dir
@@ -142,7 +148,9 @@ def synthesise_run(
     startup.targets = time.perf_counter() - targets
     writers, checkpointer, start = [], None, None
     if out_dir is not None:
-        writers, checkpointer, start = run_files(cfg, out_dir, where, problem, stages, network, speed, final, device, used)
+        writers, checkpointer, start = run_files(
+            cfg, out_dir, where, problem, stages, network, speed, final, device, used, board
+        )
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
     # Evaluation first: the others log its scores; FirstIteration before the writers: their logging is not the step.
     callbacks: list[Callback] = [evaluation, FirstIteration(startup), *writers, progress]
@@ -178,16 +186,20 @@ def run_files(
     final: StageInputs,
     device: torch.device,
     used: frozenset[str],
+    board: Board,
 ) -> tuple[list[Callback], Checkpointer | None, Any]:
     """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start.
 
-    ``used``: the inputs the result is made with (results.inputs_used), the only ones saved under inputs/.
+    ``used``: the inputs the result is made with (results.inputs_used), the only ones saved under inputs/
+    and logged to TensorBoard.
     """
     final.save(out_dir, used)
     hparams = {**hparams_of(cfg), "precision_used": speed.precision_used, "channels_last_used": speed.channels_last_used}
     about = {"network": summary(cfg.model.name, cfg.model.description, network)}
+    log_dir = tensorboard_run.log_dir(out_dir, board.swept if board.named else {})
     writers: list[Callback] = [
-        TensorBoardLogger(out_dir, hparams, cfg.log.scalars_every, cfg.log.image_every, about, where.iteration),
+        TensorBoardLogger(log_dir, hparams, cfg.log.scalars_every, cfg.log.image_every, about, where.iteration,
+                          board.swept, final.named_images(used)),
         Snapshots(out_dir, cfg.log.image_every),
     ]
     if len(stages) > 1:  # a checkpoint holds one image size: coarse-to-fine runs are not checkpointed

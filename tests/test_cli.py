@@ -50,7 +50,7 @@ def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
     assert {"loss/total", "loss/content", "loss/style", *(f"loss/style/{l}" for l in layers)} <= tags
     steps = [e.step for e in events.Scalars("loss/total")]
     assert steps[:4] == [1, 2, 3, 4]
-    assert events.Tags()["images"] == ["image"]
+    assert sorted(events.Tags()["images"]) == ["image", "inputs/content", "inputs/style"]  # the inputs once
     hparams = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
     assert b"image_size" in hparams["_hparams_/session_start_info"]

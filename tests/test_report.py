@@ -139,7 +139,10 @@ def test_killed_job_is_listed_with_its_last_logged_losses(grid_sweep, tmp_path):
 def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
     hparams = SummaryReader(str(grid_sweep), extra_columns={"dir_name"}).hparams
     layers = hparams[hparams["tag"] == "style_layers"].set_index("dir_name")["value"].to_dict()
-    assert layers == {"0": "['relu1_1']", "1": "['relu1_1']", "2": "['relu5_1']"}
+    assert layers == {  # each job's run named by its swept values, as typed
+        "0/style_layers=[relu1_1],image_size=32": "['relu1_1']", "1/style_layers=[relu1_1],image_size=12": "['relu1_1']",
+        "2/style_layers=[relu5_1],image_size=32": "['relu5_1']"}
+    assert set(hparams["tag"]) == {"style_layers", "image_size"}  # the swept keys only; constants are text
 
 
 @pytest.mark.slow
@@ -277,7 +280,7 @@ def test_job_curves_leave_out_a_term_the_run_did_not_have(tmp_path):
             patch("matplotlib.axes.Axes.set_yscale", side_effect=scales.append):
         curves = plot_job_curves(sweep, tmp_path / "curves")
     assert list(curves) == [0] and curves[0].is_file()
-    assert drawn == ["black", "tab:blue"] and scales == ["log"]  # no flat style line; the log scale kept
+    assert drawn == ["#000000", "#1f77b4"] and scales == ["log"]  # no flat style line; the log scale kept
 
 
 def test_network_label_names_a_trained_network_by_its_description_without_machine_paths():
@@ -450,7 +453,8 @@ def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tm
         assert json.loads((copy / "metrics.json").read_text())["status"] == "completed"
     assert not (out / "jobs" / "3" / "result.png").exists()  # the failed job wrote none
     assert json.loads((out / "jobs" / "3" / "metrics.json").read_text())["status"] == "failed"
-    assert not list((out / "jobs").glob("*/snapshots")) and not list((out / "jobs").glob("*/inputs"))
+    assert {path.name for path in (out / "jobs" / "0" / "inputs").iterdir()} == {"content.png", "style.png"}
+    assert not list((out / "jobs").glob("*/*.pt")) and not list((out / "jobs").glob("*/events.out.tfevents.*"))
 
     shutil.rmtree(sweep)
     moved = tmp_path / "elsewhere"

@@ -9,10 +9,12 @@ tbparse) into one pandas DataFrame and writes, into ``<sweep>/report/`` unless `
 - ``figure.png``: the result images in a grid laid out by the swept keys;
 - ``losses.png``: the loss curves of all jobs, coloured by the swept keys;
 - ``tradeoff.png``: content SSIM against style SWD per job, when metrics.json has them;
-- ``index.html``: every job in one sortable table with its picture, numbers, loss curve
-  (``curves/``) and links to its files; it opens from disk, and its links are relative.
-  ``--self-contained`` copies each job's result, metrics.json and config into ``jobs/``
-  beside it and links to those, so the report folder can be published on its own.
+- ``index.html``: every job in one sortable, filterable table with its picture (click: full
+  size; tick two: side by side or blinking), numbers, loss curve (``curves/``), snapshot strip
+  and links to its files; it opens from disk, and its links are relative.
+  ``--self-contained`` copies each job's result, metrics.json, config, content and style
+  images and the strip's snapshots into ``jobs/`` beside it and links to those, so the
+  report folder can be published on its own.
 
 The swept keys are read from the sweep itself: the override keys whose values differ
 between jobs, in the order Hydra swept them. Jobs that failed or were cut short are

@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
     parser.add_argument("--self-contained", action="store_true",
-                        help="copy each job's result.png, metrics.json and config into <out>/jobs/ (replacing it) "
-                             "and link the gallery to the copies, so the report folder can be moved or published "
-                             "on its own; snapshots, checkpoints and input images stay in the sweep")
+                        help="copy each job's result.png, metrics.json, config, content and style images and the "
+                             "snapshots its strip shows into <out>/jobs/ (replacing it) and link the gallery to the "
+                             "copies, so the report folder can be moved or published on its own; checkpoints, event "
+                             "files and the other snapshots stay in the sweep")
     parser.add_argument("--no-scalars", action="store_true",
                         help="do not write scalars.csv (every logged loss per job and step; megabytes for a long "
                              "sweep, and TensorBoard reads the same values from the sweep)")

@@ -1,18 +1,25 @@
 """index.html: every job of a sweep on one page that opens from disk in any browser.
 
-One row per job: its result (a thumbnail linking to the full-size result.png), its swept
-settings as the paper labels them, status, final losses, picture metrics, a small loss
-curve, and links to its snapshots, metrics.json and resolved config. Every column sorts
-by clicking its header (a few lines of inline JavaScript); nothing is fetched from a
-server or the network, and every link is relative, so the sweep's folder can be moved or
-copied whole. With ``self_contained`` the page links to copies of each job's result,
-metrics.json and config under ``jobs/`` beside it instead, so the report folder stands alone.
+One row per job: its result (a thumbnail; click it to see it full size, tick two to compare
+them side by side or blinking in one place), its swept settings (alpha and beta as typed, the
+others as the paper labels them), status, final losses (a term 0 for every job left out),
+picture metrics, a small loss curve, a strip of its snapshots, and links to its metrics.json
+and resolved config. Columns sort by their header, a filter box keeps the rows holding every
+word typed (gallery_page holds the page's script and style). Nothing is fetched from a server
+or the network and every link is relative, so the sweep's folder can be moved or copied whole.
+With ``self_contained`` the page links to copies of what it shows of each job (result,
+metrics.json, config, content and style images, the strip's snapshots) under ``jobs/`` beside
+it, so the report folder stands alone.
+
+Every string from a run (a metric key, a config value, a message) is untrusted: escaped with
+``html.escape`` in text and attributes, and embedded in the page's JSON with ``</`` escaped.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,59 +30,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nst_exp.report.figures import inputs_that_vary
-from nst_exp.report.labels import value_label
+from nst_exp.report.gallery_page import STYLE, script, script_json
+from nst_exp.report.labels import setting, value_label
 from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
 from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SNAPSHOTS_DIR, Status
+from nst_exp.tensorboard_run import sweep_task, typed_values
 
 GALLERY_FILE = "index.html"
 CURVES_DIR = "curves"  # one small loss-curve PNG per job, beside index.html
 JOBS_DIR = "jobs"  # self-contained reports: each job's published files, jobs/<job>/..., beside index.html
 PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, f"{RECORD_DIR}/config.yaml", f"{RECORD_DIR}/overrides.yaml")
-CURVE_COLOURS = {"loss/total": "black", "loss/content": "tab:blue", "loss/style": "tab:orange"}
-
-SORT_SCRIPT = """
-for (const table of document.querySelectorAll("table.sortable")) {
-  table.querySelectorAll("thead th").forEach((th, column) => th.addEventListener("click", () => {
-    const descending = th.getAttribute("aria-sort") === "ascending";
-    table.querySelectorAll("thead th").forEach((other) => other.removeAttribute("aria-sort"));
-    th.setAttribute("aria-sort", descending ? "descending" : "ascending");
-    const key = (row) => row.cells[column].dataset.sort ?? row.cells[column].textContent.trim();
-    const rows = Array.from(table.tBodies[0].rows).sort((a, b) => {
-      const x = key(a), y = key(b);
-      if (x === "" || y === "") return (x === "") - (y === "");  // blanks last, either way
-      const numbers = x.trim() !== "" && !isNaN(x) && !isNaN(y);
-      const order = numbers ? Number(x) - Number(y) : x.localeCompare(y, undefined, {numeric: true});
-      return descending ? -order : order;
-    });
-    table.tBodies[0].append(...rows);
-  }));
-}
-"""
-
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
-h1 { font-size: 1.3em; margin: 0 0 0.3em; } h2 { font-size: 1.1em; margin: 1.5em 0 0; }
-.about { margin: 0 0 1em; } .about p { margin: 0.15em 0; }
-.inputs img { height: 96px; margin-right: 0.5em; vertical-align: top; border: 1px solid #ccc; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ddd; padding: 4px 6px; vertical-align: middle; }
-thead th { position: sticky; top: 0; background: #f3f3f3; cursor: pointer; user-select: none; }
-thead th:hover { background: #e6e6e6; }
-thead th[aria-sort="ascending"]::after { content: " \\25B2"; }
-thead th[aria-sort="descending"]::after { content: " \\25BC"; }
-tbody tr:nth-child(even) { background: #fafafa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.result img { display: block; width: 112px; height: auto; max-height: 160px; object-fit: contain; }
-td.curve img { display: block; width: 176px; }
-.figures img { display: block; max-width: 100%; margin: 0.5em 0 1.5em; border: 1px solid #ddd; }
-.none { display: inline-block; width: 112px; padding: 40px 0; text-align: center; background: #e0e0e0;
-        color: #555; font-size: 12px; }
-.status-completed { color: #1a7f37; } .status-other { color: #b42318; font-weight: 600; }
-.message { display: block; min-width: 140px; max-width: 220px; color: #555; font-size: 12px; }
-.key { font-size: 12px; font-weight: normal; }
-"""
-
+# Hex, which both matplotlib and a browser read (a browser ignores matplotlib's "tab:blue")
+CURVE_COLOURS = {"loss/total": "#000000", "loss/content": "#1f77b4", "loss/style": "#ff7f0e"}
+SNAPSHOT_NAME = re.compile(r"iter_(\d+)\.png")  # nst_exp.callbacks.Snapshots' names
+NOWRAP_LIMIT = 32  # characters of a swept value's label kept on one line
+STRIP_SNAPSHOTS = 8  # at most this many of a job's snapshots in its strip (evenly spaced, the last included)
 
 def link(target: Path, base: Path) -> str:
     """``target`` relative to the folder ``base`` as a URL path, so the page works after a move."""
@@ -126,39 +96,94 @@ def plot_job_curves(sweep: Sweep, folder: Path, tags: tuple[str, ...] = HEADLINE
     return written
 
 
-def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
-    """Copy each job's result.png, metrics.json and config into ``folder/<job>/``; job -> its copy.
+def snapshot_strip(folder: Path) -> list[Path]:
+    """Up to ``STRIP_SNAPSHOTS`` of the PNGs in ``folder`` in iteration order, evenly spaced, the last included."""
+    def order(path: Path) -> tuple[int, str]:
+        match = SNAPSHOT_NAME.fullmatch(path.name)
+        return (int(match.group(1)) if match else -1), path.name
 
-    What a reader needs to judge a job and run it again; snapshots, checkpoints, event files
-    and the input images stay with the sweep. ``folder`` is replaced, so no job of an
-    earlier report lingers in it.
+    found = sorted((path for path in folder.glob("*.png") if path.is_file() and not path.is_symlink()),
+                   key=order) if folder.is_dir() else []
+    if len(found) > STRIP_SNAPSHOTS:
+        last = len(found) - 1
+        found = [found[round(i * last / (STRIP_SNAPSHOTS - 1))] for i in range(STRIP_SNAPSHOTS)]
+    return found
+
+
+def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
+    """Copy what the page shows of each job into ``folder/<job>/``; job -> its copy.
+
+    Its result.png, metrics.json and config, the content and style images it was made
+    with (``inputs/``), and the snapshots its strip shows: what a reader needs to judge a
+    job and run it again. Checkpoints, event files and the other snapshots stay with the
+    sweep. A link in the sweep is not followed (nothing from outside it is published).
+    ``folder`` is replaced, so no job of an earlier report lingers in it.
     """
     shutil.rmtree(folder, ignore_errors=True)
     copies: dict[int, Path] = {}
     for job in sweep.jobs["job"]:
         copies[int(job)] = copy = folder / str(job)
-        for name in PUBLISHED_FILES:
-            source = sweep.job_dir(int(job)) / name
-            if source.is_file():
+        source_dir = sweep.job_dir(int(job))
+        inputs = sorted((source_dir / INPUTS_DIR).glob("*.png")) if (source_dir / INPUTS_DIR).is_dir() else []
+        names = [*PUBLISHED_FILES, *(path.relative_to(source_dir).as_posix() for path in inputs),
+                 *(path.relative_to(source_dir).as_posix() for path in snapshot_strip(source_dir / SNAPSHOTS_DIR))]
+        for name in names:
+            source = source_dir / name
+            if source.is_file() and not source.is_symlink():
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, copy / name)
     return copies
 
 
-def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[int, Path], numbers: list[str]) -> str:
-    """One ``<tr>``: result, job, swept settings, status, numbers, loss curve, links to the files in ``job_dir``."""
+def swept_cell(sweep: Sweep, key: str, job: int, typed_as: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """(``<td>``, filter text) of a swept key: alpha and beta as typed, other values as the paper labels them."""
     row = sweep.jobs.loc[job]
+    typed = typed_as.get(key, {}).get(str(row[key]), str(row[key]))
+    if key in ("alpha", "beta"):
+        value = typed if typed else f"{setting(sweep.settings.get(job, {}), key)} (not set)"
+        try:
+            sort = repr(float(typed))  # numbers sort as numbers: 1e3 before 1e4
+        except ValueError:
+            sort = ""
+        lines = [value]
+    else:
+        sort = str(list(dict.fromkeys(sweep.jobs[key])).index(row[key]))  # the order the sweep listed its values
+        lines = value_label(sweep, key, job).split("\n")
+    # "alpha/beta = 1e-7" and other short values stay on one line (a browser breaks "1e-" / "7"); long text wraps
+    label = "<br>".join(f'<span class="nowrap">{html.escape(line)}</span>' if len(line) <= NOWRAP_LIMIT
+                        else html.escape(line) for line in lines)
+    title = html.escape(f"{key}={typed}")
+    return f'<td data-sort="{html.escape(sort)}" title="{title}">{label}</td>', f"{key}={typed} {' '.join(lines)}"
+
+
+def job_caption(sweep: Sweep, job: int, typed_as: Mapping[str, Mapping[str, str]]) -> str:
+    """"job 3: beta=1e3, style=the_scream": how the viewer names a job."""
+    values = ", ".join(f"{key}={typed_as.get(key, {}).get(str(value), value)}"
+                       for key, value in sweep.jobs.loc[job, sweep.swept].items())
+    return f"job {job}: {values}" if values else f"job {job}"
+
+
+def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[int, Path], numbers: list[str],
+            typed_as: Mapping[str, Mapping[str, str]]) -> tuple[str, dict[str, Any]]:
+    """(one ``<tr>``, the job for the page's script): result, job, swept settings, status, numbers, loss curve,
+    snapshots, links to the files in ``job_dir``. Every string from the run is escaped."""
+    row = sweep.jobs.loc[job]
+    caption = job_caption(sweep, job, typed_as)
     result = job_dir / RESULT_FILE
+    data: dict[str, Any] = {"label": caption, "result": None}
     if result.is_file():
-        href = link(result, out)
-        picture = f'<a href="{href}"><img src="{href}" alt="result of job {job}" loading="lazy"></a>'
+        data["result"] = href = link(result, out)
+        picture = (f'<a class="zoom" href="{href}" data-caption="{html.escape(caption)}">'
+                   f'<img src="{href}" alt="result of job {job}" loading="lazy"></a>'
+                   f'<label><input type="checkbox" class="pick" data-job="{job}"> compare</label>')
     else:
         picture = '<span class="none">no result.png</span>'
     cells = [cell(picture, job, "result"), cell(str(job), job, "num")]
+    search = [f"job {job}"]
     for key in sweep.swept:
-        rank = list(dict.fromkeys(sweep.jobs[key])).index(row[key])  # the order the sweep listed its values
-        label = html.escape(value_label(sweep, key, job)).replace("\n", "<br>")
-        cells.append(f'<td data-sort="{rank}" title="{html.escape(f"{key}={row[key]}")}">{label}</td>')
+        swept, text = swept_cell(sweep, key, job, typed_as)
+        cells.append(swept)
+        search.append(text)
     status = str(row["status"])
     message = row.get("metrics.message")
     message = message if isinstance(message, str) else ""  # NaN where metrics.json had none
@@ -166,6 +191,8 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
     shown = f'<span class="{css}">{html.escape(status)}</span>'
     if message and status != Status.COMPLETED:
         shown += f'<span class="message">{html.escape(message[:200])}</span>'
+        search.append(message[:200])
+    search.append(status)
     cells.append(cell(shown, status))
     for column in numbers:
         text, sort = number(row.get(column))
@@ -176,22 +203,54 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
                           number(row.get("logged_steps"))[1], "curve"))
     else:
         cells.append(cell("no logged losses", "", "curve"))
+    strip = snapshot_strip(job_dir / SNAPSHOTS_DIR)
+    pictures = []
+    for path in strip:
+        match = SNAPSHOT_NAME.fullmatch(path.name)
+        name = str(int(match.group(1))) if match else path.stem
+        what = html.escape(f"{caption}, iteration {name}" if match else f"{caption}, {name}")
+        pictures.append(f'<a class="zoom" href="{link(path, out)}" data-caption="{what}" title="{what}">'
+                        f'<img src="{link(path, out)}" alt="{what}" loading="lazy">{html.escape(name)}</a>')
+    cells.append(cell(f'<div class="strip">{"".join(pictures)}</div>' if pictures else "", len(strip), "snapshots"))
     files = [(name, job_dir / path) for name, path in
              (("snapshots", SNAPSHOTS_DIR), ("metrics.json", METRICS_FILE), ("config", ".hydra/config.yaml"))]
     links = [f'<a href="{link(path, out)}{"/" if path.is_dir() else ""}">{name}</a>' for name, path in files
              if path.exists()]
     cells.append(cell("<br>".join(links), str(row["dir"])))
-    return "<tr>" + "".join(cells) + "</tr>"
+    attributes = f'data-job="{job}" data-search="{html.escape(" ".join(search))}"'
+    return f"<tr {attributes}>" + "".join(cells) + "</tr>", data
+
+
+def shown_losses(sweep: Sweep) -> list[str]:
+    """The final-loss columns to show: a term that is 0 for every job (beta = 0 throughout) is left out."""
+    shown = []
+    for tag in HEADLINE_LOSSES:
+        if tag not in sweep.jobs:
+            continue
+        values = pd.to_numeric(sweep.jobs[tag], errors="coerce").dropna()
+        if tag == "loss/total" or values.empty or (values != 0).any():
+            shown.append(tag)
+    return shown
+
+
+def curve_key(sweep: Sweep) -> str:
+    """The loss curves' colour key: the terms some job's curve draws (a term 0 throughout is not drawn)."""
+    scalars = sweep.scalars
+    drawn = [tag for tag in CURVE_COLOURS if not scalars.empty
+             and (scalars.loc[scalars["tag"] == tag, "value"] != 0).any()]
+    return " ".join(f'<span style="color: {CURVE_COLOURS[tag]}; font-weight: 600">{tag.split("/")[-1]}</span>'
+                    for tag in drawn)
 
 
 def header(sweep: Sweep, numbers: list[str]) -> str:
-    keys = "".join(f'<span style="color:{colour}; font-weight: 600">{tag.split("/")[-1]}</span> '
-                   for tag, colour in CURVE_COLOURS.items())
-    names = ["result", "job", *sweep.swept, "status", *numbers,
-             f'loss curve <span class="key">({keys.strip()})</span>', "files"]
-    # long names may break after their "/" ("eval/<wbr>content_ssim"), so the table fits a screen
-    return "".join(f'<th scope="col">{name if "<" in name else html.escape(name).replace("/", "/<wbr>")}</th>'
-                   for name in names)
+    """The ``<th>``s; every name escaped (a metric key is text from a run). Long names may break after their "/"."""
+    def name(text: str) -> str:
+        return html.escape(text).replace("/", "/<wbr>")
+
+    key = curve_key(sweep)
+    cells = [name(text) for text in ("result", "job", *sweep.swept, "status", *numbers)]
+    cells += [f'loss curve <span class="key">({key})</span>' if key else "loss curve", "snapshots", "files"]
+    return "".join(f'<th scope="col">{text}</th>' for text in cells)
 
 
 def about(sweep: Sweep, job_dirs: Mapping[int, Path], out: Path, files: Mapping[str, Path]) -> str:
@@ -241,8 +300,14 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
         job_dirs = copy_job_files(sweep, out / JOBS_DIR)
     else:
         job_dirs = {int(job): sweep.job_dir(int(job)) for job in sweep.jobs["job"]}
-    numbers = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs] + eval_columns(sweep.jobs)
-    rows = "\n".join(job_row(sweep, job, job_dir, out, curves, numbers) for job, job_dir in job_dirs.items())
+    numbers = shown_losses(sweep) + eval_columns(sweep.jobs)
+    rows, jobs = [], {}
+    task = sweep_task(sweep.root)  # the sweep as typed: beta=1e3, not the 1000.0 each job records
+    typed_as = typed_values(task)[0] if task is not None else {}
+    for job, job_dir in job_dirs.items():
+        row, data = job_row(sweep, job, job_dir, out, curves, numbers, typed_as)
+        rows.append(row)
+        jobs[str(job)] = data
     title = html.escape(f"Sweep {sweep.name}")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -255,16 +320,29 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
 <h1>{title}</h1>
 <div class="about">
 {about(sweep, job_dirs, out, files or {})}
-<p>Click a column's header to sort by it; click again to reverse.</p>
+<p>Click a column's header to sort by it; click again to reverse. Click a result or a snapshot to see it full
+size; tick "compare" under two results to see them side by side or blinking in one place.</p>
+</div>
+<div class="controls">
+<input type="search" id="filter" placeholder="Filter: words a job's row must hold, e.g. beta=1e3 completed"
+ aria-label="Filter the jobs">
+<span id="shown">{len(rows)} jobs</span>
+<button type="button" id="compare" disabled>Compare: pick 2 more results</button>
 </div>
 <table class="sortable">
 <thead><tr>{header(sweep, numbers)}</tr></thead>
 <tbody>
-{rows}
+{chr(10).join(rows)}
 </tbody>
 </table>
 {figures(out, files or {})}
-<script>{SORT_SCRIPT}</script>
+<div id="viewer" hidden role="dialog" aria-label="Full-size view">
+<div class="bar"><span class="caption"></span><button type="button" id="mode" hidden>blink</button>
+<button type="button" id="close">close (Esc)</button></div>
+<div class="pictures"></div>
+</div>
+<script type="application/json" id="gallery-data">{script_json({"jobs": jobs})}</script>
+<script>{script()}</script>
 </body>
 </html>
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -134,8 +134,11 @@ def read_scalars(root: Path, dirs: dict[str, int]) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame = frame.assign(dir_name=frame["dir_name"].replace("", "."))
-    frame = frame[frame["dir_name"].isin(dirs)]
-    frame = frame.assign(job=frame["dir_name"].map(dirs))
+    # A job's events are in its folder, or (a sweep's job) in a sub-folder named by its swept values
+    # (nst_exp.tensorboard_run); deeper ones (the one-point scores' "final" sub-run) are not curves.
+    owner = {name: dirs.get(name, dirs.get(PurePosixPath(name).parent.as_posix())) for name in frame["dir_name"].unique()}
+    frame = frame.assign(job=frame["dir_name"].map(owner)).dropna(subset=["job"])
+    frame = frame.assign(job=frame["job"].astype(int))
     frame = frame.sort_values("wall_time", kind="stable").drop_duplicates(["job", "tag", "step"], keep="last")
     return frame[columns].sort_values(["job", "tag", "step"]).reset_index(drop=True)
 
