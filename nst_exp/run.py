@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -43,6 +42,7 @@ from nst_exp.problem import Problem
 from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, inputs_used, read_metrics, write_json
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import Stage, plan, synthesise
+from nst_exp.trust import make_optimizer
 from nst_exp.startup import FirstIteration, StartUp
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def synthesise_run(
     # Evaluation first: the others log its scores; FirstIteration before the writers: their logging is not the step.
     callbacks: list[Callback] = [evaluation, FirstIteration(startup), *writers, progress]
     with progress.logging_above():  # log lines print above the bar, not through it
-        outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
+        outcome, records = synthesise(stages, problem, make_optimizer(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
     record = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import math
 import typing
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 
 from nst_exp.config import DEVICES, Config, conf_dir, device_kind
 from nst_exp.errors import NstError
+from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
 
 def validate(cfg: Any) -> None:
@@ -33,6 +33,8 @@ def validate(cfg: Any) -> None:
     and importing that class imports torch, which a run refused for any other
     setting does not wait for.
     """
+    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    check_task_targets(plain, _optimizer_choices())  # before anything a config names is imported
     check_known_keys(cfg, optimizer=False)
     validate_numbers(cfg, optimizer=False)
     if cfg.alpha == 0 and cfg.beta == 0:
@@ -232,8 +234,6 @@ OPTIMIZER_NUMBERS: dict[str, Bound] = {
     "tolerance_change": WEIGHT,
 }
 LINE_SEARCHES = (None, "strong_wolfe")  # what torch.optim.LBFGS accepts as line_search_fn
-# Keys hydra.utils.instantiate reads itself; any optimizer node may hold them.
-INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
 def validate_numbers(cfg: Any, *, optimizer: bool = True) -> None:
@@ -366,23 +366,21 @@ def _check_optimizer_keys(optimizer: Any) -> None:
 
 def _optimizer_parameters(optimizer: Any) -> dict[str, inspect.Parameter]:
     """The keyword arguments the optimizer's ``_target_`` class takes, besides the tensors (``params``)."""
-    choices = ", ".join(sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml")))
+    choices = _optimizer_choices()
     target = optimizer.get("_target_") if hasattr(optimizer, "get") else None
     if not target:
         raise NstError(
             f"optimizer has no _target_ (it is {optimizer!r}). Pick one with optimizer=<name> "
             f"(conf/optimizer/: {choices})."
         )
-    module, _, name = str(target).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise NstError(
-            f"optimizer._target_={target} cannot be imported ({error}). Give a torch.optim class, "
-            f"e.g. torch.optim.Adam, or pick one with optimizer=<name> (conf/optimizer/: {choices})."
-        ) from error
+    cls = optimizer_class(target, choices)  # imports torch.optim only, never what the config names
     parameters = list(inspect.signature(cls).parameters.values())[1:]  # the first takes the tensors
     return {p.name: p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _optimizer_choices() -> str:
+    """The optimizer configs in conf/optimizer/: ``adam, lbfgs``."""
+    return ", ".join(sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml")))
 
 
 def _unknown_key(key: str, known: Sequence[str], prefix: str, where: str = "") -> NstError:

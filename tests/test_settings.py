@@ -78,7 +78,7 @@ def test_a_bad_number_is_refused_naming_key_value_range_and_fix(overrides, messa
     [
         (["+bta=1e4"], r"Unknown key 'bta'\. Did you mean 'beta'\? Known: alpha, beta, channels_last, "),
         (["+model.archh=vgg16"],
-         r"Unknown key 'model\.archh'\. Did you mean 'model\.arch'\? Known in model: arch, description, key_map, "
+         r"Unknown key 'model\.archh'\. Did you mean 'model\.arch'\? Known in model: arch, channel_order, description, key_map, "
          r"mean, name, pooling, std, weights\."),
         (["+log.image_evry=5"], r"Unknown key 'log\.image_evry'\. Did you mean 'log\.image_every'\?"),
         (["+optimizer.histroy_size=10"],
@@ -89,7 +89,7 @@ def test_a_bad_number_is_refused_naming_key_value_range_and_fix(overrides, messa
         (["optimizer=adam", "+optimizer.history_size=10"],
          r"Unknown key 'optimizer\.history_size' for torch\.optim\.Adam\. Known in optimizer: amsgrad, betas, .*eps"),
         (["+zzz=1"], r"Unknown key 'zzz'\. Known: alpha, "),  # nothing close: no suggestion
-        (["optimizer._target_=torch.optim.Nope"], r"optimizer\._target_=torch\.optim\.Nope cannot be imported.*"
+        (["optimizer._target_=torch.optim.Nope"], r"optimizer\._target_=torch\.optim\.Nope is not allowed.*"
                                                   r"optimizer=<name> \(conf/optimizer/: adam, lbfgs\)"),
     ],
 )

@@ -1,0 +1,232 @@
+"""Opening what someone else made (docs/guarantees.md, "Opening someone else's run"): a config, a checkpoint,
+a weights package or a sweep never makes nst_exp import or call anything it names, nor resolve a secret."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_config
+from omegaconf import OmegaConf
+
+import nst_exp.weights
+from nst_exp import checkpoint, stylize
+from nst_exp.__main__ import preflight
+from nst_exp.errors import NstError
+from nst_exp.evaluate import evaluate_run
+from nst_exp.report import report
+from nst_exp.run import run
+from nst_exp.validation import validate
+from nst_exp.weights import resolve_weights_file
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER_MODULE = "nst_trust_probe"  # a module whose import writes a file: imported = code ran
+
+
+@pytest.fixture
+def probe(tmp_path, monkeypatch) -> Path:
+    """A module and a package on sys.path whose top-level code writes ``ran``; returns that file's path."""
+    ran = tmp_path / "ran"
+    code = f"open({str(ran)!r}, 'w').write('imported')\nclass Thing:\n    pass\n"
+    (tmp_path / f"{MARKER_MODULE}.py").write_text(code)
+    package = tmp_path / "nst_trust_pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(code)
+    (package / "sub" / "w.pth").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield ran
+    for name in (MARKER_MODULE, "nst_trust_pkg", "nst_trust_pkg.sub"):
+        sys.modules.pop(name, None)
+
+
+# --- 1. a _target_ names only what its slot allows, checked before anything is imported ---------------------
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer._target_=builtins.open", "optimizer._partial_=false", "+optimizer._args_=[victim.txt,w]"],
+         r"optimizer\._args_ is not allowed"),
+        (["optimizer._target_=builtins.open"], r"optimizer\._target_=builtins\.open is not allowed: .*torch\.optim"),
+        (["optimizer._target_=os.system"], r"optimizer\._target_=os\.system is not allowed"),
+        (["optimizer._target_=subprocess.Popen"], r"optimizer\._target_=subprocess\.Popen is not allowed"),
+        ([f"optimizer._target_={MARKER_MODULE}.Thing"], rf"optimizer\._target_={MARKER_MODULE}\.Thing is not allowed"),
+        (["optimizer._target_=torch.optim.Optimizer"], r"torch\.optim\.Optimizer is not allowed"),  # the base class
+        (["optimizer._target_=torch.optim.lr_scheduler"], r"torch\.optim\.lr_scheduler is not allowed"),  # a module
+        (["optimizer._target_=torch.optim.Adam.__init__"], r"is not allowed"),
+        (["optimizer._partial_=false"], r"optimizer\._partial_=False is not allowed"),
+        (["+optimizer._recursive_=true"], r"optimizer\._recursive_ is not allowed"),
+        (["+optimizer._convert_=all"], r"optimizer\._convert_ is not allowed"),
+        (["+optimizer.maximize._target_=os.system"], r"optimizer\.maximize\._target_ is not allowed: .*values"),
+        (["+content._target_=os.system"], r"content\._target_=os\.system is not allowed: .*only for `optimizer`"),
+    ],
+)
+def test_a_target_outside_its_slot_is_refused_before_anything_is_imported(probe, overrides, message):
+    cfg = make_config(overrides)
+    with pytest.raises(NstError, match=message):
+        validate(cfg)
+    assert not probe.exists()  # the module a config named was never imported
+
+
+def test_the_issues_example_leaves_the_victim_file_alone_and_is_one_line(tmp_path, tiny):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_exp", *tiny, "optimizer=adam", "~optimizer.lr", "~optimizer.betas",
+         "~optimizer.eps", "optimizer._target_=builtins.open", "optimizer._partial_=false",
+         "+optimizer._args_=['victim.txt','w']", "hydra.run.dir=run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2
+    assert victim.read_text() == "precious"
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and output.count("optimizer._args_ is not allowed") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["+hydra.callbacks.x._target_=os.system"], r"hydra\.callbacks\.x\._target_=os\.system is not allowed"),
+        (["-m", "beta=1,2", "hydra.callbacks.sweep_summary._target_=builtins.exec"], r"sweep_summary\._target_="),
+        (["-m", "beta=1,2", f"hydra.callbacks.sweep_summary._target_=nst_exp.sweep.{'METRICS_FILE'}"], r"not allowed"),
+        (["+hydra.callbacks.sweep_summary._args_=[1]"], r"sweep_summary\._args_ is not allowed"),
+        (["-m", "hparams_search=balance", "hydra.sweeper.sampler._target_=builtins.exec"],
+         r"hydra\.sweeper\.sampler\._target_=builtins\.exec is not allowed"),
+        (["+hydra.extra._target_=os.system"], r"hydra\.extra\._target_=os\.system is not allowed"),
+        (["hydra.job_logging.handlers.console.class=os.system"], r"job_logging\.handlers\.console\.class=os\.system"),
+        (["hydra.job_logging.handlers.console.stream=ext://os.system"], r"stream=ext://os\.system is not allowed"),
+        (["--experimental-rerun", "config.pickle"], r"unpickles a file"),
+    ],
+)
+def test_a_target_in_hydras_config_is_checked_before_hydra_makes_it(tmp_path, monkeypatch, probe, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NstError, match=message):
+        preflight(argv)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_shared_config_dir_may_not_add_a_callback_and_the_shipped_configs_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shared = tmp_path / "shared_conf" / "experiment"
+    shared.mkdir(parents=True)
+    (shared / "nice.yaml").write_text(
+        "# @package _global_\nbeta: 1e4\nhydra:\n  callbacks:\n    hi:\n      _target_: os.system\n"
+    )
+    with pytest.raises(NstError, match=r"hydra\.callbacks\.hi\._target_=os\.system is not allowed"):
+        preflight(["--config-dir", str(tmp_path / "shared_conf"), "experiment=nice"])
+    logging_dir = tmp_path / "shared_conf" / "hydra" / "job_logging"
+    logging_dir.mkdir(parents=True)
+    (logging_dir / "fancy.yaml").write_text("version: 1\nformatters:\n  simple:\n    (): os.system\n    command: id\n")
+    with pytest.raises(NstError, match=r"hydra\.job_logging\.formatters\.simple\.\(\)=os\.system is not allowed"):
+        preflight(["--config-dir", str(tmp_path / "shared_conf"), "hydra/job_logging=fancy"])
+    for argv in ([], ["-m", "beta=1,2"], ["-m", "hparams_search=balance"], ["-m", "hparams_search=balance_scalar"],
+                 ["-m", "hydra/launcher=joblib", "beta=1,2"], ["--cfg", "job"]):
+        preflight(argv)  # nst_exp's own callbacks, Hydra's plugins and Optuna's sampler are allowed
+
+
+# --- a checkpoint's config is data, validated as the command line is -----------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A tiny finished run written through the API (checkpoints/ and .hydra/ included)."""
+    folder = tmp_path_factory.mktemp("shared")
+    stylize(torch.rand(3, 24, 32), torch.rand(3, 32, 24), "model=vgg19", "model.weights=random", "log.progress=false",
+            "log.image_every=0", out_dir=folder / "run", image_size=32, iterations=2)
+    return folder / "run"
+
+
+def forge(run_dir: Path, destination: Path, change) -> Path:
+    """A copy of ``run_dir`` whose last.pt config is changed by ``change(config)``, its checksum recomputed."""
+    import shutil
+
+    shutil.copytree(run_dir, destination)
+    path = checkpoint.directory(destination) / checkpoint.LAST
+    payload = torch.load(path, weights_only=True)
+    payload.pop("checksum")
+    change(payload["config"])
+    payload["iteration"] = 1  # unfinished: resume= would continue it
+    payload["checksum"] = checkpoint._checksum(payload)
+    torch.save(payload, path)
+    checkpoint.discard_previous(destination)
+    return destination
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["optimizer"].update(_target_="builtins.exec", _args_=["print(1)"]), r"optimizer\._args_"),
+        (lambda c: c["optimizer"].update(_target_=f"{MARKER_MODULE}.Thing"), rf"{MARKER_MODULE}\.Thing is not allowed"),
+        (lambda c: c["optimizer"].update(maximize={"_target_": "os.system"}), r"optimizer\.maximize\._target_"),
+        (lambda c: c["optimizer"].update(_partial_=False), r"_partial_=False is not allowed"),
+    ],
+)
+def test_a_forged_checkpoint_config_is_refused_on_resume_and_nothing_runs(finished_run, tmp_path, probe, change,
+                                                                           message):
+    forged = forge(finished_run, tmp_path / "forged", change)
+    cfg = make_config([f"resume={forged}"])
+    with pytest.raises(NstError, match=message):
+        run(cfg, None, [f"resume={forged}"])
+    assert not probe.exists()
+
+
+# --- package: weights come only from files inside an installed distribution -----------------------------------
+
+def test_package_weights_import_nothing_and_stay_inside_the_package(probe, tmp_path, monkeypatch):
+    cases = [
+        (f"package:{MARKER_MODULE}/w.pth", "is a single module, not a package"),
+        ("package:os/w.pth", "is a single module, not a package"),
+        ("package:nst_trust_pkg/sub/w.pth", "not part of an installed distribution"),  # a folder on sys.path
+        ("package:nst_trust_pkg.sub/w.pth", "not part of an installed distribution"),  # not its parent imported
+        ("package:json/tool.py", "not part of an installed distribution"),
+        ("package:nst_exp/../../../etc/passwd", "leaves the package"),
+        ("package:nst_exp//etc/passwd", "leaves the package"),
+    ]
+    for weights, message in cases:
+        with pytest.raises(NstError, match=message):
+            resolve_weights_file(weights)
+    assert not probe.exists()
+    # As if nst_trust_pkg were pip-installed: its files are taken, a link out of it is not.
+    real = nst_exp.weights.importlib.metadata.packages_distributions
+    monkeypatch.setattr(nst_exp.weights.importlib.metadata, "packages_distributions",
+                        lambda: {**real(), "nst_trust_pkg": ["nst-trust-pkg"]})
+    assert resolve_weights_file("package:nst_trust_pkg.sub/w.pth") == tmp_path / "nst_trust_pkg" / "sub" / "w.pth"
+    (tmp_path / "outside.pth").write_bytes(b"")
+    (tmp_path / "nst_trust_pkg" / "link.pth").symlink_to(tmp_path / "outside.pth")
+    with pytest.raises(NstError, match="outside the package"):
+        resolve_weights_file("package:nst_trust_pkg/link.pth")
+    assert not probe.exists()
+
+
+# --- the report and evaluate read configs as data: no interpolation is resolved ------------------------------
+
+def test_report_and_evaluate_never_resolve_a_shared_configs_interpolations(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    secret = "s3cr3t-token-do-not-leak"
+    monkeypatch.setenv("NST_TRUST_SECRET", secret)
+    calls = []
+    OmegaConf.register_new_resolver("trust_probe", lambda: calls.append(1) or "called", replace=True)
+    sweep = tmp_path / "sweep"
+    for job, beta in (("0", 10.0), ("1", "${oc.env:NST_TRUST_SECRET}")):
+        shutil.copytree(finished_run, sweep / job)
+        config = sweep / job / ".hydra" / "config.yaml"
+        text = config.read_text().replace("\nbeta: 1000.0\n", f"\nbeta: {beta}\n", 1)
+        config.write_text(text + "leak: ${oc.env:NST_TRUST_SECRET}\nprobe: ${trust_probe:}\n")
+        overrides = sweep / job / ".hydra" / "overrides.yaml"
+        overrides.write_text(overrides.read_text() + f"- beta={beta}\n")
+        assert "${oc.env:NST_TRUST_SECRET}" in config.read_text()
+    built = report(sweep, tmp_path / "out")
+    assert built is not None
+    written = [path for path in (tmp_path / "out").rglob("*") if path.is_file()]
+    assert any(path.name == "results.csv" for path in written) and any(path.name == "index.html" for path in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    with open(tmp_path / "out" / "results.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert rows and rows[0]["cfg.leak"] == "${oc.env:NST_TRUST_SECRET}"  # shown as the text it is
+    assert isinstance(evaluate_run(sweep / "0"), dict)
+    assert calls == []
