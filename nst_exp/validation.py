@@ -47,6 +47,15 @@ def validate(cfg: Any) -> None:
         raise NstError("init=file needs init.path=/path/to/image.png.")
     if not cfg.content_layers and not cfg.style_layers:
         raise NstError("content_layers and style_layers are both empty: nothing to match.")
+    for layers, weight, term, other in (("content_layers", "alpha", "content", "style"),
+                                        ("style_layers", "beta", "style", "content")):
+        if not cfg[layers] and cfg[weight] != 0:
+            raise NstError(
+                f"{layers} is empty but {weight}={cfg[weight]}: the {term} term would match nothing and the run "
+                f"would silently be {other}-only. Give {layers} (e.g. {layers}="
+                f"[{'relu4_2' if term == 'content' else 'relu1_1,relu2_1,relu3_1,relu4_1,relu5_1'}]), "
+                f"or {weight}=0 for a {other}-only run (as conf/experiment/fig1_{other}.yaml does)."
+            )
     validate_control(cfg)
     check_optimizer(cfg)
 
@@ -92,9 +101,11 @@ def validate_control(cfg: Any) -> None:
 def validate_coarse_to_fine(cfg: Any) -> None:
     sizes, iterations = list(cfg.coarse_to_fine.sizes), list(cfg.coarse_to_fine.iterations)
     if any(size < 1 for size in sizes) or sizes != sorted(set(sizes)) or (sizes and sizes[-1] >= cfg.image_size):
+        example = sorted({size for size in (cfg.image_size // 4, cfg.image_size // 2) if 1 <= size < cfg.image_size})
         raise NstError(
             f"coarse_to_fine.sizes={sizes} must be increasing positive sizes below image_size={cfg.image_size} "
-            f"(the last stage), e.g. coarse_to_fine.sizes=[{cfg.image_size // 4},{cfg.image_size // 2}]."
+            f"(the last stage), e.g. coarse_to_fine.sizes=[{','.join(map(str, example))}]"
+            f"{' (one stage)' if not example else ''}."
         )
     if iterations and len(iterations) != len(sizes):
         raise NstError(
@@ -213,7 +224,9 @@ NUMBERS: dict[str, tuple[Bound, str]] = {
     "log.image_every": (COUNT, "default"),
     "checkpoint.every": (COUNT, "default"),
     "max_image_pixels": (AT_LEAST_ONE, "default"),
-    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, "Give increasing sizes below image_size, e.g. coarse_to_fine.sizes=[128,256]."),
+    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, (
+        "Give increasing sizes below image_size (say a quarter and a half of it), or coarse_to_fine.sizes=[] for one stage."
+    )),
     "coarse_to_fine.iterations[*]": (COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each."),
     "model.mean[*]": (Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406)."),
     "objective_weights[*]": (Bound(), "Give one finite weight per objective, or objective_weights=null."),

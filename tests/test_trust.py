@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 import torch
 from conftest import make_config
 from omegaconf import OmegaConf
+from PIL import Image
 
 import nst_exp.weights
-from nst_exp import checkpoint, stylize
+from nst_exp import checkpoint, compose, stylize
+from nst_exp.api import override_value
 from nst_exp.__main__ import preflight
 from nst_exp.errors import NstError
 from nst_exp.evaluate import evaluate_run
@@ -230,3 +233,95 @@ def test_report_and_evaluate_never_resolve_a_shared_configs_interpolations(finis
     assert rows and rows[0]["cfg.leak"] == "${oc.env:NST_TRUST_SECRET}"  # shown as the text it is
     assert isinstance(evaluate_run(sweep / "0"), dict)
     assert calls == []
+
+
+# --- 6. the API and messages --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (torch.rand(3, 16, 16) * 255, r"values from .* to .*; stylize takes values in \[0, 1\].*divide it by 255"),
+        ((torch.rand(3, 16, 16) * 255).to(torch.uint8), r"tensor of torch\.uint8.*divide by 255"),
+        (torch.rand(1, 3, 16, 16) - 0.5, r"values from -0\.\d+ .*undo the normalisation"),
+    ],
+)
+def test_stylize_refuses_a_tensor_outside_0_1_saying_to_divide_by_255(image, message):
+    with pytest.raises(NstError, match=message):
+        stylize(image, torch.rand(3, 16, 16), "model=vgg19", "model.weights=random")
+    with pytest.raises(NstError, match=message.replace("content", "style")):
+        stylize(torch.rand(3, 16, 16), image, "model=vgg19", "model.weights=random")
+
+
+def test_a_path_holding_dollar_brace_is_opened_literally_and_out_dir_may_not_be_a_file(images_dir, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("NST_TRUST_SECRET", "not-this")
+    content = images_dir / "${oc.env:NST_TRUST_SECRET}.png"
+    style = images_dir / "a ${x} b.png"
+    shutil.copy(images_dir / "content.png", content)
+    shutil.copy(images_dir / "style.png", style)
+    tiny = ["model=vgg19", "model.weights=random", "log.progress=false", "log.image_every=0"]
+    result = stylize(content, style, *tiny, image_size=32, iterations=1, style_layers=["relu1_1", "relu2_1"])
+    assert result.image.size[0] == 32
+    assert result.status == "completed"  # ${x} would not resolve, and not-this.png does not exist
+    described = compose(*tiny, f"model.description={override_value('${oc.env:NST_TRUST_SECRET}')}")
+    assert described.model.description == "${oc.env:NST_TRUST_SECRET}"
+    (tmp_path / "taken").write_text("mine")
+    for out_dir, where in ((tmp_path / "taken", "is a file, not a folder"),
+                           (tmp_path / "taken" / "run", f"is inside {tmp_path / 'taken'}, which is a file")):
+        with pytest.raises(NstError, match=re.escape(f"stylize(out_dir='{out_dir}'): {where}")):
+            stylize(content, style, *tiny, out_dir=out_dir, image_size=32, iterations=1)
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_size_advice_is_only_advice_that_passes(tiny, images_dir, tmp_path):
+    Image.new("RGB", (5000, 1), "white").save(images_dir / "thin.png")
+    with pytest.raises(NstError) as refused:
+        run(make_config([*tiny, "style.path=thin.png"]), None)
+    message = str(refused.value)
+    assert "No image_size helps" in message and "Crop or pad the style 'starry_night' image" in message
+    assert "image_size=7" not in message.split("too small")[1]  # no image_size=77500
+    with pytest.raises(NstError, match=r"Use coarse_to_fine\.sizes=\[21\] \(each at least 21") as refused:
+        run(make_config([*tiny, "coarse_to_fine.sizes=[4,8]"]), None)
+    fixed = re.search(r"(coarse_to_fine\.sizes=\[[\d,]*\])", str(refused.value)).group(1)
+    assert run(make_config([*tiny, fixed]), None).metrics["status"] == "completed"  # the advice passes
+    with pytest.raises(NstError, match=r"Use image_size=21 or more with coarse_to_fine\.sizes=\[\] \(one stage\)"):
+        run(make_config([*tiny, "image_size=16", "coarse_to_fine.sizes=[8]"]), None)
+    with pytest.raises(NstError, match=r"e\.g\. coarse_to_fine\.sizes=\[1\]\."):
+        validate(make_config([*tiny, "image_size=2", "coarse_to_fine.sizes=[4]"]))
+    with pytest.raises(NstError, match=r"Give increasing sizes below image_size .* or coarse_to_fine\.sizes=\[\] "):
+        validate(make_config([*tiny, "image_size=2", "coarse_to_fine.sizes=[0]"]))
+    validate(make_config([*tiny, "image_size=2", "coarse_to_fine.sizes=[1]"]))  # the example passes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["style_layers=[]"], r"style_layers is empty but beta=1000\.0: .*silently be content-only.*or beta=0"),
+        (["content_layers=[]"], r"content_layers is empty but alpha=1\.0: .*silently be style-only.*or alpha=0"),
+        (["content_layers=[]", "alpha=0.5", "beta=0"], r"content_layers and style_layers|content_layers is empty"),
+    ],
+)
+def test_an_empty_layer_list_with_a_nonzero_weight_is_refused(tiny, overrides, message):
+    with pytest.raises(NstError, match=message):
+        validate(make_config([*tiny, *overrides]))
+
+
+def test_the_reconstruction_experiments_with_an_empty_layer_list_pass(tiny):
+    for experiment in ("fig1_style", "fig1_content"):
+        validate(make_config([*tiny, f"experiment={experiment}"]))
+
+
+def test_a_tab_in_a_users_yaml_is_one_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    style = tmp_path / "my_conf" / "style"
+    style.mkdir(parents=True)
+    (style / "mine.yaml").write_text("name: mine\npath: mine.jpg\n\tweight: 1\n")
+    with pytest.raises(NstError) as refused:
+        preflight(["--config-dir", str(tmp_path / "my_conf"), "style=mine"])
+    message = str(refused.value)
+    assert message.startswith(f"Cannot read the config file {style / 'mine.yaml'}, line 3, column 1: ")
+    assert "replace the tab with spaces" in message and "\n" not in message
+    done = subprocess.run([sys.executable, "-m", "nst_exp", "--config-dir", "my_conf", "style=mine"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "replace the tab" in done.stderr
