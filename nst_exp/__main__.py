@@ -103,15 +103,8 @@ def job(cfg: DictConfig) -> objective.Value:
         log.error("%s", disk_message(error, out_dir))
         return _user_error(multirun, cfg)
     except KeyboardInterrupt as stop:
-        if multirun:
-            again = f"run the same sweep again with hydra.sweep.dir={hydra_cfg.sweep.dir}"
-        else:
-            again = f"python -m nst_exp resume={out_dir}"
-        if isinstance(stop, Interrupted):
-            log.error("Interrupted; the image and metrics so far are saved in %s, with a checkpoint. Continue: %s", out_dir, again)
-        else:  # a second Ctrl-C stopped it at once, before this session's image and metrics were written
-            log.error("Stopped at once; %s. Continue: %s", kept_checkpoint(out_dir), again)
-        sys.exit(128 + int(getattr(stop, "signal", signal.SIGINT)))
+        log.error("%s", stop_message(stop, out_dir, str(hydra_cfg.sweep.dir) if multirun else None))
+        sys.exit(128 + stop_signal(stop))
 
 
 def _user_error(multirun: bool, cfg: DictConfig) -> objective.Value:
@@ -122,11 +115,50 @@ def _user_error(multirun: bool, cfg: DictConfig) -> objective.Value:
 
 def kept_checkpoint(out_dir: Path) -> str:
     """Which whole checkpoint a stopped run left, in words."""
+    path = newest_checkpoint(out_dir)
+    if path is not None:
+        return f"this session's image and metrics were not saved; the last whole checkpoint is {path}"
+    return f"nothing of this session was saved and {out_dir} holds no checkpoint"
+
+
+def newest_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint file a resume would continue from (last.pt, else previous.pt), if one is on disk."""
     for name in (checkpoint.LAST, checkpoint.PREVIOUS):
         path = checkpoint.directory(out_dir) / name
         if path.is_file():
-            return f"this session's image and metrics were not saved; the last whole checkpoint is {path}"
-    return f"nothing of this session was saved and {out_dir} holds no checkpoint"
+            return path
+    return None
+
+
+def stop_signal(stop: BaseException) -> int:
+    """The signal behind an interrupt: the one Interrupted names, else SIGINT (Python's KeyboardInterrupt)."""
+    return int(getattr(stop, "signal", signal.SIGINT))
+
+
+def stop_message(stop: BaseException, out_dir: Path | None, sweep_dir: str | None = None) -> str:
+    """One line for every interrupt: what stopped it, what is kept on disk, and how to go on (only what works).
+
+    Ctrl-C, SIGTERM, a second Ctrl-C mid-iteration, or either during start-up: the
+    checkpoint advice is given only when a checkpoint file really is on disk.
+    """
+    name = signal.Signals(stop_signal(stop)).name
+    what = str(stop) if isinstance(stop, Interrupted) and str(stop) else f"Stopped by {name}."
+    if sweep_dir is not None:
+        return (f"{what} Finished jobs are kept; continue the sweep by running it again with "
+                f"hydra.sweep.dir={sweep_dir} (finished jobs are skipped, checkpointed ones continue).")
+    if out_dir is None:
+        return f"{what} Interrupted before the run started: nothing was written."
+    saved = isinstance(stop, Interrupted) and stop.saved
+    path = newest_checkpoint(out_dir)
+    go_on = f"Continue: python -m nst_exp resume={out_dir}"
+    if saved and path is not None:
+        return f"{what} Saved in {out_dir}: result.png, metrics.json and the checkpoint {path}. {go_on}"
+    if saved:
+        return (f"{what} Saved in {out_dir}: result.png and metrics.json, but no checkpoint (it stopped before the "
+                "first one, or the run is coarse-to-fine), so it cannot be continued: run it again to start over.")
+    if path is not None:
+        return f"{what} Nothing of this session was saved; {out_dir} holds the checkpoint {path}. {go_on}"
+    return f"{what} Nothing was saved and {out_dir} holds no checkpoint: run it again to start over."
 
 
 def disk_message(error: OSError, out_dir: Path) -> str:
@@ -271,8 +303,13 @@ def main() -> None:
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR)
+    if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
         job()
+    except KeyboardInterrupt as stop:  # before the job started (Hydra composing, creating the run dir)
+        print(f"Error: {stop_message(stop, _run_dir)}", file=sys.stderr)
+        sys.exit(128 + stop_signal(stop))
     except SystemExit as stop:
         if stop.code == 1 and not _job_started:  # Hydra printed why the config does not compose
             sys.exit(USER_ERROR)
@@ -281,6 +318,11 @@ def main() -> None:
         raise
     if command.output is not None and _run_dir is not None:
         write_output(_run_dir, command.output)
+
+
+def _stop_on_sigterm(number: int, frame: object) -> None:
+    """SIGTERM outside the optimisation loop (whose own handler stops it after an iteration): stop as Ctrl-C does."""
+    raise Interrupted("Stopped by SIGTERM.", signal.SIGTERM, saved=False)
 
 
 def write_output(run_dir: Path, output: Path) -> None:

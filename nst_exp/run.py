@@ -207,12 +207,12 @@ def finish(
         kept = checkpointer.last if checkpointer is not None and checkpointer.last is not None else None
         kept = kept if kept is not None else (where.iteration or None)
         raise RunFailed(guard.out_of_memory(outcome.message, where.out_dir, kept), result.metrics)
+    if outcome.status == Status.INTERRUPTED:  # the caller says in one line what was kept (nst_exp.__main__)
+        raise Interrupted(outcome.message, outcome.signal, saved=where.out_dir is not None)
     if outcome.message:
         log.warning("%s", outcome.message)
     if where.out_dir is not None:
         log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, where.out_dir)
-    if outcome.status == Status.INTERRUPTED:
-        raise Interrupted(outcome.message, outcome.signal)
     return result
 
 

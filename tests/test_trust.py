@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -325,3 +327,70 @@ def test_a_tab_in_a_users_yaml_is_one_message(tmp_path, monkeypatch):
     done = subprocess.run([sys.executable, "-m", "nst_exp", "--config-dir", "my_conf", "style=mine"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "replace the tab" in done.stderr
+
+
+# --- 5. interrupts that tell the truth ------------------------------------------------------------------------
+
+def test_the_stop_line_advises_resume_only_when_a_checkpoint_is_on_disk(tmp_path):
+    from nst_exp.__main__ import stop_message
+    from nst_exp.errors import Interrupted
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cases = [
+        Interrupted("Stopped by SIGINT after 7 iterations; kept that image.", signal.SIGINT),
+        Interrupted("Interrupted during iteration 8; kept the image of iteration 7.", signal.SIGINT),
+        Interrupted("Stopped by SIGTERM.", signal.SIGTERM, saved=False),
+        KeyboardInterrupt(),
+    ]
+    for stop in cases:
+        line = stop_message(stop, run_dir)
+        assert "resume=" not in line and "no checkpoint" in line and "\n" not in line, line
+        assert ("Saved in" in line) == getattr(stop, "saved", False)
+    folder = checkpoint.directory(run_dir)
+    folder.mkdir()
+    (folder / checkpoint.PREVIOUS).write_bytes(b"x")  # the only whole checkpoint: previous.pt
+    for stop in cases:
+        line = stop_message(stop, run_dir)
+        assert line.endswith(f"Continue: python -m nst_exp resume={run_dir}") and str(folder / "previous.pt") in line
+    assert stop_message(KeyboardInterrupt(), None) == "Stopped by SIGINT. Interrupted before the run started: nothing was written."
+    assert "hydra.sweep.dir=outputs/multirun/x" in stop_message(KeyboardInterrupt(), run_dir, "outputs/multirun/x")
+
+
+def interrupt(tmp_path, tiny, when: Path, signals: list[tuple[float, int]], *extra: str) -> tuple[int, str]:
+    """Start the CLI, wait for ``when`` to exist, send each (delay, signal) in turn; exit status and output."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nst_exp", *tiny, *extra, "hydra.run.dir=run"], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not when.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for delay, number in signals:
+        time.sleep(delay)
+        process.send_signal(number)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize(
+    ("when", "signals", "status"),
+    [
+        ("snapshots/iter_000002.png", [(0, signal.SIGINT), (0.05, signal.SIGINT)], 130),  # a second Ctrl-C 50 ms on
+        ("nst_exp.log", [(0, signal.SIGINT)], 130),  # during start-up, before the first iteration
+        ("nst_exp.log", [(0, signal.SIGTERM)], 143),
+    ],
+)
+def test_every_interrupt_exits_128_plus_signal_with_one_true_line(tmp_path, tiny, when, signals, status):
+    run_dir = tmp_path / "run"
+    code, output = interrupt(tmp_path, [*tiny, "iterations=100000", "image_size=64"], run_dir / when, signals,
+                             "log.image_every=1", "checkpoint.every=0")
+    assert code == status, output
+    assert "Traceback" not in output
+    stops = [line for line in output.splitlines() if "Stopped by SIG" in line or "Interrupted during" in line]
+    assert len(stops) == 1, output
+    has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "checkpoints" / "previous.pt").is_file()
+    assert ("resume=" in stops[0]) == has_checkpoint, (stops[0], has_checkpoint)
+    if "Saved in" in stops[0]:
+        assert (run_dir / "result.png").is_file() and (run_dir / "metrics.json").is_file()
