@@ -34,7 +34,7 @@ from nst_exp.lock import RunDirInUse
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
-from nst_exp.trust import check_hydra_targets
+from nst_exp.trust import check_hydra_targets, check_task_targets
 from nst_exp.validation import validate
 
 log = logging.getLogger("nst_exp")
@@ -204,7 +204,9 @@ def preflight(argv: list[str]) -> None:
     cfg = compose_as_hydra(argv, multirun)
     if cfg is None:
         return
-    check_hydra_targets(OmegaConf.to_container(cfg.hydra, resolve=False))
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    check_hydra_targets(plain.pop("hydra", None))  # Hydra makes its callbacks before the job's own checks
+    check_task_targets(plain)  # nodes an interpolation in hydra.* could point at
     if any(argument.startswith(("--cfg", "-c")) for argument in argv):
         return
     try:

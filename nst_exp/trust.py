@@ -41,6 +41,7 @@ SAMPLER_TARGET = re.compile(rf"optuna\.samplers\.({_NAME})")
 LOGGING_PREFIXES = ("logging.", "colorlog.")
 LOGGING_TREES = ("job_logging", "hydra_logging")
 ALLOWED_EXT = ("ext://sys.",)
+INSTANTIATED_TREES = ("callbacks", "launcher", "sweeper")  # the parts of hydra.* that Hydra instantiates
 
 
 def optimizer_class(target: Any, choices: str = "adam, lbfgs") -> type:
@@ -134,6 +135,13 @@ def check_hydra_targets(hydra: Any) -> None:
             "plugins (hydra_plugins.*), an Optuna sampler (hydra.sweeper.sampler: optuna.samplers.*) and "
             "callbacks (nst_exp.sweep.*). Choose them with hydra/launcher=..., hydra/sweeper=... instead."
         )
+    for tree in INSTANTIATED_TREES:  # an interpolation standing for a whole value may resolve to a node to make
+        for path, value in _whole_interpolations(hydra.get(tree), f"hydra.{tree}"):
+            raise NstError(
+                f"{path}={value} is not allowed: in hydra.{tree}, which Hydra instantiates, an interpolation may "
+                "only be part of a text (e.g. ${hydra.sweep.dir}/logs), never a whole value that could become "
+                "an object to make. Write the value itself."
+            )
     for tree in LOGGING_TREES:
         for path, value in _logging_references(hydra.get(tree), f"hydra.{tree}"):
             raise NstError(
@@ -179,6 +187,18 @@ def _targets(node: Any, path: str) -> Iterator[tuple[str, Any]]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _targets(value, f"{path}[{index}]")
+
+
+def _whole_interpolations(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """String values that are one interpolation and nothing else (``${oc.create:...}``, ``${content}``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _whole_interpolations(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _whole_interpolations(value, f"{path}[{index}]")
+    elif isinstance(node, str) and node.strip().startswith("${") and node.strip().endswith("}"):
+        yield path, node
 
 
 def _check_plain(node: Any, path: str) -> None:

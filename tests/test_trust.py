@@ -394,3 +394,20 @@ def test_every_interrupt_exits_128_plus_signal_with_one_true_line(tmp_path, tiny
     assert ("resume=" in stops[0]) == has_checkpoint, (stops[0], has_checkpoint)
     if "Saved in" in stops[0]:
         assert (run_dir / "result.png").is_file() and (run_dir / "metrics.json").is_file()
+
+
+SMUGGLED = [  # shared YAML files whose interpolations would resolve to a node with a _target_
+    "hydra:\n  callbacks:\n    x: \"${oc.create:'{_target_: builtins.exec, _args_: [print(1)]}'}\"\n",
+    "optimizer:\n  evil:\n    _target_: os.system\nhydra:\n  callbacks:\n    x: ${optimizer.evil}\n",
+    "hydra:\n  callbacks:\n    sweep_summary:\n      extra: \"${oc.decode:'{_target_: os.system}'}\"\n",
+]
+
+
+@pytest.mark.parametrize("yaml", SMUGGLED)
+def test_an_interpolation_cannot_smuggle_a_target_into_what_hydra_makes(tmp_path, monkeypatch, yaml):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "shared.yaml").write_text("# @package _global_\n" + yaml)
+    with pytest.raises(NstError, match=r"is not allowed"):
+        preflight(["--config-dir", "conf", "experiment=shared"])
+    assert not (tmp_path / "ran").exists()
