@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nst_exp import checkpoint, cli_args, objective
 from nst_exp.config import conf_dir, register
@@ -34,7 +34,7 @@ from nst_exp.lock import RunDirInUse
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
-from nst_exp.trust import check_hydra_targets, check_task_targets
+from nst_exp.trust import check_command_line
 from nst_exp.validation import validate
 
 log = logging.getLogger("nst_exp")
@@ -188,12 +188,6 @@ def preflight(argv: list[str]) -> None:
     not parse is one message.
     """
     multirun = "-m" in argv or "--multirun" in argv
-    if "--experimental-rerun" in argv:
-        raise NstError(
-            "--experimental-rerun is not supported: it unpickles a file, which can run any code it holds. "
-            "Re-run a run with its overrides instead (python -m nst_exp $(cat <run dir>/.hydra/overrides.yaml)), "
-            "or continue it with resume=<run dir>."
-        )
     if not multirun:
         for argument in argv:
             if argument.startswith("resume=") and argument != "resume=null":
@@ -201,12 +195,9 @@ def preflight(argv: list[str]) -> None:
     if any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc", "--shell-completion"))
            for argument in argv):
         return
-    cfg = compose_as_hydra(argv, multirun)
+    cfg = check_command_line(argv, "config")
     if cfg is None:
         return
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    check_hydra_targets(plain.pop("hydra", None))  # Hydra makes its callbacks before the job's own checks
-    check_task_targets(plain)  # nodes an interpolation in hydra.* could point at
     if any(argument.startswith(("--cfg", "-c")) for argument in argv):
         return
     try:
@@ -214,60 +205,6 @@ def preflight(argv: list[str]) -> None:
     except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report
         return
     check_writable(folder, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-
-
-def compose_as_hydra(argv: list[str], multirun: bool) -> DictConfig | None:
-    """The config Hydra will compose from ``argv`` (with ``hydra.*``), or None where Hydra will refuse the line itself.
-
-    A YAML file that does not parse (a tab, an unclosed bracket) is one NstError naming the file and line.
-    """
-    from hydra._internal.hydra import Hydra  # Hydra 1.3's own composition, as hydra.main runs it
-    from hydra._internal.utils import create_config_search_path, get_args_parser
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.global_hydra import GlobalHydra
-
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:  # Hydra's parser reports a bad flag itself
-        return None
-    search_path = create_config_search_path(f"file://{conf_dir()}")
-    if args.config_dir is not None:
-        if not os.path.isdir(args.config_dir):
-            raise NstError(
-                f"--config-dir {args.config_dir}: there is no such folder. Give the folder that holds your "
-                "config groups (e.g. my_conf/ with my_conf/style/mine.yaml)."
-            )
-        search_path.prepend("command-line", f"file://{os.path.abspath(args.config_dir)}", SearchPathQuery("schema"))
-    saved = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
-    GlobalHydra.instance().clear()
-    try:
-        hydra_app = Hydra.create_main_hydra2(task_name="nst_exp", config_search_path=search_path)
-        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
-        return hydra_app.compose_config(args.config_name or "config", args.overrides, run_mode=mode)
-    except Exception as error:  # noqa: BLE001 - Hydra reports a config that does not compose; YAML syntax is ours
-        problem = _yaml_problem(error)
-        if problem is not None:
-            raise NstError(problem) from None
-        return None
-    finally:
-        GlobalHydra.instance().clear()
-        if saved is not None:
-            GlobalHydra.instance().initialize(saved)
-
-
-def _yaml_problem(error: BaseException) -> str | None:
-    """One message for a YAML file that does not parse (a tab, a bad indent), from the error or its causes."""
-    import yaml
-
-    while error is not None and not isinstance(error, yaml.YAMLError):
-        error = error.__cause__ or error.__context__
-    if error is None:
-        return None
-    mark = getattr(error, "problem_mark", None)
-    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a config file"
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    tab = " YAML indents with spaces only: replace the tab with spaces." if "\\t" in str(problem) else ""
-    return f"Cannot read the config file {where}: {problem}.{tab} Fix the file, then run again."
 
 
 def check_writable(folder: Path, key: str) -> None:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from nst_exp.errors import NstError
 
@@ -164,6 +165,88 @@ def make_optimizer(optimizer: Any) -> Any:
     check_optimizer_node(node)
     arguments = {key: value for key, value in node.items() if key not in INSTANTIATE_KEYS}
     return functools.partial(optimizer_class(node.get("_target_")), **arguments)
+
+
+def check_command_line(argv: Sequence[str], config_name: str) -> Any:
+    """Compose ``argv`` as Hydra will and check every ``_target_`` in it, before Hydra makes anything.
+
+    Hydra instantiates its callbacks before the job runs, so the check cannot wait for
+    the job. Returns the composed config (``hydra.*`` included), or None where Hydra
+    will refuse the command line itself. ``--experimental-rerun`` (it unpickles a file)
+    is refused; a YAML file that does not parse is one message.
+    """
+    from omegaconf import OmegaConf
+
+    if "--experimental-rerun" in argv:
+        raise NstError(
+            "--experimental-rerun is not supported: it unpickles a file, which can run any code it holds. "
+            "Re-run a run with its overrides instead (python -m nst_exp $(cat <run dir>/.hydra/overrides.yaml)), "
+            "or continue it with resume=<run dir>."
+        )
+    cfg = compose_as_hydra(argv, config_name, "-m" in argv or "--multirun" in argv)
+    if cfg is None:
+        return None
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    check_hydra_targets(plain.pop("hydra", None))
+    check_task_targets(plain)  # nodes an interpolation in hydra.* could point at
+    return cfg
+
+
+def compose_as_hydra(argv: Sequence[str], config_name: str, multirun: bool) -> Any:
+    """The config Hydra will compose from ``argv`` (with ``hydra.*``), or None where Hydra will refuse the line itself.
+
+    A YAML file that does not parse (a tab, an unclosed bracket) is one NstError naming the file and line.
+    """
+    from hydra._internal.hydra import Hydra  # Hydra 1.3's own composition, as hydra.main runs it
+    from hydra.types import RunMode
+
+    from nst_exp.config import conf_dir
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # Hydra's parser reports a bad flag itself
+        return None
+    search_path = create_config_search_path(f"file://{conf_dir()}")
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            raise NstError(
+                f"--config-dir {args.config_dir}: there is no such folder. Give the folder that holds your "
+                "config groups (e.g. my_conf/ with my_conf/style/mine.yaml)."
+            )
+        search_path.prepend("command-line", f"file://{os.path.abspath(args.config_dir)}", SearchPathQuery("schema"))
+    saved = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        hydra_app = Hydra.create_main_hydra2(task_name=config_name, config_search_path=search_path)
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        return hydra_app.compose_config(args.config_name or config_name, args.overrides, run_mode=mode)
+    except Exception as error:  # noqa: BLE001 - Hydra reports a config that does not compose; YAML syntax is ours
+        problem = _yaml_problem(error)
+        if problem is not None:
+            raise NstError(problem) from None
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
+
+
+def _yaml_problem(error: BaseException) -> str | None:
+    """One message for a YAML file that does not parse (a tab, a bad indent), from the error or its causes."""
+    import yaml
+
+    while error is not None and not isinstance(error, yaml.YAMLError):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    mark = getattr(error, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a config file"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    tab = " YAML indents with spaces only: replace the tab with spaces." if "\\t" in str(problem) else ""
+    return f"Cannot read the config file {where}: {problem}.{tab} Fix the file, then run again."
 
 
 def read_config(path: Path) -> Any:

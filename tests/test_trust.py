@@ -411,3 +411,15 @@ def test_an_interpolation_cannot_smuggle_a_target_into_what_hydra_makes(tmp_path
     with pytest.raises(NstError, match=r"is not allowed"):
         preflight(["--config-dir", "conf", "experiment=shared"])
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_normalize_command_checks_its_targets_too(tmp_path, monkeypatch, capsys):
+    import nst_exp.normalize
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nst-exp-normalize", "+hydra.callbacks.x._target_=os.system"])
+    with pytest.raises(SystemExit) as stopped:
+        nst_exp.normalize.main()
+    assert stopped.value.code == 2
+    assert "hydra.callbacks.x._target_=os.system is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
