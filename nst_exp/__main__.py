@@ -198,8 +198,8 @@ def preflight(argv: list[str]) -> None:
     cfg = check_command_line(argv, "config")
     if cfg is None:
         return
-    if any(argument.startswith(("--cfg", "-c")) for argument in argv):
-        return
+    if any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in argv):
+        return  # prints the config; writes nothing
     try:
         folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report
@@ -242,6 +242,9 @@ def main() -> None:
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR)
+    except KeyboardInterrupt as stop:  # Ctrl-C while the command line is checked: nothing exists yet
+        print(f"Error: {stop_message(stop, None)}", file=sys.stderr)
+        sys.exit(128 + stop_signal(stop))
     if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
