@@ -28,7 +28,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from nst_exp.errors import NstError
 
@@ -111,8 +111,13 @@ def check_task_targets(cfg: Any, choices: str = "adam, lbfgs") -> None:
         optimizer_name(optimizer["_target_"], choices)  # torch.optim's class itself is checked with its signature
 
 
-def check_hydra_targets(hydra: Any) -> None:
-    """Every ``_target_``, logging factory and ``ext://`` in Hydra's own config (plain container, unresolved)."""
+def check_hydra_targets(hydra: Any, select: Callable[[str], Any] | None = None) -> None:
+    """Every ``_target_``, logging factory and ``ext://`` in Hydra's own config (plain container, unresolved).
+
+    ``select(dotted path)`` resolves one value of the composed config: an interpolation that is a
+    whole value in what Hydra instantiates must resolve to a plain value (``${hydra.job.name}``);
+    without ``select``, or where it does not resolve, it is refused.
+    """
     if not isinstance(hydra, dict):
         return
     for path, target in _targets(hydra, "hydra"):
@@ -138,11 +143,12 @@ def check_hydra_targets(hydra: Any) -> None:
         )
     for tree in INSTANTIATED_TREES:  # an interpolation standing for a whole value may resolve to a node to make
         for path, value in _whole_interpolations(hydra.get(tree), f"hydra.{tree}"):
-            raise NstError(
-                f"{path}={value} is not allowed: in hydra.{tree}, which Hydra instantiates, an interpolation may "
-                "only be part of a text (e.g. ${hydra.sweep.dir}/logs), never a whole value that could become "
-                "an object to make. Write the value itself."
-            )
+            if not _resolves_to_plain_value(select, path):
+                raise NstError(
+                    f"{path}={value} is not allowed: in hydra.{tree}, which Hydra instantiates, an interpolation "
+                    "that is a whole value must resolve to a text or a number here (like ${hydra.job.name}), "
+                    "never to an object to make. Write the value itself."
+                )
     for tree in LOGGING_TREES:
         for path, value in _logging_references(hydra.get(tree), f"hydra.{tree}"):
             raise NstError(
@@ -187,7 +193,7 @@ def check_command_line(argv: Sequence[str], config_name: str) -> Any:
     if cfg is None:
         return None
     plain = OmegaConf.to_container(cfg, resolve=False)
-    check_hydra_targets(plain.pop("hydra", None))
+    check_hydra_targets(plain.pop("hydra", None), lambda path: OmegaConf.select(cfg, path, throw_on_missing=True))
     check_task_targets(plain)  # nodes an interpolation in hydra.* could point at
     return cfg
 
@@ -200,7 +206,9 @@ def compose_as_hydra(argv: Sequence[str], config_name: str, multirun: bool) -> A
     from hydra._internal.hydra import Hydra  # Hydra 1.3's own composition, as hydra.main runs it
     from hydra.types import RunMode
 
-    from nst_exp.config import conf_dir
+    from nst_exp.config import conf_dir, register
+
+    register()  # the schema the defaults list names (nst_exp.normalize registers its own on import)
     from hydra._internal.utils import create_config_search_path, get_args_parser
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
@@ -270,6 +278,16 @@ def _targets(node: Any, path: str) -> Iterator[tuple[str, Any]]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _targets(value, f"{path}[{index}]")
+
+
+def _resolves_to_plain_value(select: Callable[[str], Any] | None, path: str) -> bool:
+    if select is None:
+        return False
+    try:
+        value = select(path)
+    except Exception:  # noqa: BLE001 - a value that cannot be resolved now is not known to be plain
+        return False
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _whole_interpolations(node: Any, path: str) -> Iterator[tuple[str, str]]:

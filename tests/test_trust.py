@@ -129,7 +129,9 @@ def test_a_shared_config_dir_may_not_add_a_callback_and_the_shipped_configs_pass
     with pytest.raises(NstError, match=r"hydra\.job_logging\.formatters\.simple\.\(\)=os\.system is not allowed"):
         preflight(["--config-dir", str(tmp_path / "shared_conf"), "hydra/job_logging=fancy"])
     for argv in ([], ["-m", "beta=1,2"], ["-m", "hparams_search=balance"], ["-m", "hparams_search=balance_scalar"],
-                 ["-m", "hydra/launcher=joblib", "beta=1,2"], ["--cfg", "job"]):
+                 ["-m", "hydra/launcher=joblib", "beta=1,2"], ["-m", "hydra/launcher=submitit_local", "beta=1,2"],
+                 ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=cmaes"], ["hydra/job_logging=stdout"],
+                 ["--cfg", "job"]):
         preflight(argv)  # nst_exp's own callbacks, Hydra's plugins and Optuna's sampler are allowed
 
 
