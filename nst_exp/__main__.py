@@ -231,6 +231,8 @@ def main() -> None:
     Image files and ``-o OUT`` on the command line (nst_exp.cli_args) become
     overrides before Hydra reads ``sys.argv``; OUT is written once the run is done.
     """
+    if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
         command = cli_args.parse(sys.argv[1:])
         sys.argv[1:] = command.hydra_args
@@ -245,8 +247,6 @@ def main() -> None:
     except KeyboardInterrupt as stop:  # Ctrl-C while the command line is checked: nothing exists yet
         print(f"Error: {stop_message(stop, None)}", file=sys.stderr)
         sys.exit(128 + stop_signal(stop))
-    if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
         job()
     except KeyboardInterrupt as stop:  # before the job started (Hydra composing, creating the run dir)
