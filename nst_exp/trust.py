@@ -15,7 +15,12 @@ checkpoint's saved config can set is checked against what its slot allows
   ``hydra.sweeper.sampler``: an ``optuna.samplers`` class.
 - ``hydra.job_logging``/``hydra.hydra_logging``: handler classes and factories
   from ``logging`` (and colorlog), ``ext://`` only into ``sys``.
-- Anywhere else: no ``_target_`` at all.
+- Anywhere else: no ``_target_`` at all. In what Hydra instantiates, an interpolation
+  that is a whole value must resolve to a plain value (``${oc.create:...}`` would make a node).
+
+``check_command_line`` composes a command line exactly as Hydra will (``--config-dir``,
+``-m``) and applies these checks before Hydra makes its callbacks; ``validate()`` applies
+the job's part again to every config a run uses, a checkpoint's saved one included.
 
 ``read_config`` reads a saved ``.hydra/*.yaml`` as data: interpolations such as
 ``${oc.env:SECRET}`` stay text and are never resolved.
@@ -204,14 +209,14 @@ def compose_as_hydra(argv: Sequence[str], config_name: str, multirun: bool) -> A
     A YAML file that does not parse (a tab, an unclosed bracket) is one NstError naming the file and line.
     """
     from hydra._internal.hydra import Hydra  # Hydra 1.3's own composition, as hydra.main runs it
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
     from nst_exp.config import conf_dir, register
 
     register()  # the schema the defaults list names (nst_exp.normalize registers its own on import)
-    from hydra._internal.utils import create_config_search_path, get_args_parser
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.global_hydra import GlobalHydra
 
     try:
         args = get_args_parser().parse_args(argv)
