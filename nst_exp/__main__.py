@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -36,6 +35,7 @@ from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_reco
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
 from nst_exp.tensorboard_run import swept_values, sweep_task
+from nst_exp.trust import check_command_line
 from nst_exp.validation import validate
 
 log = logging.getLogger("nst_exp")
@@ -104,15 +104,8 @@ def job(cfg: DictConfig) -> objective.Value:
         log.error("%s", disk_message(error, out_dir))
         return _user_error(multirun, cfg)
     except KeyboardInterrupt as stop:
-        if multirun:
-            again = f"run the same sweep again with hydra.sweep.dir={hydra_cfg.sweep.dir}"
-        else:
-            again = f"python -m nst_exp resume={out_dir}"
-        if isinstance(stop, Interrupted):
-            log.error("Interrupted; the image and metrics so far are saved in %s, with a checkpoint. Continue: %s", out_dir, again)
-        else:  # a second Ctrl-C stopped it at once, before this session's image and metrics were written
-            log.error("Stopped at once; %s. Continue: %s", kept_checkpoint(out_dir), again)
-        sys.exit(128 + int(getattr(stop, "signal", signal.SIGINT)))
+        log.error("%s", stop_message(stop, out_dir, str(hydra_cfg.sweep.dir) if multirun else None))
+        sys.exit(128 + stop_signal(stop))
 
 
 def _user_error(multirun: bool, cfg: DictConfig) -> objective.Value:
@@ -123,11 +116,50 @@ def _user_error(multirun: bool, cfg: DictConfig) -> objective.Value:
 
 def kept_checkpoint(out_dir: Path) -> str:
     """Which whole checkpoint a stopped run left, in words."""
+    path = newest_checkpoint(out_dir)
+    if path is not None:
+        return f"this session's image and metrics were not saved; the last whole checkpoint is {path}"
+    return f"nothing of this session was saved and {out_dir} holds no checkpoint"
+
+
+def newest_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint file a resume would continue from (last.pt, else previous.pt), if one is on disk."""
     for name in (checkpoint.LAST, checkpoint.PREVIOUS):
         path = checkpoint.directory(out_dir) / name
         if path.is_file():
-            return f"this session's image and metrics were not saved; the last whole checkpoint is {path}"
-    return f"nothing of this session was saved and {out_dir} holds no checkpoint"
+            return path
+    return None
+
+
+def stop_signal(stop: BaseException) -> int:
+    """The signal behind an interrupt: the one Interrupted names, else SIGINT (Python's KeyboardInterrupt)."""
+    return int(getattr(stop, "signal", signal.SIGINT))
+
+
+def stop_message(stop: BaseException, out_dir: Path | None, sweep_dir: str | None = None) -> str:
+    """One line for every interrupt: what stopped it, what is kept on disk, and how to go on (only what works).
+
+    Ctrl-C, SIGTERM, a second Ctrl-C mid-iteration, or either during start-up: the
+    checkpoint advice is given only when a checkpoint file really is on disk.
+    """
+    name = signal.Signals(stop_signal(stop)).name
+    what = str(stop) if isinstance(stop, Interrupted) and str(stop) else f"Stopped by {name}."
+    if sweep_dir is not None:
+        return (f"{what} Finished jobs are kept; continue the sweep by running it again with "
+                f"hydra.sweep.dir={sweep_dir} (finished jobs are skipped, checkpointed ones continue).")
+    if out_dir is None:
+        return f"{what} Interrupted before the run started: nothing was written."
+    saved = isinstance(stop, Interrupted) and stop.saved
+    path = newest_checkpoint(out_dir)
+    go_on = f"Continue: python -m nst_exp resume={out_dir}"
+    if saved and path is not None:
+        return f"{what} Saved in {out_dir}: result.png, metrics.json and the checkpoint {path}. {go_on}"
+    if saved:
+        return (f"{what} Saved in {out_dir}: result.png and metrics.json, but no checkpoint (it stopped before the "
+                "first one, or the run is coarse-to-fine), so it cannot be continued: run it again to start over.")
+    if path is not None:
+        return f"{what} Nothing of this session was saved; {out_dir} holds the checkpoint {path}. {go_on}"
+    return f"{what} Nothing was saved and {out_dir} holds no checkpoint: run it again to start over."
 
 
 def disk_message(error: OSError, out_dir: Path) -> str:
@@ -149,21 +181,29 @@ def disk_message(error: OSError, out_dir: Path) -> str:
 
 
 def preflight(argv: list[str]) -> None:
-    """Checks made before Hydra creates a run directory: a ``resume=`` target, and where the run would write."""
+    """Checks made before Hydra creates anything: a ``resume=`` target, what the config may instantiate, where it writes.
+
+    The config is composed as Hydra will compose it (the same search path, ``--config-dir``
+    included, and mode), because Hydra makes its callbacks before the job starts: every
+    ``_target_`` in ``hydra.*`` is checked here (nst_exp.trust), and a YAML file that does
+    not parse is one message.
+    """
     multirun = "-m" in argv or "--multirun" in argv
     if not multirun:
         for argument in argv:
             if argument.startswith("resume=") and argument != "resume=null":
                 check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
-    if any(argument.startswith(("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-sc", "--shell-completion"))
+    if any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc", "--shell-completion"))
            for argument in argv):
         return
-    try:  # where Hydra will write; a config that does not compose is Hydra's to report
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            overrides = [argument for argument in argv if not argument.startswith("-")]
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
-    except Exception:  # noqa: BLE001 - sweeps' value lists and bad overrides are Hydra's to parse and report
+    cfg = check_command_line(argv, "config")
+    if cfg is None:
+        return
+    if any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in argv):
+        return  # prints the config; writes nothing
+    try:
+        folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report
         return
     check_writable(folder, "hydra.sweep.dir" if multirun else "hydra.run.dir")
 
@@ -192,6 +232,8 @@ def main() -> None:
     Image files and ``-o OUT`` on the command line (nst_exp.cli_args) become
     overrides before Hydra reads ``sys.argv``; OUT is written once the run is done.
     """
+    if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
         command = cli_args.parse(sys.argv[1:])
         sys.argv[1:] = command.hydra_args
@@ -203,8 +245,14 @@ def main() -> None:
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR)
+    except KeyboardInterrupt as stop:  # Ctrl-C while the command line is checked: nothing exists yet
+        print(f"Error: {stop_message(stop, None)}", file=sys.stderr)
+        sys.exit(128 + stop_signal(stop))
     try:
         job()
+    except KeyboardInterrupt as stop:  # before the job started (Hydra composing, creating the run dir)
+        print(f"Error: {stop_message(stop, _run_dir)}", file=sys.stderr)
+        sys.exit(128 + stop_signal(stop))
     except SystemExit as stop:
         if stop.code == 1 and not _job_started:  # Hydra printed why the config does not compose
             sys.exit(USER_ERROR)
@@ -213,6 +261,11 @@ def main() -> None:
         raise
     if command.output is not None and _run_dir is not None:
         write_output(_run_dir, command.output)
+
+
+def _stop_on_sigterm(number: int, frame: object) -> None:
+    """SIGTERM outside the optimisation loop (whose own handler stops it after an iteration): stop as Ctrl-C does."""
+    raise Interrupted("Stopped by SIGTERM.", signal.SIGTERM, saved=False)
 
 
 def write_output(run_dir: Path, output: Path) -> None:

@@ -24,6 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
+from nst_exp.cli_args import quoted
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
@@ -86,9 +87,24 @@ def stylize(
         return run(compose(*typed), None, typed, given=given)
     cfg, hydra_node = _compose(typed, hydra_node=True)
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     # Written once the folder is known to be this run's: a refused run must not relabel another.
     accept = lambda folder: write_hydra_record(folder, cfg, hydra_node, typed)  # noqa: E731
     return run(cfg, out_dir, typed, given=given, on_accept=accept, dir_setting="out_dir=...")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is a folder, or can be made one: no file stands at it or at a folder above it."""
+    existing = out_dir.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == out_dir.expanduser().absolute() else f"is inside {existing}, which is a file"
+        raise NstError(
+            f"stylize(out_dir={str(out_dir)!r}): {where}, not a folder. out_dir is the folder a run writes its "
+            "result.png, metrics.json and checkpoints into: give a new or existing folder, or out_dir=None "
+            "to keep the run in memory."
+        )
 
 
 def existing_file(image: str | Path, key: str) -> Path:
@@ -121,6 +137,18 @@ def as_pil(image: Any, what: str) -> Image.Image:
         )
     if not bool(image.detach().isfinite().all()):
         raise NstError(f"{what} holds values that are not finite numbers (NaN or infinity); give values in [0, 1].")
+    if not image.is_floating_point():
+        raise NstError(
+            f"{what} is a tensor of {image.dtype}; stylize takes floats in [0, 1]. For an 8-bit image, "
+            f"divide by 255: {what}=image.float() / 255."
+        )
+    low, high = float(image.detach().min()), float(image.detach().max())
+    if low < 0 or high > 1:
+        raise NstError(
+            f"{what} holds values from {low:g} to {high:g}; stylize takes values in [0, 1] (outside, they would be "
+            "clipped to black or white). An 8-bit image (0..255): divide it by 255. A normalised one (mean/std): "
+            "undo the normalisation. Rounding errors just outside: .clamp(0, 1)."
+        )
     return images.to_pil(image)
 
 
@@ -143,9 +171,7 @@ def override_value(value: Any) -> str:
     text = str(value)
     if PLAIN_VALUE.fullmatch(text) and text.lower() not in ("null", "true", "false"):
         return text
-    # Hydra reads a backslash pair as one only before a quote or at the end, so C:\images\x.png is typed as it is.
-    text = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, text)
-    return "'" + text.replace("'", "\\'") + "'"
+    return quoted(text)  # C:\images\x.png as typed; a name holding ${ is that text, never an interpolation
 
 
 def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, Any], overrides: Sequence[str]) -> None:

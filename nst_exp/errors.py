@@ -27,8 +27,13 @@ class ConfigError(NstError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised by the runner once an interrupted run is saved; exit status 128 + ``signal``."""
+    """A run stopped by a signal; exit status 128 + ``signal``.
 
-    def __init__(self, message: str, signal_number: int | None) -> None:
+    ``saved``: the runner wrote this session's image and metrics (result.png,
+    metrics.json) before raising it; False for a stop before or while they were written.
+    """
+
+    def __init__(self, message: str, signal_number: int | None, saved: bool = True) -> None:
         super().__init__(message)
         self.signal = signal_number if signal_number is not None else signal.SIGINT
+        self.saved = saved

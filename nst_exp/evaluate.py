@@ -29,11 +29,11 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
+from nst_exp.trust import read_config
 from nst_exp.results import (
     INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, read_metrics, write_json
 )
@@ -185,7 +185,8 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
             f"wrote its result can be scored; see the 'status' in its {METRICS_FILE}, or pass a finished run."
         )
     config = run_dir / RECORD_DIR / "config.yaml"
-    used = inputs_used(OmegaConf.load(config)) if config.is_file() else frozenset({"content", "style"})
+    settings = read_config(config) if config.is_file() else {}  # as data: no interpolation resolved
+    used = inputs_used(settings if isinstance(settings, dict) else {})
     result = _read(result_path, run_dir)
     content = _read(run_dir / INPUTS_DIR / "content.png", run_dir) if "content" in used else None
     style_paths, weights = _style_files(run_dir) if "style" in used else ([], [])

@@ -36,6 +36,7 @@ torch and the network's code load in the functions that use them: ``--help`` and
 from __future__ import annotations
 
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from nst_exp.errors import NstError
 from nst_exp.results import write_json
 from nst_exp.help import register_help
 from nst_exp.styles import IMAGE_SUFFIXES
+from nst_exp.trust import check_command_line
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -251,12 +253,23 @@ register_help()  # the resolvers conf/hydra/help/normalize.yaml calls for --help
 
 
 @hydra.main(config_path=conf_dir(), config_name="normalize", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> None:
     try:
         normalize(cfg, Path(HydraConfig.get().runtime.output_dir))
     except NstError as error:
         log.error("%s", error)
         raise SystemExit(2) from None
+
+
+def main() -> None:
+    """``nst-exp-normalize``: the command line's ``_target_``s are checked (nst_exp.trust) before Hydra makes anything."""
+    try:
+        if not any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc")) for argument in sys.argv[1:]):
+            check_command_line(sys.argv[1:], "normalize")
+    except NstError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    job()
 
 
 if __name__ == "__main__":

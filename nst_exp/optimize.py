@@ -114,7 +114,7 @@ class StopSignals:
             raise KeyboardInterrupt(f"second {signal.Signals(number).name}")
         self.received = number
         log.warning(
-            "Received %s: stopping after this iteration to save a checkpoint (send it again to stop at once).",
+            "Received %s: stopping after this iteration to save what it has (send it again to stop at once).",
             signal.Signals(number).name,
         )
 

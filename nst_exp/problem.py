@@ -14,6 +14,7 @@ from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.inputs import Inputs, StageInputs
 from nst_exp.losses import GatysLoss, LossSettings
+from nst_exp.images import fit_size
 from nst_exp.memory import smallest_size
 from nst_exp.stages import Stage, StageSetup, upsample
 
@@ -80,15 +81,36 @@ class Problem:
         return StageSetup(objective, init.to(self.device), functools.partial(self.color.finish, content=content))
 
     def check_sizes(self, stages: Sequence[Stage]) -> None:
-        """Every layer must see at least one pixel of every image at every stage, from the file headers."""
+        """Every layer must see at least one pixel of every image at every stage, from the file headers.
+
+        The fix a refusal suggests is one that passes: the smallest image_size (or coarse
+        sizes) at which every image is seen, or, where that size would exceed max_image_pixels
+        (a 1 x 5000 style image), shallower layers or a squarer image instead.
+        """
         factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
         styles = [source.size for source in self.inputs.styles]
         needed = smallest_size(factor, self.inputs.content_size, styles, self.inputs.style_scale)
+        height, width = fit_size(*self.inputs.content_size, needed)
+        practical = height * width <= self.inputs.max_pixels
         for stage in stages:
-            setting = "image_size" if stage.index == stage.count else f"coarse_to_fine.sizes[{stage.index - 1}]"
-            check_image_size(self.extractor, self.inputs.shape(stage.size), "content", stage.size, needed, setting)
+            setting, fix = size_fix(stage, stages, needed)
+            fix = fix if practical else None
+            check_image_size(self.extractor, self.inputs.shape(stage.size), "content", stage.size, fix, setting)
             for source, shape in zip(self.inputs.styles, self.inputs.style_shapes(stage.size)):
-                check_image_size(self.extractor, shape, f"style '{source.spec.name}'", stage.size, needed, setting)
+                check_image_size(self.extractor, shape, f"style '{source.spec.name}'", stage.size, fix, setting)
+
+
+def size_fix(stage: Stage, stages: Sequence[Stage], needed: int) -> tuple[str, str]:
+    """(the setting of ``stage``'s size, the change that makes every stage big enough for every layer)."""
+    image_size = stages[-1].size
+    if stage.index == stage.count:
+        return "image_size", f"Use image_size={needed} or more, or shallower layers"
+    setting = f"coarse_to_fine.sizes[{stage.index - 1}]"
+    if needed > image_size:
+        return setting, f"Use image_size={needed} or more with coarse_to_fine.sizes=[] (one stage), or shallower layers"
+    kept = sorted({needed, *(s.size for s in stages[:-1] if s.size >= needed)} - {image_size})
+    return setting, (f"Use coarse_to_fine.sizes=[{','.join(map(str, kept))}] (each at least {needed}, below "
+                     "image_size), or shallower layers")
 
 
 def check_image_size(
@@ -96,20 +118,26 @@ def check_image_size(
     shape: tuple[int, int],
     what: str,
     image_size: int,
-    needed: int,
+    fix: str | None,
     setting: str = "image_size",
 ) -> None:
     """Every requested layer must see at least one pixel of an image of ``shape`` = (H, W).
 
-    The deepest layer is checked first; ``needed`` is the smallest size at which
-    every image passes (memory.smallest_size), which the error suggests.
+    The deepest layer is checked first; ``fix`` is the change that makes every image pass
+    (size_fix), or None where none is practical: then the layers that do see this image.
     """
     height, width = shape
     for layer in sorted(extractor.requested, key=lambda name: (-extractor.downsampling(name), name)):
         factor = extractor.downsampling(layer)
         if min(height, width) < factor:
+            seen = [name for name in extractor.requested if extractor.downsampling(name) <= min(height, width)]
+            if fix is None:
+                fix = (
+                    f"No image_size helps: the size at which it would be seen exceeds max_image_pixels. Crop or pad "
+                    f"the {what} image to a squarer shape, or use only layers that see it "
+                    + (f"({', '.join(seen)})" if seen else "(none of the requested layers does)")
+                )
             raise NstError(
                 f"{setting}={image_size} is too small for layer '{layer}': the {what} image becomes "
-                f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. "
-                f"Use {setting}={needed} or more, or shallower layers."
+                f"{width} x {height} pixels and '{layer}' sees it {factor} times smaller. {fix}."
             )

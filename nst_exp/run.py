@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -44,6 +43,7 @@ from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, 
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import Stage, plan, synthesise
 from nst_exp.tensorboard_run import Board
+from nst_exp.trust import make_optimizer
 from nst_exp.startup import FirstIteration, StartUp
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def synthesise_run(
     # Evaluation first: the others log its scores; FirstIteration before the writers: their logging is not the step.
     callbacks: list[Callback] = [evaluation, FirstIteration(startup), *writers, progress]
     with progress.logging_above():  # log lines print above the bar, not through it
-        outcome, records = synthesise(stages, problem, hydra.utils.instantiate(cfg.optimizer), callbacks, start)
+        outcome, records = synthesise(stages, problem, make_optimizer(cfg.optimizer), callbacks, start)
     outcome.seconds += where.seconds
 
     record = {
@@ -219,12 +219,12 @@ def finish(
         kept = checkpointer.last if checkpointer is not None and checkpointer.last is not None else None
         kept = kept if kept is not None else (where.iteration or None)
         raise RunFailed(guard.out_of_memory(outcome.message, where.out_dir, kept), result.metrics)
+    if outcome.status == Status.INTERRUPTED:  # the caller says in one line what was kept (nst_exp.__main__)
+        raise Interrupted(outcome.message, outcome.signal, saved=where.out_dir is not None)
     if outcome.message:
         log.warning("%s", outcome.message)
     if where.out_dir is not None:
         log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, where.out_dir)
-    if outcome.status == Status.INTERRUPTED:
-        raise Interrupted(outcome.message, outcome.signal)
     return result
 
 

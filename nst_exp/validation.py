@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import math
 import typing
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 
 from nst_exp.config import DEVICES, Config, conf_dir, device_kind
 from nst_exp.errors import NstError
+from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
 
 def validate(cfg: Any) -> None:
@@ -33,6 +33,8 @@ def validate(cfg: Any) -> None:
     and importing that class imports torch, which a run refused for any other
     setting does not wait for.
     """
+    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    check_task_targets(plain, _optimizer_choices())  # before anything a config names is imported
     check_known_keys(cfg, optimizer=False)
     validate_numbers(cfg, optimizer=False)
     if cfg.alpha == 0 and cfg.beta == 0:
@@ -45,6 +47,15 @@ def validate(cfg: Any) -> None:
         raise NstError("init=file needs init.path=/path/to/image.png.")
     if not cfg.content_layers and not cfg.style_layers:
         raise NstError("content_layers and style_layers are both empty: nothing to match.")
+    for layers, weight, term, other in (("content_layers", "alpha", "content", "style"),
+                                        ("style_layers", "beta", "style", "content")):
+        if not cfg[layers] and cfg[weight] != 0:
+            raise NstError(
+                f"{layers} is empty but {weight}={cfg[weight]}: the {term} term would match nothing and the run "
+                f"would silently be {other}-only. Give {layers} (e.g. {layers}="
+                f"[{'relu4_2' if term == 'content' else 'relu1_1,relu2_1,relu3_1,relu4_1,relu5_1'}]), "
+                f"or {weight}=0 for a {other}-only run (as conf/experiment/fig1_{other}.yaml does)."
+            )
     validate_control(cfg)
     check_optimizer(cfg)
 
@@ -90,9 +101,11 @@ def validate_control(cfg: Any) -> None:
 def validate_coarse_to_fine(cfg: Any) -> None:
     sizes, iterations = list(cfg.coarse_to_fine.sizes), list(cfg.coarse_to_fine.iterations)
     if any(size < 1 for size in sizes) or sizes != sorted(set(sizes)) or (sizes and sizes[-1] >= cfg.image_size):
+        example = sorted({size for size in (cfg.image_size // 4, cfg.image_size // 2) if 1 <= size < cfg.image_size})
         raise NstError(
             f"coarse_to_fine.sizes={sizes} must be increasing positive sizes below image_size={cfg.image_size} "
-            f"(the last stage), e.g. coarse_to_fine.sizes=[{cfg.image_size // 4},{cfg.image_size // 2}]."
+            f"(the last stage), e.g. coarse_to_fine.sizes=[{','.join(map(str, example))}]"
+            f"{' (one stage)' if not example else ''}."
         )
     if iterations and len(iterations) != len(sizes):
         raise NstError(
@@ -211,7 +224,9 @@ NUMBERS: dict[str, tuple[Bound, str]] = {
     "log.image_every": (COUNT, "default"),
     "checkpoint.every": (COUNT, "default"),
     "max_image_pixels": (AT_LEAST_ONE, "default"),
-    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, "Give increasing sizes below image_size, e.g. coarse_to_fine.sizes=[128,256]."),
+    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, (
+        "Give increasing sizes below image_size (say a quarter and a half of it), or coarse_to_fine.sizes=[] for one stage."
+    )),
     "coarse_to_fine.iterations[*]": (COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each."),
     "model.mean[*]": (Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406)."),
     "objective_weights[*]": (Bound(), "Give one finite weight per objective, or objective_weights=null."),
@@ -232,8 +247,6 @@ OPTIMIZER_NUMBERS: dict[str, Bound] = {
     "tolerance_change": WEIGHT,
 }
 LINE_SEARCHES = (None, "strong_wolfe")  # what torch.optim.LBFGS accepts as line_search_fn
-# Keys hydra.utils.instantiate reads itself; any optimizer node may hold them.
-INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
 def validate_numbers(cfg: Any, *, optimizer: bool = True) -> None:
@@ -366,23 +379,21 @@ def _check_optimizer_keys(optimizer: Any) -> None:
 
 def _optimizer_parameters(optimizer: Any) -> dict[str, inspect.Parameter]:
     """The keyword arguments the optimizer's ``_target_`` class takes, besides the tensors (``params``)."""
-    choices = ", ".join(sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml")))
+    choices = _optimizer_choices()
     target = optimizer.get("_target_") if hasattr(optimizer, "get") else None
     if not target:
         raise NstError(
             f"optimizer has no _target_ (it is {optimizer!r}). Pick one with optimizer=<name> "
             f"(conf/optimizer/: {choices})."
         )
-    module, _, name = str(target).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise NstError(
-            f"optimizer._target_={target} cannot be imported ({error}). Give a torch.optim class, "
-            f"e.g. torch.optim.Adam, or pick one with optimizer=<name> (conf/optimizer/: {choices})."
-        ) from error
+    cls = optimizer_class(target, choices)  # imports torch.optim only, never what the config names
     parameters = list(inspect.signature(cls).parameters.values())[1:]  # the first takes the tensors
     return {p.name: p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _optimizer_choices() -> str:
+    """The optimizer configs in conf/optimizer/: ``adam, lbfgs``."""
+    return ", ".join(sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml")))
 
 
 def _unknown_key(key: str, known: Sequence[str], prefix: str, where: str = "") -> NstError:

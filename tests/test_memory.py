@@ -224,11 +224,11 @@ def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_pat
         loaded = [images.load(content, candidate), images.load(content, max(1, round(0.1 * candidate)))]
         if passes:
             for image in loaded:
-                check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, size)
+                check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, f"Use image_size={size}")
         else:
             with pytest.raises(NstError, match="is too small for layer 'relu5_1'"):
                 for image in loaded:
-                    check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, size)
+                    check_image_size(extractor, tuple(image.shape[-2:]), "test", candidate, f"Use image_size={size}")
     # the runner's advice today, ceil(factor * size / short side) from the content alone, falls short
     at_32 = images.load(content, 32)
     assert math.ceil(16 * 32 / min(at_32.shape[-2:])) < size

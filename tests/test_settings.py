@@ -89,7 +89,7 @@ def test_a_bad_number_is_refused_naming_key_value_range_and_fix(overrides, messa
         (["optimizer=adam", "+optimizer.history_size=10"],
          r"Unknown key 'optimizer\.history_size' for torch\.optim\.Adam\. Known in optimizer: amsgrad, betas, .*eps"),
         (["+zzz=1"], r"Unknown key 'zzz'\. Known: alpha, "),  # nothing close: no suggestion
-        (["optimizer._target_=torch.optim.Nope"], r"optimizer\._target_=torch\.optim\.Nope cannot be imported.*"
+        (["optimizer._target_=torch.optim.Nope"], r"optimizer\._target_=torch\.optim\.Nope is not allowed.*"
                                                   r"optimizer=<name> \(conf/optimizer/: adam, lbfgs\)"),
     ],
 )

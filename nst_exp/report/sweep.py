@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError
 from nst_exp.results import METRICS_FILE, flatten, job_dirs, read_metrics
+from nst_exp.trust import read_config
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
@@ -71,19 +71,15 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
 
 
 def resolved(path: Path) -> dict[str, Any]:
-    """A saved config as plain Python, interpolations resolved where they still can be."""
-    config = OmegaConf.load(path)
-    try:
-        return OmegaConf.to_container(config, resolve=True)
-    except OmegaConfBaseException:
-        return OmegaConf.to_container(config, resolve=False)
+    """A saved config as plain Python, its interpolations (``${oc.env:SECRET}``) kept as text: never resolved here."""
+    return read_config(path)
 
 
 def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str]]:
     """(row without swept keys, resolved config, group choices, overrides) of one job."""
     hydra_dir = job_dir / ".hydra"
     hydra = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
-    overrides = parse_overrides(list(OmegaConf.load(hydra_dir / "overrides.yaml")))
+    overrides = parse_overrides(list(read_config(hydra_dir / "overrides.yaml")))  # as text: ${...} not resolved
     settings = resolved(hydra_dir / "config.yaml")
     if (job_dir / METRICS_FILE).is_file():
         try:
