@@ -130,16 +130,15 @@ def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
     """Copy each job's result.png, metrics.json and config into ``folder/<job>/``; job -> its copy.
 
     What a reader needs to judge a job and run it again; snapshots, checkpoints, event files
-    and the input images stay with the sweep. ``folder`` is replaced, so no job of an
-    earlier report lingers in it.
+    and the input images stay with the sweep. A job of an earlier report that is gone is removed
+    by ``build.report``, which replaces only the files a report wrote.
     """
-    shutil.rmtree(folder, ignore_errors=True)
     copies: dict[int, Path] = {}
     for job in sweep.jobs["job"]:
         copies[int(job)] = copy = folder / str(job)
         for name in PUBLISHED_FILES:
             source = sweep.job_dir(int(job)) / name
-            if source.is_file():
+            if source.is_file() and not source.is_symlink():  # a shared sweep's link could name any file here
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, copy / name)
     return copies
@@ -235,7 +234,6 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
     ``self_contained``: copy the jobs' files under ``out/jobs/`` and link to those (``copy_job_files``).
     """
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / CURVES_DIR, ignore_errors=True)  # no curve of a job gone from the sweep
     curves = plot_job_curves(sweep, out / CURVES_DIR)
     if self_contained:
         job_dirs = copy_job_files(sweep, out / JOBS_DIR)
