@@ -107,6 +107,12 @@ def _jobs(jobs: list[Job]) -> str:
     return ("job " if len(jobs) == 1 else "jobs ") + ", ".join(job.name for job in jobs)
 
 
+class SweepEnded(SystemExit):
+    """The sweep's exit status, FAILED_EXIT: not Hydra's exit 1 for a config that does not compose
+    (nst_exp.__main__ turns that one into 2). Under the joblib launcher no job runs in the launching
+    process, so this is how that process knows the sweep ran."""
+
+
 class SweepSummary(Callback):
     """After a multirun: print the summary to stderr; exit with FAILED_EXIT if a job did not finish."""
 
@@ -116,7 +122,7 @@ class SweepSummary(Callback):
         # stderr, not logging: after the basic launcher's jobs, the root logger still writes to the last job's log
         print(summary(sweep_dir, jobs), file=sys.stderr, flush=True)
         if not jobs or not all(job.finished for job in jobs):
-            sys.exit(FAILED_EXIT)
+            raise SweepEnded(FAILED_EXIT)
 
 
 class TrialFailed(NstError):
