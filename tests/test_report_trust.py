@@ -26,6 +26,7 @@ from nst_exp.report.build import MANIFEST
 from nst_exp.run import result_in
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a real sweep in a subprocess, built once (about 15 s on 2 cores)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,11 @@ from nst_exp.report.tables import status_counts
 DAMAGED_EXIT = 1  # the report is written, and some jobs' rows say their files are damaged or missing
 
 
+def printable(text: object) -> str:
+    """Text from a run for a terminal: control characters (escape sequences, newlines) shown as escapes."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program("nst_exp.report"),  # nst-exp-report when run as the console script
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(damaged)} of {len(result.sweep.jobs)} jobs are damaged (their rows say so in the "
               "'problem' column; the others are reported):", file=sys.stderr)
         for job in damaged:
-            print(f"  job {job} ({result.sweep.jobs.at[job, 'dir']}): {result.sweep.jobs.at[job, 'problem']}",
-                  file=sys.stderr)
+            where, problem = (printable(result.sweep.jobs.at[job, key]) for key in ("dir", "problem"))
+            print(f"  job {job} ({where}): {problem}", file=sys.stderr)
         return DAMAGED_EXIT
     return 0
