@@ -145,6 +145,8 @@ def test_one_job_sweep_and_single_run_get_a_one_row_report(made, tmp_path, capsy
         table = pd.read_csv(out / "results.csv", dtype={"dir": str})
         assert list(table["dir"]) == ["0" if root == sweep else "."] and list(table["status"]) == ["completed"]
         assert {"figure.png", "losses.png", "index.html"} <= {path.name for path in out.iterdir()}
+    report(sweep, self_contained=True)  # into <sweep>/report, with copies of the jobs' records
+    assert list(report(sweep).sweep.jobs["dir"]) == ["0"]  # the copies are not jobs
 
 
 def damage(sweep: Path) -> dict[int, str]:

@@ -19,11 +19,11 @@ from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, PUBLISHED
 from nst_exp.report.sweep import Sweep, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
+from nst_exp.results import REPORT_MANIFEST as MANIFEST
 from nst_exp.results import write_json
 
 log = logging.getLogger(__name__)
 
-MANIFEST = ".nst_exp_report.json"  # in the report folder: the files (relative paths) the report wrote there
 TOP_FILES = ("results.csv", "results.md", "scalars.csv", "figure.png", "losses.png", "tradeoff.png", GALLERY_FILE)
 TOP_DIRS = (CURVES_DIR, JOBS_DIR)
 DIR_MARKS = tuple(f"{name}/" for name in TOP_DIRS)  # in a manifest: the folder is the report's

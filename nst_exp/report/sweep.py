@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, RECORD_DIR, RESULT_FILE, Status, flatten, job_dirs
+from nst_exp.results import METRICS_FILE, RECORD_DIR, REPORT_MANIFEST, RESULT_FILE, Status, flatten, job_dirs
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 UNREADABLE = "unreadable"  # status of a job whose metrics.json is damaged (truncated, not a JSON object)
@@ -58,7 +58,7 @@ def find_jobs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise NstError(f"Sweep directory '{root}' does not exist. Pass the folder a multirun wrote, "
                        "e.g. outputs/multirun/<date>/<time>.")
-    found = job_dirs(root)
+    found = job_dirs(root)  # not a self-contained report's copies of its jobs
     if not found:
         raise NstError(
             f"No Hydra jobs under '{root}': expected sub-folders holding .hydra/config.yaml, as "
