@@ -173,3 +173,14 @@ def test_sigterm_to_a_joblib_sweep_saves_the_running_jobs_and_leaves_no_process(
     for job in ("0", "1"):  # each saved as a single run does at SIGTERM: resumable
         assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "interrupted"
         assert (sweep / job / "result.png").is_file() and (sweep / job / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/joblib' is validated against ConfigStore schema:UserWarning")
+def test_hydra_launcher_joblib_is_nst_exps_launcher_with_joblibs_keys():
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    launcher = make_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], return_hydra_config=True).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.nst_exp_launcher.JoblibLauncher"
+    assert set(launcher) == set(JobLibLauncherConf.__dataclass_fields__) and launcher.n_jobs == 2
+    assert launcher._target_ in Plugins.instance().class_name_to_class  # Hydra takes launchers from hydra_plugins only
