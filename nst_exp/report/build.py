@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from nst_exp.errors import NstError
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
 from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, PUBLISHED_FILES, write_gallery
-from nst_exp.report.sweep import Sweep, read_sweep
+from nst_exp.report.sweep import Sweep, damaged, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
 from nst_exp.results import REPORT_MANIFEST as MANIFEST
@@ -42,7 +42,7 @@ class Report:
     @property
     def damaged(self) -> list[int]:
         """The jobs whose row says what is wrong with them (``problem``)."""
-        return [int(job) for job, problem in self.sweep.jobs["problem"].items() if problem]
+        return sorted(int(job) for job in damaged(self.sweep.jobs)["job"])
 
 
 def report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False,

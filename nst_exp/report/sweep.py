@@ -283,6 +283,13 @@ def networks(sweep: Sweep) -> str:
     return "; ".join(labels) or "unknown"
 
 
+def damaged(jobs: pd.DataFrame) -> pd.DataFrame:
+    """The jobs whose ``problem`` says what is wrong with their files (none in a Sweep built without one)."""
+    if "problem" not in jobs:
+        return jobs.iloc[:0]
+    return jobs[jobs["problem"].fillna("").astype(str) != ""]
+
+
 def eval_columns(jobs: pd.DataFrame) -> list[str]:
     """The ``eval/*`` columns some job has a value in, in the order metrics.json wrote them."""
     return [column for column in jobs.columns if column.startswith(EVAL_PREFIX) and jobs[column].notna().any()]

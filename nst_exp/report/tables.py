@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
+from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, damaged, eval_columns, networks
 
 HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
 
@@ -19,7 +19,7 @@ HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", 
 def headline(sweep: Sweep) -> pd.DataFrame:
     """The columns results.md shows; results.csv has them all."""
     losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
-    problem = ["problem"] if sweep.jobs["problem"].astype(bool).any() else []
+    problem = ["problem"] if not damaged(sweep.jobs).empty else []
     columns = ["job", *sweep.swept, "status", *problem, "alpha/beta", *losses, *eval_columns(sweep.jobs),
                *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]
     table = sweep.jobs[[column for column in columns if column in sweep.jobs]].astype(object)
@@ -30,12 +30,13 @@ def headline(sweep: Sweep) -> pd.DataFrame:
     return escaped(table)
 
 
-MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|])")  # a backslash, code, emphasis, links, table cells
+MARKDOWN_SPECIAL = re.compile(r"([\\`*|]|\](?=[(\[:]))")  # a backslash, code, emphasis, a cell's end, a link's "]("
 
 
 def md(value: Any) -> str:
-    """Text from a run as literal Markdown: ``|``, ``[``, ``*``... backslash-escaped, ``<``, ``>``, ``&`` as
-    entities (raw HTML in a config value or metric key is shown, not rendered), one line."""
+    """Text from a run as literal Markdown, on one line: ``|``, backticks, ``*`` and a link's ``](`` backslash-escaped,
+    ``<``, ``>``, ``&`` as entities, so raw HTML in a config value or metric key is shown, not rendered.
+    A layer list such as ``[relu1_1]`` is left as it reads."""
     return html.escape(MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines())), quote=False)
 
 
@@ -74,7 +75,7 @@ def grids(sweep: Sweep) -> list[tuple[str, pd.DataFrame]]:
     for metric in eval_columns(sweep.jobs):
         table = jobs.pivot_table(index=rows, columns=columns, values=metric, aggfunc="mean", sort=False)
         table.columns = [f"{columns}={value}" for value in table.columns]
-        tables.append((md(f"{metric}: {rows} (rows) by {columns} (columns)"), escaped(table)))
+        tables.append((f"{metric}: {rows} (rows) by {columns} (columns)", table))
     return tables
 
 
@@ -99,10 +100,10 @@ def write_tables(sweep: Sweep, out: Path, per_step: bool = True) -> tuple[Path, 
         "",
     ]
     for title, table in grids(sweep):
-        lines += [f"## {title}", "", table.to_markdown(floatfmt=".4g", missingval=""), ""]
-    damaged = sweep.jobs[sweep.jobs["problem"].astype(bool)]
-    if not damaged.empty:
-        lines[5:5] = [f"- Damaged: {len(damaged)} job(s) ({md(', '.join(map(str, sorted(damaged['job']))))}); "
+        lines += [f"## {md(title)}", "", escaped(table).to_markdown(floatfmt=".4g", missingval=""), ""]
+    flagged = damaged(sweep.jobs)
+    if not flagged.empty:
+        lines[5:5] = [f"- Damaged: {len(flagged)} job(s) ({md(', '.join(map(str, sorted(flagged['job']))))}); "
                       "the problem column says what is wrong with each"]
     markdown.write_text("\n".join(lines), encoding="utf-8")
     return csv, markdown, scalars if per_step else None
