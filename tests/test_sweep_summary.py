@@ -184,3 +184,16 @@ def test_hydra_launcher_joblib_is_nst_exps_launcher_with_joblibs_keys():
     assert launcher._target_ == "hydra_plugins.nst_exp_launcher.JoblibLauncher"
     assert set(launcher) == set(JobLibLauncherConf.__dataclass_fields__) and launcher.n_jobs == 2
     assert launcher._target_ in Plugins.instance().class_name_to_class  # Hydra takes launchers from hydra_plugins only
+
+
+def test_a_damaged_job_record_is_an_unfinished_job_not_a_traceback(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    job(sweep, "0", ["seed=0"], {"status": "completed"})
+    (job(sweep, "1", ["seed=1"], None) / "metrics.json").write_text("[1, 2, 3]")  # JSON, not an object
+    (job(sweep, "2", ["seed=2"], {"status": "completed"}) / ".hydra" / "overrides.yaml").write_text("- a=[\n  :: {")
+    with pytest.raises(SystemExit) as stopped:
+        end_of_sweep(sweep)
+    assert stopped.value.code == FAILED_EXIT
+    said = capsys.readouterr().err
+    assert said.startswith("Sweep finished: 2 completed, 1 failed (job 1: 1 unreadable; see ")
+    assert "  job 1 (seed=1): unreadable: metrics.json could not be read: it holds a JSON list, not an object" in said
