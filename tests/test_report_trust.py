@@ -103,6 +103,9 @@ def test_a_report_replaces_only_the_files_it_wrote(made, tmp_path, capsys):
     assert said == f"error: --out {victim} is a file, not a folder. Give a folder for the report (it is created " \
                    f"if missing), e.g. --out {tmp_path / 'victim'}_report.\n"
     assert victim.read_text() == "keep"
+    assert main([str(victim)]) == 2  # a file given as the sweep
+    assert capsys.readouterr().err == f"error: Sweep directory '{victim}' is not a directory. Pass the folder a " \
+                                      "multirun wrote, e.g. outputs/multirun/<date>/<time>, or one run's directory.\n"
 
 
 RUN_TEXT = {  # strings a shared sweep may carry, none of which may become markup in results.md

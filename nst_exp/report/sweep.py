@@ -56,8 +56,9 @@ class Sweep:
 def find_jobs(root: Path) -> list[Path]:
     """The job directories under ``root`` (those Hydra gave a ``.hydra/config.yaml``), or ``root`` itself."""
     if not root.is_dir():
-        raise NstError(f"Sweep directory '{root}' does not exist. Pass the folder a multirun wrote, "
-                       "e.g. outputs/multirun/<date>/<time>.")
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise NstError(f"Sweep directory '{root}' {what}. Pass the folder a multirun wrote, "
+                       "e.g. outputs/multirun/<date>/<time>, or one run's directory.")
     found = job_dirs(root)  # not a self-contained report's copies of its jobs
     if not found:
         raise NstError(
