@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from nst_exp.lock import RunDirInUse
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
+from nst_exp.sweep import SweepEnded
 from nst_exp.tensorboard_run import swept_values, sweep_task
 from nst_exp.trust import check_command_line
 from nst_exp.validation import validate
@@ -41,6 +43,9 @@ from nst_exp.validation import validate
 log = logging.getLogger("nst_exp")
 register()
 register_help()  # the resolver conf/hydra/help/nst_exp.yaml calls for --help
+# conf/hydra/launcher/joblib.yaml replaces hydra-joblib-launcher's config of that name (its _target_: nst_exp's
+# launcher), keeping its keys; Hydra warns of that match here, and in each worker (nst_exp.launcher filters it there).
+warnings.filterwarnings("ignore", r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema", UserWarning)
 USER_ERROR = 2
 _job_started = False  # set once Hydra has composed the config and calls the job
 _run_dir: Path | None = None  # the job's output dir, for -o
@@ -254,7 +259,7 @@ def main() -> None:
         print(f"Error: {stop_message(stop, _run_dir)}", file=sys.stderr)
         sys.exit(128 + stop_signal(stop))
     except SystemExit as stop:
-        if stop.code == 1 and not _job_started:  # Hydra printed why the config does not compose
+        if stop.code == 1 and not _job_started and not isinstance(stop, SweepEnded):  # Hydra: it does not compose
             sys.exit(USER_ERROR)
         if command.output is not None and _job_started and stop.code:
             log.error("Nothing written to %s: the run did not finish.", command.output)

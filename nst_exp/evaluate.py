@@ -28,20 +28,24 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 import torch.nn.functional as F
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
 from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
 from nst_exp.trust import read_config
 from nst_exp.results import (
-    INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, read_metrics, write_json
+    INPUTS_DIR, METRICS_FILE, RECORD_DIR, REPORT_MANIFEST, RESULT_FILE, SCORES, inputs_used, read_metrics, write_json
 )
 
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
 # SSIM's Gaussian window as in Wang et al. 2004: 11 x 11, sigma 1.5 pixels.
 log = logging.getLogger(__name__)
+
+DAMAGED_EXIT = 1  # python -m nst_exp.evaluate: some runs could not be scored (each named), the others were
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -185,8 +189,16 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
             f"wrote its result can be scored; see the 'status' in its {METRICS_FILE}, or pass a finished run."
         )
     config = run_dir / RECORD_DIR / "config.yaml"
-    settings = read_config(config) if config.is_file() else {}  # as data: no interpolation resolved
-    used = inputs_used(settings if isinstance(settings, dict) else {})
+    try:
+        settings = read_config(config) if config.is_file() else None  # as data: no interpolation resolved
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
+        used = inputs_used(settings) if settings is not None else frozenset({"content", "style"})
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise NstError(
+            f"Cannot evaluate '{run_dir}': {config} is damaged ({' '.join(str(error).split())[:160]}), so which "
+            "images the run was made with is unknown. Restore that file, or run the job again."
+        ) from error
     result = _read(result_path, run_dir)
     content = _read(run_dir / INPUTS_DIR / "content.png", run_dir) if "content" in used else None
     style_paths, weights = _style_files(run_dir) if "style" in used else ([], [])
@@ -230,7 +242,9 @@ def find_runs(path: Path) -> list[Path]:
         raise NstError(f"'{path}' is not a directory. Pass a run directory or a sweep directory that holds runs.")
     if (path / METRICS_FILE).is_file():
         return [path]
-    runs = sorted({found.parent for found in path.rglob(METRICS_FILE) if (found.parent / RESULT_FILE).is_file()})
+    reports = {manifest.parent for manifest in path.rglob(REPORT_MANIFEST)}  # a report's copies are not runs
+    runs = sorted({found.parent for found in path.rglob(METRICS_FILE) if (found.parent / RESULT_FILE).is_file()
+                   and not reports.intersection(found.parents)})
     if not runs:
         raise NstError(
             f"No finished runs under '{path}': a run directory holds {METRICS_FILE} and {RESULT_FILE}. "
@@ -239,12 +253,41 @@ def find_runs(path: Path) -> list[Path]:
     return runs
 
 
-def rescore(paths: Sequence[Path]) -> dict[Path, dict[str, float]]:
-    """Score every run at or below ``paths`` and write the eval/* keys into its metrics.json, keeping the rest."""
+def run_metrics(run_dir: Path) -> dict:
+    """A run's metrics.json as a dict; a truncated file or one that is not a JSON object is one message."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        metrics = read_metrics(run_dir)
+    except (OSError, ValueError) as error:  # truncated, not JSON, not UTF-8, unreadable
+        raise NstError(
+            f"Cannot evaluate '{run_dir}': {path} is damaged ({' '.join(str(error).split())[:160]}). Its scores "
+            "would be written into it: restore that file, or run the job again."
+        ) from error
+    if not isinstance(metrics, dict):
+        raise NstError(
+            f"Cannot evaluate '{run_dir}': {path} holds a JSON {type(metrics).__name__}, not an object of "
+            "metrics. Restore that file, or run the job again."
+        )
+    return metrics
+
+
+def rescore(paths: Sequence[Path], damaged: dict[Path, str] | None = None) -> dict[Path, dict[str, float]]:
+    """Score every run at or below ``paths`` and write the eval/* keys into its metrics.json, keeping the rest.
+
+    ``damaged``: where a run that cannot be scored (a damaged metrics.json, config or image) is recorded
+    (run -> why), the others still scored; without it the first such run raises its NstError.
+    """
     scored: dict[Path, dict[str, float]] = {}
     for run_dir in dict.fromkeys(run for path in paths for run in find_runs(path)):
-        scores = evaluate_run(run_dir)
-        kept = {key: value for key, value in read_metrics(run_dir).items() if key not in SCORES}  # no stale score
+        try:
+            metrics = run_metrics(run_dir)
+            scores = evaluate_run(run_dir)
+        except NstError as error:
+            if damaged is None:
+                raise
+            damaged[run_dir] = str(error)
+            continue
+        kept = {key: value for key, value in metrics.items() if key not in SCORES}  # no stale score
         write_json(run_dir / METRICS_FILE, {**kept, **scores})
         scored[run_dir] = scores
     return scored
@@ -259,12 +302,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"add the scores to each run's {METRICS_FILE} as {', '.join(SCORES)}.",
     )
     parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="a run directory or a sweep directory")
+    parser.epilog = (f"Exit status: 0 when every run was scored; {DAMAGED_EXIT} when some runs could not be (a "
+                     f"damaged {METRICS_FILE}, config or image: each is named, the others are scored); 2 when no "
+                     "run was found.")
     args = parser.parse_args(argv)
+    damaged: dict[Path, str] = {}
     try:
-        scored = rescore(args.dirs)
+        scored = rescore(args.dirs, damaged)
     except NstError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if scored:
+        print_scores(scored)
+    for why in damaged.values():
+        print(f"error: {why}", file=sys.stderr)
+    if damaged:
+        print(f"{len(damaged)} of {len(damaged) + len(scored)} runs could not be scored (above)"
+              + ("; the others were." if scored else "."), file=sys.stderr)
+        return DAMAGED_EXIT
+    return 0
+
+
+def print_scores(scored: dict[Path, dict[str, float]]) -> None:
     names = [str(run_dir) for run_dir in scored]
     width = max(len("run"), *map(len, names))
     print(f"{'run':<{width}}  {'content_ssim':>12}  {'style_swd':>10}  {'color_distance':>14}")
@@ -274,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = any(len(scores) < len(SCORES) for scores in scored.values())
     print(f"wrote the scores into {len(scored)} {METRICS_FILE} file(s)"
           + ("; nan: an image that run was not made with, not scored (none written)" if skipped else ""))
-    return 0
 
 
 def _checked(image: Tensor, what: str) -> Tensor:
@@ -393,7 +451,7 @@ def _style_files(run_dir: Path) -> tuple[list[Path], list[float]]:
     if (inputs / "style.png").is_file():
         return [inputs / "style.png"], [1.0]
     metrics_path = run_dir / METRICS_FILE
-    weights = read_metrics(run_dir).get("styles") if metrics_path.is_file() else None
+    weights = run_metrics(run_dir).get("styles") if metrics_path.is_file() else None
     if not isinstance(weights, dict) or not weights:
         found = sorted(path.name for path in inputs.glob("style_*.png"))
         raise NstError(

@@ -19,6 +19,7 @@ from typing import IO, Any, Iterator, Mapping, Sequence
 
 METRICS_FILE = "metrics.json"
 RESULT_FILE = "result.png"
+REPORT_MANIFEST = ".nst_exp_report.json"  # in a report folder: the files nst_exp.report wrote there
 INPUTS_DIR = "inputs"
 SNAPSHOTS_DIR = "snapshots"
 RECORD_DIR = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
@@ -111,8 +112,14 @@ def inputs_used(settings: Mapping[str, Any]) -> frozenset[str]:
 
 
 def job_dirs(root: Path) -> list[Path]:
-    """The run directories at or under ``root``: those Hydra gave a ``.hydra/config.yaml``, sorted by path."""
-    return sorted({path.parent.parent for path in Path(root).rglob(".hydra/config.yaml")})
+    """The run directories at or under ``root``: those Hydra gave a ``.hydra/config.yaml``, sorted by path.
+
+    Not the copies a self-contained report keeps of its jobs' records (under a folder holding
+    ``REPORT_MANIFEST``): a sweep with its report inside is still the same jobs.
+    """
+    reports = {manifest.parent for manifest in Path(root).rglob(REPORT_MANIFEST)}
+    found = {path.parent.parent for path in Path(root).rglob(".hydra/config.yaml")}
+    return sorted(job for job in found if not reports.intersection(job.parents))
 
 
 def finite_or_none(value: Any) -> Any:

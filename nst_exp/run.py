@@ -229,7 +229,13 @@ def finish(
 
 
 def result_in(run_dir: Path) -> Result:
-    """The result a finished run left in ``run_dir``."""
+    """The result a finished run left in ``run_dir``; a deleted result.png is said to be missing, with how to re-run."""
+    if not (run_dir / RESULT_FILE).exists() and not (run_dir / RESULT_FILE).is_symlink():
+        raise NstError(
+            f"{run_dir} holds this run, finished, but its {RESULT_FILE} is missing (deleted?). To make it again, "
+            f"delete the folder {run_dir} and run the same command again (a sweep's job: run the sweep again with "
+            "hydra.sweep.dir=<its dir>; its other finished jobs are skipped), or give another output dir."
+        )
     image = images.open_rgb(run_dir / RESULT_FILE)
     return Result(image, images.to_tensor(image), read_metrics(run_dir), run_dir)
 

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nst_exp.errors import NstError
 from nst_exp.results import METRICS_FILE, Status, job_dirs, read_metrics
@@ -58,13 +60,19 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     for folder in job_dirs(sweep_dir):
         try:
             metrics = read_metrics(folder)
+            if not isinstance(metrics, dict):
+                raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
             status, message = str(metrics.get("status", "unreadable")), str(metrics.get("message") or "")
         except FileNotFoundError:
             status, message = "missing", f"no {METRICS_FILE}: the job was killed, or is still running"
         except (OSError, ValueError) as error:
             status, message = "unreadable", f"{METRICS_FILE} could not be read: {error}"
         overrides = folder / ".hydra" / "overrides.yaml"
-        listed = [str(item) for item in OmegaConf.load(overrides)] if overrides.is_file() else []
+        try:
+            loaded = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
+        except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+            loaded = []  # a damaged record: the job is still counted, by its folder
+        listed = [str(item) for item in loaded] if isinstance(loaded, list) else []
         name = folder.relative_to(sweep_dir).as_posix() if folder != sweep_dir else "."
         jobs.append(Job(name, folder, status, message, listed))
     return sorted(jobs, key=lambda job: (not job.name.isdigit(), int(job.name) if job.name.isdigit() else 0, job.name))
@@ -107,6 +115,12 @@ def _jobs(jobs: list[Job]) -> str:
     return ("job " if len(jobs) == 1 else "jobs ") + ", ".join(job.name for job in jobs)
 
 
+class SweepEnded(SystemExit):
+    """The sweep's exit status, FAILED_EXIT: not Hydra's exit 1 for a config that does not compose
+    (nst_exp.__main__ turns that one into 2). Under the joblib launcher no job runs in the launching
+    process, so this is how that process knows the sweep ran."""
+
+
 class SweepSummary(Callback):
     """After a multirun: print the summary to stderr; exit with FAILED_EXIT if a job did not finish."""
 
@@ -116,7 +130,7 @@ class SweepSummary(Callback):
         # stderr, not logging: after the basic launcher's jobs, the root logger still writes to the last job's log
         print(summary(sweep_dir, jobs), file=sys.stderr, flush=True)
         if not jobs or not all(job.finished for job in jobs):
-            sys.exit(FAILED_EXIT)
+            raise SweepEnded(FAILED_EXIT)
 
 
 class TrialFailed(NstError):

@@ -9,9 +9,16 @@ from pathlib import Path
 
 from nst_exp.cli_args import program
 from nst_exp.errors import NstError
-from nst_exp.report.build import report
+from nst_exp.report.build import MANIFEST, report
 from nst_exp.report.gallery import GALLERY_FILE
 from nst_exp.report.tables import status_counts
+
+DAMAGED_EXIT = 1  # the report is written, and some jobs' rows say their files are damaged or missing
+
+
+def printable(text: object) -> str:
+    """Text from a run for a terminal: control characters (escape sequences, newlines) shown as escapes."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +26,14 @@ def main(argv: list[str] | None = None) -> int:
         prog=program("nst_exp.report"),  # nst-exp-report when run as the console script
         description="Turn a sweep's output directory into results.csv/.md, a figure grid, loss curves, "
                     "a content/style trade-off plot and a sortable gallery page (index.html).",
+        epilog=f"Exit status: 0 when every job could be read; {DAMAGED_EXIT} when the report was written but some "
+               "jobs' files are damaged or missing (a truncated metrics.json, a damaged .hydra/overrides.yaml, "
+               "a deleted result.png...): each is a row whose 'problem' column says what is wrong; 2 when no "
+               "report could be written (no jobs there, --out a file or holding files the report did not write). "
+               f"The report replaces only the files it wrote, listed in <out>/{MANIFEST}.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>")
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory, e.g. outputs/multirun/<date>/<time>, "
+                        "or one run's directory (a one-row report)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
     parser.add_argument("--self-contained", action="store_true",
                         help="copy each job's result.png, metrics.json, config, content and style images and the "
@@ -44,4 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}" + (f"/ ({len(list(path.iterdir()))} files)" if path.is_dir() else ""))
     if GALLERY_FILE in result.written:
         print(f"open {result.written[GALLERY_FILE].resolve().as_uri()}")
+    damaged = result.damaged
+    if damaged:
+        print(f"{len(damaged)} of {len(result.sweep.jobs)} jobs are damaged (their rows say so in the "
+              "'problem' column; the others are reported):", file=sys.stderr)
+        for job in damaged:
+            where, problem = (printable(result.sweep.jobs.at[job, key]) for key in ("dir", "problem"))
+            print(f"  job {job} ({where}): {problem}", file=sys.stderr)
+        return DAMAGED_EXIT
     return 0

@@ -236,7 +236,12 @@ def legend_handles(
     style_keys: list[str] | None = None,
     marker: str | None = None,
 ) -> list[Line2D]:
-    """One entry per colour (the first swept key) and one per line style (``style_keys``, default the others)."""
+    """One entry per colour (the first swept key) and one per line style (``style_keys``, default the others).
+
+    None when nothing was swept (one job, a single run, or jobs alike): the title says which run it is.
+    """
+    if not sweep.swept:
+        return []
     colour_key = sweep.swept[0]
     style_keys = sweep.swept[1:] if style_keys is None else style_keys
     handles = []

@@ -117,9 +117,9 @@ def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
     with (``inputs/``), and the snapshots its strip shows: what a reader needs to judge a
     job and run it again. Checkpoints, event files and the other snapshots stay with the
     sweep. A link in the sweep is not followed (nothing from outside it is published).
-    ``folder`` is replaced, so no job of an earlier report lingers in it.
+    A job of an earlier report that is gone is removed by ``build.report``, which
+    replaces only the files a report wrote.
     """
-    shutil.rmtree(folder, ignore_errors=True)
     copies: dict[int, Path] = {}
     for job in sweep.jobs["job"]:
         copies[int(job)] = copy = folder / str(job)
@@ -294,7 +294,6 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
     ``self_contained``: copy the jobs' files under ``out/jobs/`` and link to those (``copy_job_files``).
     """
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / CURVES_DIR, ignore_errors=True)  # no curve of a job gone from the sweep
     curves = plot_job_curves(sweep, out / CURVES_DIR)
     if self_contained:
         job_dirs = copy_job_files(sweep, out / JOBS_DIR)

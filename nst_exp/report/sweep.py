@@ -15,15 +15,19 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import pandas as pd
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, flatten, job_dirs, read_metrics
+from nst_exp.results import METRICS_FILE, RECORD_DIR, RESULT_FILE, Status, flatten, job_dirs
 from nst_exp.trust import read_config
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
+UNREADABLE = "unreadable"  # status of a job whose metrics.json is damaged (truncated, not a JSON object)
+FINISHED = (Status.COMPLETED, Status.DIVERGED)  # statuses whose job wrote result.png
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
 LOSS_PREFIX = "loss/"  # metrics.json keys kept as their own columns: final losses ...
 EVAL_PREFIX = "eval/"  # ... and picture metrics (content SSIM, style SWD, colour distance)
@@ -52,9 +56,10 @@ class Sweep:
 def find_jobs(root: Path) -> list[Path]:
     """The job directories under ``root`` (those Hydra gave a ``.hydra/config.yaml``), or ``root`` itself."""
     if not root.is_dir():
-        raise NstError(f"Sweep directory '{root}' does not exist. Pass the folder a multirun wrote, "
-                       "e.g. outputs/multirun/<date>/<time>.")
-    found = job_dirs(root)
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise NstError(f"Sweep directory '{root}' {what}. Pass the folder a multirun wrote, "
+                       "e.g. outputs/multirun/<date>/<time>, or one run's directory.")
+    found = job_dirs(root)  # not a self-contained report's copies of its jobs
     if not found:
         raise NstError(
             f"No Hydra jobs under '{root}': expected sub-folders holding .hydra/config.yaml, as "
@@ -75,24 +80,96 @@ def resolved(path: Path) -> dict[str, Any]:
     return read_config(path)
 
 
-def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str]]:
-    """(row without swept keys, resolved config, group choices, overrides) of one job."""
-    hydra_dir = job_dir / ".hydra"
-    hydra = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
-    overrides = parse_overrides(list(read_config(hydra_dir / "overrides.yaml")))  # as text: ${...} not resolved
-    settings = resolved(hydra_dir / "config.yaml")
-    if (job_dir / METRICS_FILE).is_file():
-        try:
-            metrics = read_metrics(job_dir)
-        except (OSError, json.JSONDecodeError) as error:
-            metrics = {"status": "unreadable", "message": f"{METRICS_FILE} could not be read: {error}"}
-    else:
-        metrics = {"status": MISSING, "message": f"no {METRICS_FILE}: the job was killed or is still running"}
-    num = OmegaConf.select(hydra, "job.num", default=None, throw_on_missing=False)
+# What reading a file from someone else's run may raise: missing, unreadable, not YAML or JSON, the wrong shape.
+DAMAGED = (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError, OmegaConfBaseException,
+           HydraException)
+
+
+def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], Any, list[str]]:
+    """(resolved config, group choices, overrides, job number or None, problems) from a job's ``.hydra/``.
+
+    A missing or damaged file gives empty values and a problem that names it, never an exception.
+    """
+    hydra_dir, problems = job_dir / RECORD_DIR, []
+    settings: dict[str, Any] = {}
+    choices: dict[str, Any] = {}
+    overrides: dict[str, str] = {}
+    number = None
+    try:
+        settings = resolved(hydra_dir / "config.yaml")
+        if not isinstance(settings, dict):
+            raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
+    except DAMAGED as error:
+        settings = {}
+        problems.append(f"{RECORD_DIR}/config.yaml is damaged ({short_error(error)})")
+    try:
+        hydra = read_config(hydra_dir / "hydra.yaml")["hydra"]  # as data: a shared ${oc.env:...} stays text
+        number = (hydra.get("job") or {}).get("num")
+        choices = (hydra.get("runtime") or {}).get("choices") or {}
+        if not isinstance(choices, dict):
+            raise TypeError("its hydra.runtime.choices is not a mapping")
+    except FileNotFoundError:
+        choices = {}
+        problems.append(f"{RECORD_DIR}/hydra.yaml is missing")
+    except DAMAGED as error:
+        choices = {}
+        problems.append(f"{RECORD_DIR}/hydra.yaml is damaged ({short_error(error)})")
+    try:
+        listed = read_config(hydra_dir / "overrides.yaml")
+        if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+            raise TypeError("it is not a list of key=value lines")
+        overrides = parse_overrides(listed)
+    except FileNotFoundError:
+        problems.append(f"{RECORD_DIR}/overrides.yaml is missing")
+    except DAMAGED as error:
+        problems.append(f"{RECORD_DIR}/overrides.yaml is damaged ({short_error(error)})")
+    return settings, choices, overrides, number, problems
+
+
+def read_job_metrics(job_dir: Path) -> tuple[dict[str, Any], str]:
+    """(metrics.json as a dict with a ``status``, problem or ""): a missing, truncated or non-object file is said so."""
+    path = job_dir / METRICS_FILE
+    if not path.is_file():
+        return {"status": MISSING, "message": f"no {METRICS_FILE}: the job was killed or is still running"}, ""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # truncated, not JSON, not UTF-8
+        problem = f"{METRICS_FILE} is damaged ({short_error(error)})"
+        return {"status": UNREADABLE, "message": problem}, problem
+    if not isinstance(metrics, dict):
+        problem = f"{METRICS_FILE} holds a JSON {type(metrics).__name__}, not an object"
+        return {"status": UNREADABLE, "message": problem}, problem
+    status = metrics.get("status", MISSING)
+    metrics["status"] = status if isinstance(status, str) else str(status)
+    return metrics, ""
+
+
+def short_error(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str] | None]:
+    """(row without swept keys, resolved config, group choices, overrides or None when unknown) of one job.
+
+    The row's ``problem`` says what is wrong with the job's files ("" when nothing is).
+    """
+    settings, choices, overrides, num, problems = read_record(job_dir)
+    metrics, metrics_problem = read_job_metrics(job_dir)
+    problems += [metrics_problem] if metrics_problem else []
+    where = job_dir.relative_to(root).as_posix() or "."
+    if metrics["status"] in FINISHED and not (job_dir / RESULT_FILE).is_file():
+        again = (f"delete the run's folder {job_dir} and run the same command again" if where == "." else
+                 f"delete the job's folder {job_dir} and run the sweep again with hydra.sweep.dir={root} "
+                 "(its finished jobs are skipped)")
+        problems.append(f"{RESULT_FILE} is missing (deleted?); to make it again, {again}")
+    if not isinstance(num, int) and job_dir.name.isdigit():
+        num = int(job_dir.name)  # hydra.yaml missing or damaged: Hydra names a job's folder by its number
     row: dict[str, Any] = {
         "job": int(num) if isinstance(num, int) else None,
-        "dir": job_dir.relative_to(root).as_posix() or ".",
-        "status": metrics.pop("status", MISSING),
+        "dir": where,
+        "status": metrics.pop("status"),
+        "problem": "; ".join(problems),
         "alpha/beta": ratio(settings.get("alpha"), settings.get("beta")),
     }
     row.update({key: value for key, value in metrics.items() if key.startswith(LOSS_PREFIX)})
@@ -101,8 +178,8 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
                 if not key.startswith((LOSS_PREFIX, EVAL_PREFIX))})
     row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
     row.update(flatten(settings, "cfg", lists_as_text=True))
-    choices = OmegaConf.to_container(hydra.runtime.choices) if "choices" in hydra.runtime else {}
-    return row, settings, choices, overrides
+    known = overrides if not any("overrides.yaml" in problem for problem in problems) else None
+    return row, settings, choices, known
 
 
 def ratio(alpha: Any, beta: Any) -> float | None:
@@ -112,8 +189,12 @@ def ratio(alpha: Any, beta: Any) -> float | None:
     return None
 
 
-def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
-    """Keys whose value differs between jobs (absent counts as a value), in first-seen order."""
+def swept_keys(overrides: list[dict[str, str] | None]) -> list[str]:
+    """Keys whose value differs between jobs (absent counts as a value), in first-seen order.
+
+    A job whose overrides are unknown (None: a damaged overrides.yaml) counts for nothing.
+    """
+    overrides = [job for job in overrides if job is not None]
     keys = list(dict.fromkeys(key for job in overrides for key in job))
     return [key for key in keys if len({job.get(key) for job in overrides}) > 1]
 
@@ -149,14 +230,14 @@ def read_sweep(root: Path | str) -> Sweep:
     swept = swept_keys(list(overrides))
     for row, number, job_overrides in zip(rows, numbers, overrides):
         row["job"] = number
-        row.update({key: job_overrides.get(key, "") for key in swept})
+        row.update({key: (job_overrides or {}).get(key, "") for key in swept})
     jobs = pd.DataFrame(list(rows)).set_index("job", drop=False).rename_axis(None)
     scalars = read_scalars(root, dict(zip(jobs["dir"], jobs["job"])))
     jobs["logged_steps"] = jobs["job"].map(
         scalars[scalars["tag"] == "loss/total"].groupby("job")["step"].max()
     )
     fill_final_losses(jobs, scalars)
-    first = ["job", *swept, "status", "alpha/beta"]
+    first = ["job", *swept, "status", "problem", "alpha/beta"]
     jobs = jobs[first + [column for column in jobs.columns if column not in first]]
     return Sweep(
         root, sort_by_sweep(jobs, swept), scalars, swept, dict(zip(numbers, settings)), dict(zip(numbers, choices))
@@ -199,6 +280,13 @@ def networks(sweep: Sweep) -> str:
         trained = pd.notna(trained) and bool(trained)
         labels.append(f"{net} ({description}; weights {weights})" if trained and pd.notna(description) else f"{net} with {weights}")
     return "; ".join(labels) or "unknown"
+
+
+def damaged(jobs: pd.DataFrame) -> pd.DataFrame:
+    """The jobs whose ``problem`` says what is wrong with their files (none in a Sweep built without one)."""
+    if "problem" not in jobs:
+        return jobs.iloc[:0]
+    return jobs[jobs["problem"].fillna("").astype(str) != ""]
 
 
 def eval_columns(jobs: pd.DataFrame) -> list[str]:
