@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from nst_exp.errors import Interrupted  # raised here, defined torch-free for the entry point
+from nst_exp.errors import Interrupted  # noqa: F401 (re-exported: run.py and tests import it from here)
 from nst_exp.losses import GatysLoss, LossTerms, loss_values
 from nst_exp.results import Status
 
