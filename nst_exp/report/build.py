@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from nst_exp.errors import NstError
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
-from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, PUBLISHED_FILES, write_gallery
+from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, published_files, write_gallery
 from nst_exp.report.sweep import Sweep, damaged, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
@@ -49,7 +49,7 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
            scalars: bool = True) -> Report:
     """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report).
 
-    ``self_contained``: also copy each job's result.png, metrics.json and config into
+    ``self_contained``: also copy what the gallery shows of each job (``published_files``) into
     ``<out>/jobs/<job>/`` and link the gallery to them, so ``out`` can be moved or published alone.
     ``scalars=False``: no scalars.csv (every logged value per step; large for long sweeps).
     Only files an earlier report listed in ``<out>/.nst_exp_report.json`` are replaced or removed.
@@ -86,8 +86,8 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     now = {path.relative_to(out).as_posix() for path in written.values() if path.is_file()}
     now |= {path.relative_to(out).as_posix() for path in curves.values()}
     if self_contained:
-        now |= {f"{JOBS_DIR}/{job}/{name}" for job in sweep.jobs["job"] for name in PUBLISHED_FILES
-                if (sweep.job_dir(int(job)) / name).is_file() and not (sweep.job_dir(int(job)) / name).is_symlink()}
+        now |= {f"{JOBS_DIR}/{job}/{name}"
+                for job in sweep.jobs["job"] for name in published_files(sweep.job_dir(int(job)))}
     stale = [entry for entry in sorted(owned - now) if remove_owned(out, entry)]  # an earlier report's, now untrue
     if stale:
         log.info(f"Removed {len(stale)} file(s) an earlier report wrote in {out} that this sweep gives none of: "

@@ -110,13 +110,23 @@ def snapshot_strip(folder: Path) -> list[Path]:
     return found
 
 
-def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
-    """Copy what the page shows of each job into ``folder/<job>/``; job -> its copy.
+def published_files(job_dir: Path) -> list[str]:
+    """The files of a job a self-contained report copies, relative to ``job_dir``.
 
     Its result.png, metrics.json and config, the content and style images it was made
     with (``inputs/``), and the snapshots its strip shows: what a reader needs to judge a
     job and run it again. Checkpoints, event files and the other snapshots stay with the
     sweep. A link in the sweep is not followed (nothing from outside it is published).
+    """
+    inputs = sorted((job_dir / INPUTS_DIR).glob("*.png")) if (job_dir / INPUTS_DIR).is_dir() else []
+    names = [*PUBLISHED_FILES, *(path.relative_to(job_dir).as_posix() for path in inputs),
+             *(path.relative_to(job_dir).as_posix() for path in snapshot_strip(job_dir / SNAPSHOTS_DIR))]
+    return [name for name in names if (job_dir / name).is_file() and not (job_dir / name).is_symlink()]
+
+
+def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
+    """Copy each job's ``published_files`` into ``folder/<job>/``; job -> its copy.
+
     A job of an earlier report that is gone is removed by ``build.report``, which
     replaces only the files a report wrote.
     """
@@ -124,14 +134,9 @@ def copy_job_files(sweep: Sweep, folder: Path) -> dict[int, Path]:
     for job in sweep.jobs["job"]:
         copies[int(job)] = copy = folder / str(job)
         source_dir = sweep.job_dir(int(job))
-        inputs = sorted((source_dir / INPUTS_DIR).glob("*.png")) if (source_dir / INPUTS_DIR).is_dir() else []
-        names = [*PUBLISHED_FILES, *(path.relative_to(source_dir).as_posix() for path in inputs),
-                 *(path.relative_to(source_dir).as_posix() for path in snapshot_strip(source_dir / SNAPSHOTS_DIR))]
-        for name in names:
-            source = source_dir / name
-            if source.is_file() and not source.is_symlink():
-                (copy / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, copy / name)
+        for name in published_files(source_dir):
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source_dir / name, copy / name)
     return copies
 
 
