@@ -11,7 +11,7 @@
 #   MODEL=vgg19 EXTRA=model.weights=random SIZE1=32 SIZE2=32 SIZE3=32 ITERATIONS=2 OUT=/tmp/dry bash docs/reproduce.sh
 #
 # Figures (conf/experiment/<name>.yaml; fig3_normalised is fig3 on the normalised network):
-#   fig1_content fig1_style  Fig. 1, content and style reconstructions     SIZE1 (128 px)
+#   fig1_content fig1_style  Fig. 1, content and style reconstructions     SIZE1 (256 px)
 #   fig2                     Fig. 2, the photo in five paintings           SIZE2 (256 px)
 #   fig3                     Fig. 3, style layers x alpha/beta             SIZE3 (128 px)
 #   fig3_normalised          Fig. 3 with MODEL normalised as the paper's VGG-19 (python -m
@@ -29,11 +29,11 @@
 #   vgg16_bn_craft (1e4 times more): alpha = 1e-4, so 1e-3 becomes 1e-7; Fig. 3 beta = 1e8 ... 1e5.
 # Fig. 1 (one loss at a time) and fig3_normalised use the paper's values, as does any other MODEL.
 #
-# Time with vgg16_caffe on a 2-core CPU (docs/figures.md): under an hour for all.
+# Time with vgg16_caffe on a 2-core AVX512-BF16 CPU (docs/figures.md): about 15 min for all on a quiet machine.
 set -euo pipefail
 
 MODEL=${MODEL:-vgg16_caffe}    # conf/model/<MODEL>.yaml
-SIZE1=${SIZE1:-128}            # long side in pixels of Fig. 1 and the initialisation figure
+SIZE1=${SIZE1:-256}            # long side in pixels of Fig. 1 and the initialisation figure
 SIZE2=${SIZE2:-256}            # of Fig. 2 and the content-layer figure (the paper: 512)
 SIZE3=${SIZE3:-128}            # of Fig. 3 (20 jobs)
 ITERATIONS=${ITERATIONS:-200}  # L-BFGS iterations per job
