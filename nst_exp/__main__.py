@@ -21,6 +21,7 @@ import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -237,6 +238,7 @@ def main() -> None:
     Image files and ``-o OUT`` on the command line (nst_exp.cli_args) become
     overrides before Hydra reads ``sys.argv``; OUT is written once the run is done.
     """
+    sys.unraisablehook = quiet_unraisable
     if not any(argument in cli_args.MULTIRUN_FLAGS for argument in sys.argv[1:]):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a sweep's launcher handles its own signals
     try:
@@ -266,6 +268,20 @@ def main() -> None:
         raise
     if command.output is not None and _run_dir is not None:
         write_output(_run_dir, command.output)
+
+
+def quiet_unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that lands in a destructor is one line, not Python's traceback.
+
+    Python cannot raise from ``__del__`` (a second Ctrl-C 50 ms after the first can land in
+    tqdm's, as the progress bar is dropped), so it prints "Exception ignored in ..." with a
+    traceback and goes on. The interrupt's own line already says what is on disk.
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        print("Note: a Ctrl-C arrived while Python was cleaning up an object, where it cannot stop anything; "
+              "press Ctrl-C again if the run goes on.", file=sys.stderr)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _stop_on_sigterm(number: int, frame: object) -> None:

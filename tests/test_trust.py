@@ -425,3 +425,26 @@ def test_the_normalize_command_checks_its_targets_too(tmp_path, monkeypatch, cap
     assert stopped.value.code == 2
     assert "hydra.callbacks.x._target_=os.system is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_ctrl_c_inside_a_destructor_is_one_line_and_other_errors_keep_pythons_report(capsys):
+    from nst_exp.__main__ import quiet_unraisable
+
+    class Raises:
+        def __init__(self, error: type[BaseException]) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error("from a destructor")
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable
+    try:
+        Raises(KeyboardInterrupt)  # dropped at once: Python cannot raise from __del__ and calls the hook
+        quiet = capsys.readouterr().err
+        Raises(ValueError)
+        loud = capsys.readouterr().err
+    finally:
+        sys.unraisablehook = previous
+    assert "Traceback" not in quiet and quiet.count("\n") == 1 and "a Ctrl-C arrived while Python was cleaning up" in quiet
+    assert "Exception ignored" in loud and "ValueError: from a destructor" in loud
