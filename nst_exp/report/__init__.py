@@ -30,11 +30,32 @@ Modules, each importing only those above it (none imports torch):
 - ``build``: ``report()``, which writes all of the above; ``cli``: the command line.
 """
 
-from nst_exp.callable_module import make_callable
-from nst_exp.report.build import Report, report
-from nst_exp.report.cli import main
-from nst_exp.report.sweep import Sweep, networks, read_scalars, read_sweep, swept_keys
+from __future__ import annotations
 
-__all__ = ["Report", "Sweep", "main", "networks", "read_scalars", "read_sweep", "report", "swept_keys"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from nst_exp.callable_module import make_callable
+
+if TYPE_CHECKING:
+    from nst_exp.report.build import Report, report
+    from nst_exp.report.cli import main
+    from nst_exp.report.sweep import Sweep, networks, read_scalars, read_sweep, swept_keys
+
+# name -> the module defining it, imported on first use: `python -m nst_exp.report --help`
+# answers before pandas and matplotlib load.
+EXPORTS = {"Report": "build", "report": "build", "main": "cli", "Sweep": "sweep", "networks": "sweep",
+           "read_scalars": "sweep", "read_sweep": "sweep", "swept_keys": "sweep"}
+
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
 
 make_callable(__name__)  # `from nst_exp import report` is this package; calling it calls report()

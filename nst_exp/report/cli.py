@@ -9,9 +9,7 @@ from pathlib import Path
 
 from nst_exp.cli_args import program
 from nst_exp.errors import NstError
-from nst_exp.report.build import MANIFEST, report
-from nst_exp.report.gallery import GALLERY_FILE
-from nst_exp.report.tables import status_counts
+from nst_exp.results import REPORT_MANIFEST as MANIFEST
 
 DAMAGED_EXIT = 1  # the report is written, and some jobs' rows say their files are damaged or missing
 
@@ -44,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not write scalars.csv (every logged loss per job and step; megabytes for a long "
                              "sweep, and TensorBoard reads the same values from the sweep)")
     args = parser.parse_args(argv)
+    from nst_exp.report.build import report  # pandas and matplotlib: only once there is a report to write
+    from nst_exp.report.gallery import GALLERY_FILE
+    from nst_exp.report.tables import status_counts
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = report(args.sweep_dir, args.out, self_contained=args.self_contained, scalars=not args.no_scalars)
