@@ -60,7 +60,7 @@ def register_help() -> None:
     OmegaConf.register_new_resolver("nst.help_groups", help_groups, replace=True)
 
 
-def app_help(argv: Sequence[str]) -> str | None:
+def app_help(argv: Sequence[str], config_name: str = "config") -> str | None:
     """What ``--help`` prints for ``argv``, as Hydra's app help has it; None where Hydra must answer.
 
     Hydra renders the template after listing every config group, its own
@@ -83,7 +83,7 @@ def app_help(argv: Sequence[str]) -> str | None:
     overrides = [argument for argument in argv if not argument.startswith("-")]
     try:
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
             loader = GlobalHydra.instance().config_loader()
             values = _Lazy(
