@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from nst_exp import checkpoint, cli_args, objective
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import Interrupted, NstError, RunFailed
-from nst_exp.help import app_help, register_help
+from nst_exp.help import app_help, print_page, register_help
 from nst_exp.lock import RunDirInUse
 from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
 from nst_exp.resume import check_run_dir
@@ -246,7 +246,7 @@ def main() -> None:
         sys.argv[1:] = command.hydra_args
         text = app_help(sys.argv[1:])  # --help without Hydra's listing of its own config groups
         if text is not None:
-            print(text)
+            print_page(text)
             return
         preflight(sys.argv[1:])
     except NstError as error:

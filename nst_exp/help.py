@@ -9,8 +9,10 @@ once, beside its default. :func:`app_help` renders the template as Hydra's
 
 from __future__ import annotations
 
+import os
 import re
 import string
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -95,6 +97,14 @@ def app_help(argv: Sequence[str], config_name: str = "config") -> str | None:
             return string.Template(cfg.hydra.help.template).substitute(values)
     except Exception:  # noqa: BLE001 - a config that does not compose is Hydra's to report, in its words
         return None
+
+
+def print_page(text: str) -> None:
+    """Print a help page; a reader that stops early (``nst-exp --help | head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would fail again
 
 
 class _Lazy(dict):

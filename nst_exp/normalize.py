@@ -50,7 +50,7 @@ from omegaconf import DictConfig
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
 from nst_exp.results import write_json
-from nst_exp.help import app_help, register_help
+from nst_exp.help import app_help, print_page, register_help
 from nst_exp.styles import IMAGE_SUFFIXES
 from nst_exp.trust import check_command_line
 
@@ -265,7 +265,7 @@ def main() -> None:
     """``nst-exp-normalize``: the command line's ``_target_``s are checked (nst_exp.trust) before Hydra makes anything."""
     text = app_help(sys.argv[1:], config_name="normalize")  # --help without Hydra's listing of its own groups
     if text is not None:
-        print(text)
+        print_page(text)
         return
     try:
         if not any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc")) for argument in sys.argv[1:]):

@@ -161,3 +161,17 @@ def test_help_prints_what_hydras_help_prints(overrides):
     assert text == hydra_help(overrides)
     assert "style: composition_vii, great_wave, seated_nude," in text  # the config groups
     assert app_help(["--help", "--hydra-help"]) is None and app_help(["beta=1"]) is None  # Hydra's to answer
+
+
+@pytest.mark.parametrize("module", ["nst_exp", "nst_exp.normalize"])
+def test_help_to_a_reader_that_stops_early_is_no_error(module):
+    """``nst-exp --help | head -1``: the reader is gone before the page is written; no BrokenPipeError."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the child's write fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", module, "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr
