@@ -126,8 +126,10 @@ def divergence_advice(optimizer: torch.optim.Optimizer) -> str:
     if optimizer.defaults["line_search_fn"] is None:
         return ("L-BFGS without a line search stepped too far: lower the loss weights (alpha, beta) or "
                 "optimizer.lr, or add optimizer.line_search_fn=strong_wolfe (no step to an infinite loss, at more "
-                "loss evaluations an iteration, and it may need more iterations).")
-    return "Lower the loss weights (alpha, beta) or optimizer.lr."
+                "loss evaluations an iteration, and it may need more iterations). From the photo (init=content), "
+                "where the content term starts at zero, optimizer=adam takes no such step.")
+    return ("Lower the loss weights (alpha, beta) or optimizer.lr. From the photo (init=content), where the "
+            "content term starts at zero, optimizer=adam takes no such step.")
 
 
 def optimize(

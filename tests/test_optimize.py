@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_config
 from PIL import Image
 
@@ -90,3 +91,16 @@ def test_diverging_lbfgs_is_told_to_use_a_line_search_not_lbfgs(tmp_path, tiny):
     assert metrics["status"] == "diverged"
     assert "add optimizer.line_search_fn=strong_wolfe" in metrics["message"]
     assert "use L-BFGS" not in metrics["message"]
+
+
+def test_divergence_advice_names_what_runs_from_the_photo():
+    from nst_exp.optimize import divergence_advice
+
+    image = [torch.zeros(1, 3, 4, 4, requires_grad=True)]
+    plain = divergence_advice(torch.optim.LBFGS(image))
+    searched = divergence_advice(torch.optim.LBFGS(image, line_search_fn="strong_wolfe"))
+    assert "optimizer.line_search_fn=strong_wolfe" in plain and "strong_wolfe" not in searched
+    assert all("optimizer=adam" in advice for advice in (plain, searched))
+    # Adam is what is already running: lower its step instead of suggesting it again
+    assert "optimizer=adam" not in divergence_advice(torch.optim.Adam(image)) and "optimizer.lr" in divergence_advice(
+        torch.optim.Adam(image))
