@@ -55,11 +55,33 @@ class _Gram(torch.autograd.Function):
         return (grad + grad.transpose(1, 2)) @ flat
 
 
+class _GramNHWC(torch.autograd.Function):
+    """F^T F for positions-major features (B, M, N), as channels_last stores them: no copy to (B, N, M).
+
+    Reshaping NHWC features to (B, N, M) copies them, and the gradient then comes back
+    in the NCHW layout, which the channels_last network's backward has to reorder.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, flat: Tensor) -> Tensor:
+        ctx.save_for_backward(flat)
+        return flat.transpose(1, 2) @ flat
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (flat,) = ctx.saved_tensors
+        return flat @ (grad + grad.transpose(1, 2))
+
+
 def gram_matrix(features: Tensor, normalize: bool = False) -> Tensor:
     """(B, N, H, W) -> (B, N, N), G_ij = sum_k F_ik F_jk; divided by M = H*W if ``normalize``."""
     b, n, h, w = features.shape
-    flat = features.reshape(b, n, h * w)
-    gram = _Gram.apply(flat) if flat.requires_grad else flat @ flat.transpose(1, 2)
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        flat = features.permute(0, 2, 3, 1).reshape(b, h * w, n)  # a view: (B, M, N)
+        gram = _GramNHWC.apply(flat) if flat.requires_grad else flat.transpose(1, 2) @ flat
+    else:
+        flat = features.reshape(b, n, h * w)
+        gram = _Gram.apply(flat) if flat.requires_grad else flat @ flat.transpose(1, 2)
     return gram / (h * w) if normalize else gram
 
 

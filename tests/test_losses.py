@@ -43,6 +43,21 @@ def test_gram_matrix_is_sum_over_positions():
     torch.testing.assert_close(gram_matrix(features, True)[0].double(), explicit_gram(features) / 15, rtol=1e-5, atol=1e-6)
 
 
+def test_gram_of_channels_last_features_is_the_same_gram_and_gradient():
+    """NHWC features (what a channels_last network returns) take the positions-major path: same values."""
+    features = torch.rand(2, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    weights = torch.rand(2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    nhwc = features.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    nchw = features.clone().requires_grad_(True)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    (gram_matrix(nhwc, True) * weights).sum().backward()
+    (gram_matrix(nchw, True) * weights).sum().backward()
+    torch.testing.assert_close(gram_matrix(nhwc.detach()), gram_matrix(nchw.detach()))
+    torch.testing.assert_close(nhwc.grad, nchw.grad)
+    assert torch.autograd.gradcheck(gram_matrix, (features.clone().contiguous(memory_format=torch.channels_last)
+                                                  .requires_grad_(True),))
+
+
 def test_content_loss_is_half_sum_of_squares():
     generator = torch.Generator().manual_seed(1)
     x, p = torch.rand(1, 3, 4, 4, generator=generator), torch.rand(1, 3, 4, 4, generator=generator)
