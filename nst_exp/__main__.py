@@ -194,13 +194,12 @@ def preflight(argv: list[str]) -> None:
     ``_target_`` in ``hydra.*`` is checked here (nst_exp.trust), and a YAML file that does
     not parse is one message.
     """
-    multirun = "-m" in argv or "--multirun" in argv
+    multirun = any(argument in cli_args.MULTIRUN_FLAGS for argument in argv)
     if not multirun:
         for argument in argv:
             if argument.startswith("resume=") and argument != "resume=null":
                 check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
-    if any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc", "--shell-completion"))
-           for argument in argv):
+    if cli_args.asks_for_information(argv):
         return
     cfg = check_command_line(argv, "config")
     if cfg is None:

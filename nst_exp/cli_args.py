@@ -39,6 +39,13 @@ INFO_FLAGS = ("--info", "-i")  # an optional value: one of INFO_CHOICES
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
+# Hydra flags that print something (help, the Hydra info, completions) and run nothing: no config check needed
+PRINT_ONLY_FLAGS = ("--help", "-h", "--hydra-help", "--info", *COMPLETION_FLAGS)
+
+
+def asks_for_information(argv: Sequence[str]) -> bool:
+    """``argv`` only asks Hydra to print something (``--help``, ``--info``, a completion): nothing will run."""
+    return any(argument.startswith(PRINT_ONLY_FLAGS) for argument in argv)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from nst_exp.cli_args import asks_for_information
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
 from nst_exp.results import write_json
@@ -268,7 +269,7 @@ def main() -> None:
         print_page(text)
         return
     try:
-        if not any(argument.startswith(("--help", "-h", "--hydra-help", "--info", "-sc")) for argument in sys.argv[1:]):
+        if not asks_for_information(sys.argv[1:]):
             check_command_line(sys.argv[1:], "normalize")
     except NstError as error:
         print(f"Error: {error}", file=sys.stderr)

@@ -194,7 +194,7 @@ def check_command_line(argv: Sequence[str], config_name: str) -> Any:
             "Re-run a run with its overrides instead (python -m nst_exp $(cat <run dir>/.hydra/overrides.yaml)), "
             "or continue it with resume=<run dir>."
         )
-    cfg = compose_as_hydra(argv, config_name, "-m" in argv or "--multirun" in argv)
+    cfg = compose_as_hydra(argv, config_name)
     if cfg is None:
         return None
     plain = OmegaConf.to_container(cfg, resolve=False)
@@ -203,7 +203,7 @@ def check_command_line(argv: Sequence[str], config_name: str) -> Any:
     return cfg
 
 
-def compose_as_hydra(argv: Sequence[str], config_name: str, multirun: bool) -> Any:
+def compose_as_hydra(argv: Sequence[str], config_name: str) -> Any:
     """The config Hydra will compose from ``argv`` (with ``hydra.*``), or None where Hydra will refuse the line itself.
 
     A YAML file that does not parse (a tab, an unclosed bracket) is one NstError naming the file and line.
@@ -234,7 +234,7 @@ def compose_as_hydra(argv: Sequence[str], config_name: str, multirun: bool) -> A
     GlobalHydra.instance().clear()
     try:
         hydra_app = Hydra.create_main_hydra2(task_name=config_name, config_search_path=search_path)
-        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN  # Hydra's own parse of -m/--multirun
         return hydra_app.compose_config(args.config_name or config_name, args.overrides, run_mode=mode)
     except Exception as error:  # noqa: BLE001 - Hydra reports a config that does not compose; YAML syntax is ours
         problem = _yaml_problem(error)
