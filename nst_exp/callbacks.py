@@ -13,9 +13,7 @@ from torch import Tensor
 from nst_exp import checkpoint, images, progress, tensorboard_run
 from nst_exp.evaluate import scores
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
-from nst_exp.results import FINAL_VALUES
-
-EVAL_PREFIX = "eval/"  # the picture scores (nst_exp.evaluate): one value per run
+from nst_exp.results import EVAL_PREFIX, FINAL_VALUES
 from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)

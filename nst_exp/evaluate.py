@@ -37,7 +37,7 @@ from nst_exp.errors import NstError
 from nst_exp.images import open_rgb, to_tensor
 from nst_exp.trust import read_config
 from nst_exp.results import (
-    INPUTS_DIR, METRICS_FILE, RECORD_DIR, REPORT_MANIFEST, RESULT_FILE, SCORES, inputs_used, read_metrics, write_json
+    INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, outside_reports, read_metrics, write_json
 )
 
 # ITU-R BT.601 luma weights for R, G, B.
@@ -242,9 +242,8 @@ def find_runs(path: Path) -> list[Path]:
         raise NstError(f"'{path}' is not a directory. Pass a run directory or a sweep directory that holds runs.")
     if (path / METRICS_FILE).is_file():
         return [path]
-    reports = {manifest.parent for manifest in path.rglob(REPORT_MANIFEST)}  # a report's copies are not runs
-    runs = sorted({found.parent for found in path.rglob(METRICS_FILE) if (found.parent / RESULT_FILE).is_file()
-                   and not reports.intersection(found.parents)})
+    runs = outside_reports(path, {found.parent for found in path.rglob(METRICS_FILE)  # a report's copies are not runs
+                                  if (found.parent / RESULT_FILE).is_file()})
     if not runs:
         raise NstError(
             f"No finished runs under '{path}': a run directory holds {METRICS_FILE} and {RESULT_FILE}. "

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 METRICS_FILE = "metrics.json"
 RESULT_FILE = "result.png"
@@ -24,6 +24,7 @@ INPUTS_DIR = "inputs"
 SNAPSHOTS_DIR = "snapshots"
 RECORD_DIR = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
 # The picture scores (nst_exp.evaluate) a finished run records, network-free.
+EVAL_PREFIX = "eval/"  # the picture scores: one value per finished run, network-free
 SCORES = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
 # The final values every finished run records: what a sweep may optimise (``objective``), what TensorBoard's
 # HParams view compares.
@@ -117,9 +118,13 @@ def job_dirs(root: Path) -> list[Path]:
     Not the copies a self-contained report keeps of its jobs' records (under a folder holding
     ``REPORT_MANIFEST``): a sweep with its report inside is still the same jobs.
     """
+    return outside_reports(root, {path.parent.parent for path in Path(root).rglob(f"{RECORD_DIR}/config.yaml")})
+
+
+def outside_reports(root: Path, folders: Iterable[Path]) -> list[Path]:
+    """``folders`` (under ``root``), sorted, less those inside a report folder: a self-contained report's copies."""
     reports = {manifest.parent for manifest in Path(root).rglob(REPORT_MANIFEST)}
-    found = {path.parent.parent for path in Path(root).rglob(".hydra/config.yaml")}
-    return sorted(job for job in found if not reports.intersection(job.parents))
+    return sorted(folder for folder in folders if not reports.intersection(folder.parents))
 
 
 def finite_or_none(value: Any) -> Any:
