@@ -37,3 +37,9 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.signal = signal_number if signal_number is not None else signal.SIGINT
         self.saved = saved
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line, at most ``limit`` characters: for a message that names a damaged file."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

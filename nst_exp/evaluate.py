@@ -28,14 +28,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 import torch.nn.functional as F
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, one_line
 from nst_exp.images import open_rgb, to_tensor
-from nst_exp.trust import read_config
+from nst_exp.trust import RECORD_ERRORS, read_config
 from nst_exp.results import (
     INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, outside_reports, read_metrics, write_json
 )
@@ -194,9 +192,9 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
         if settings is not None and not isinstance(settings, dict):
             raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
         used = inputs_used(settings) if settings is not None else frozenset({"content", "style"})
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
+    except RECORD_ERRORS as error:
         raise NstError(
-            f"Cannot evaluate '{run_dir}': {config} is damaged ({' '.join(str(error).split())[:160]}), so which "
+            f"Cannot evaluate '{run_dir}': {config} is damaged ({one_line(error)}), so which "
             "images the run was made with is unknown. Restore that file, or run the job again."
         ) from error
     result = _read(result_path, run_dir)
@@ -254,20 +252,13 @@ def find_runs(path: Path) -> list[Path]:
 
 def run_metrics(run_dir: Path) -> dict:
     """A run's metrics.json as a dict; a truncated file or one that is not a JSON object is one message."""
-    path = Path(run_dir) / METRICS_FILE
     try:
-        metrics = read_metrics(run_dir)
-    except (OSError, ValueError) as error:  # truncated, not JSON, not UTF-8, unreadable
+        return read_metrics(run_dir)
+    except (OSError, ValueError) as error:  # truncated, not JSON, not an object, not UTF-8, unreadable
         raise NstError(
-            f"Cannot evaluate '{run_dir}': {path} is damaged ({' '.join(str(error).split())[:160]}). Its scores "
-            "would be written into it: restore that file, or run the job again."
+            f"Cannot evaluate '{run_dir}': {Path(run_dir) / METRICS_FILE} is damaged ({one_line(error)}). Its "
+            "scores would be written into it: restore that file, or run the job again."
         ) from error
-    if not isinstance(metrics, dict):
-        raise NstError(
-            f"Cannot evaluate '{run_dir}': {path} holds a JSON {type(metrics).__name__}, not an object of "
-            "metrics. Restore that file, or run the job again."
-        )
-    return metrics
 
 
 def rescore(paths: Sequence[Path], damaged: dict[Path, str] | None = None) -> dict[Path, dict[str, float]]:

@@ -91,7 +91,11 @@ def write_record(folder: Path, config: Any, hydra_root: Any, overrides: Sequence
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    """A run's metrics.json; ValueError for one that is not JSON (truncated) or not a JSON object."""
+    metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
+    return metrics
 
 
 def inputs_used(settings: Mapping[str, Any]) -> frozenset[str]:

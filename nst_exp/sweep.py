@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, Status, job_dirs, read_metrics
+from nst_exp.results import METRICS_FILE, RECORD_DIR, Status, job_dirs, read_metrics
+from nst_exp.trust import RECORD_ERRORS, read_config
 
 FAILED_EXIT = 1  # the sweep ran, and at least one job did not finish (the CLI's own refusals exit 2)
 # Jobs whose result stands: a diverged run kept its last finite image, and a single run that diverges exits 0.
@@ -60,17 +59,15 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     for folder in job_dirs(sweep_dir):
         try:
             metrics = read_metrics(folder)
-            if not isinstance(metrics, dict):
-                raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
             status, message = str(metrics.get("status", "unreadable")), str(metrics.get("message") or "")
         except FileNotFoundError:
             status, message = "missing", f"no {METRICS_FILE}: the job was killed, or is still running"
         except (OSError, ValueError) as error:
             status, message = "unreadable", f"{METRICS_FILE} could not be read: {error}"
-        overrides = folder / ".hydra" / "overrides.yaml"
+        overrides = folder / RECORD_DIR / "overrides.yaml"
         try:
-            loaded = OmegaConf.to_container(OmegaConf.load(overrides)) if overrides.is_file() else []
-        except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+            loaded = read_config(overrides) if overrides.is_file() else []
+        except RECORD_ERRORS:
             loaded = []  # a damaged record: the job is still counted, by its folder
         listed = [str(item) for item in loaded] if isinstance(loaded, list) else []
         name = folder.relative_to(sweep_dir).as_posix() if folder != sweep_dir else "."

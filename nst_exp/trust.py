@@ -35,8 +35,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import yaml
+from omegaconf.errors import OmegaConfBaseException
+
 from nst_exp.errors import NstError
 
+# What reading a record someone else wrote may raise: missing, unreadable, not YAML or JSON, the wrong shape.
+RECORD_ERRORS = (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError, OmegaConfBaseException)
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 # A class in one module: the module's dotted name fixed, the class name one identifier.
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -15,15 +15,13 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import pandas as pd
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from tbparse import SummaryReader
 
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, one_line
 from nst_exp.results import EVAL_PREFIX, METRICS_FILE, RECORD_DIR, RESULT_FILE, Status, flatten, job_dirs
-from nst_exp.trust import read_config
+from nst_exp.trust import RECORD_ERRORS, read_config
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 UNREADABLE = "unreadable"  # status of a job whose metrics.json is damaged (truncated, not a JSON object)
@@ -79,9 +77,7 @@ def resolved(path: Path) -> dict[str, Any]:
     return read_config(path)
 
 
-# What reading a file from someone else's run may raise: missing, unreadable, not YAML or JSON, the wrong shape.
-DAMAGED = (OSError, ValueError, TypeError, AttributeError, KeyError, yaml.YAMLError, OmegaConfBaseException,
-           HydraException)
+DAMAGED = (*RECORD_ERRORS, HydraException)  # reading a job's record; Hydra's parser reads its overrides
 
 
 def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], Any, list[str]]:
@@ -100,7 +96,7 @@ def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str
             raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
     except DAMAGED as error:
         settings = {}
-        problems.append(f"{RECORD_DIR}/config.yaml is damaged ({short_error(error)})")
+        problems.append(f"{RECORD_DIR}/config.yaml is damaged ({one_line(error)})")
     try:
         hydra = read_config(hydra_dir / "hydra.yaml")["hydra"]  # as data: a shared ${oc.env:...} stays text
         number = (hydra.get("job") or {}).get("num")
@@ -112,7 +108,7 @@ def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str
         problems.append(f"{RECORD_DIR}/hydra.yaml is missing")
     except DAMAGED as error:
         choices = {}
-        problems.append(f"{RECORD_DIR}/hydra.yaml is damaged ({short_error(error)})")
+        problems.append(f"{RECORD_DIR}/hydra.yaml is damaged ({one_line(error)})")
     try:
         listed = read_config(hydra_dir / "overrides.yaml")
         if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
@@ -121,7 +117,7 @@ def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str
     except FileNotFoundError:
         problems.append(f"{RECORD_DIR}/overrides.yaml is missing")
     except DAMAGED as error:
-        problems.append(f"{RECORD_DIR}/overrides.yaml is damaged ({short_error(error)})")
+        problems.append(f"{RECORD_DIR}/overrides.yaml is damaged ({one_line(error)})")
     return settings, choices, overrides, number, problems
 
 
@@ -133,7 +129,7 @@ def read_job_metrics(job_dir: Path) -> tuple[dict[str, Any], str]:
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # truncated, not JSON, not UTF-8
-        problem = f"{METRICS_FILE} is damaged ({short_error(error)})"
+        problem = f"{METRICS_FILE} is damaged ({one_line(error)})"
         return {"status": UNREADABLE, "message": problem}, problem
     if not isinstance(metrics, dict):
         problem = f"{METRICS_FILE} holds a JSON {type(metrics).__name__}, not an object"
@@ -141,11 +137,6 @@ def read_job_metrics(job_dir: Path) -> tuple[dict[str, Any], str]:
     status = metrics.get("status", MISSING)
     metrics["status"] = status if isinstance(status, str) else str(status)
     return metrics, ""
-
-
-def short_error(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str] | None]:
