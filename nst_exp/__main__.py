@@ -33,7 +33,7 @@ from nst_exp.config import conf_dir, register
 from nst_exp.errors import Interrupted, NstError, RunFailed
 from nst_exp.help import app_help, print_page, register_help
 from nst_exp.lock import RunDirInUse
-from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure, write_record
+from nst_exp.results import METRICS_FILE, RECORD_DIR, nearest_existing, record_failure, write_record
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
 from nst_exp.sweep import SweepEnded
@@ -215,10 +215,7 @@ def preflight(argv: list[str]) -> None:
 
 def check_writable(folder: Path, key: str) -> None:
     """``folder`` can be created and written: no file stands in its way, and its nearest existing parent is writable."""
-    folder = folder.expanduser().absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    folder, existing = folder.expanduser().absolute(), nearest_existing(folder)
     if not existing.is_dir():
         raise NstError(
             f"Cannot write the run to {folder}: {existing} is a file, not a folder. "

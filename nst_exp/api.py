@@ -28,7 +28,7 @@ from nst_exp.cli_args import quoted
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
-from nst_exp.results import RECORD_DIR, Result, write_record
+from nst_exp.results import RECORD_DIR, Result, nearest_existing, write_record
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
 ImageLike = Union[str, Path, Image.Image, Any]
@@ -95,9 +95,7 @@ def stylize(
 
 def check_out_dir(out_dir: Path) -> None:
     """``out_dir`` is a folder, or can be made one: no file stands at it or at a folder above it."""
-    existing = out_dir.expanduser().absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(out_dir)
     if not existing.is_dir():
         where = "is a file" if existing == out_dir.expanduser().absolute() else f"is inside {existing}, which is a file"
         raise NstError(

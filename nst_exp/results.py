@@ -116,6 +116,14 @@ def inputs_used(settings: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(used)
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` (absolute, ``~`` expanded) or the nearest folder above it that exists: where making it would start."""
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def job_dirs(root: Path) -> list[Path]:
     """The run directories at or under ``root``: those Hydra gave a ``.hydra/config.yaml``, sorted by path.
 

@@ -59,7 +59,7 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     owned = claim(out)
     out.mkdir(parents=True, exist_ok=True)
     # listed before they are written, so a report stopped halfway is not refused as someone else's files next time
-    write_json(out / MANIFEST, {"written_by": "nst_exp.report", "files": sorted(owned | {*TOP_FILES, *DIR_MARKS})})
+    write_manifest(out, owned | {*TOP_FILES, *DIR_MARKS})
     csv, markdown, per_step = write_tables(sweep, out, scalars)
     written = {"results.csv": csv, "results.md": markdown}
     if per_step is not None:
@@ -92,9 +92,13 @@ def report(root: Path | str, out: Path | str | None = None, *, self_contained: b
     if stale:
         log.info(f"Removed {len(stale)} file(s) an earlier report wrote in {out} that this sweep gives none of: "
                  + ", ".join(stale[:8]) + (", ..." if len(stale) > 8 else ""))
-    write_json(out / MANIFEST, {"written_by": "nst_exp.report", "files": sorted(now | {
-        mark for mark in DIR_MARKS if (out / mark).is_dir()})})
+    write_manifest(out, now | {mark for mark in DIR_MARKS if (out / mark).is_dir()})
     return Report(sweep, layout, written, loss_tags, tradeoff_jobs)
+
+
+def write_manifest(out: Path, files: set[str]) -> None:
+    """``out/.nst_exp_report.json``: the files (paths relative to ``out``) a later report may replace or remove."""
+    write_json(out / MANIFEST, {"written_by": "nst_exp.report", "files": sorted(files)})
 
 
 def owned_files(out: Path) -> set[str]:
