@@ -278,16 +278,25 @@ def read_config(path: Path) -> Any:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+def _entries(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, key, value) for ``node`` itself (key None) and every entry below it, depth first."""
+    yield path, None, node
+    yield from _below(node, path)
+
+
+def _below(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        here = f"{path}[{key}]" if isinstance(node, list) else f"{path}.{key}" if path else str(key)
+        yield here, key, value
+        yield from _below(value, here)
+
+
 def _targets(node: Any, path: str) -> Iterator[tuple[str, Any]]:
     """(dotted path of the node, its ``_target_``) for every node of ``node`` that has one."""
-    if isinstance(node, dict):
-        if "_target_" in node:
-            yield path, node["_target_"]
-        for key, value in node.items():
-            yield from _targets(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _targets(value, f"{path}[{index}]")
+    for here, _, value in _entries(node, path):
+        if isinstance(value, dict) and "_target_" in value:
+            yield here, value["_target_"]
 
 
 def _resolves_to_plain_value(select: Callable[[str], Any] | None, path: str) -> bool:
@@ -302,14 +311,9 @@ def _resolves_to_plain_value(select: Callable[[str], Any] | None, path: str) -> 
 
 def _whole_interpolations(node: Any, path: str) -> Iterator[tuple[str, str]]:
     """String values that are one interpolation and nothing else (``${oc.create:...}``, ``${content}``)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _whole_interpolations(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _whole_interpolations(value, f"{path}[{index}]")
-    elif isinstance(node, str) and node.strip().startswith("${") and node.strip().endswith("}"):
-        yield path, node
+    for here, _, value in _entries(node, path):
+        if isinstance(value, str) and value.strip().startswith("${") and value.strip().endswith("}"):
+            yield here, value
 
 
 def _check_plain(node: Any, path: str) -> None:
@@ -335,17 +339,9 @@ def _is_callback(module: str, name: str) -> bool:
 
 def _logging_references(node: Any, path: str) -> Iterator[tuple[str, Any]]:
     """Values in a ``logging.config.dictConfig`` tree that would import or call something outside ``logging``."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            here = f"{path}.{key}"
-            if key in ("()", "class") and isinstance(value, str) and not value.startswith(LOGGING_PREFIXES):
+    for here, key, value in _entries(node, path):
+        if key in ("()", "class"):  # a factory or class dictConfig imports and calls
+            if not (isinstance(value, str) and value.startswith(LOGGING_PREFIXES)):
                 yield here, value
-            elif key in ("()", "class") and not isinstance(value, str):
-                yield here, value
-            elif isinstance(value, str) and value.startswith("ext://") and not value.startswith(ALLOWED_EXT):
-                yield here, value
-            else:
-                yield from _logging_references(value, here)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _logging_references(value, f"{path}[{index}]")
+        elif isinstance(value, str) and value.startswith("ext://") and not value.startswith(ALLOWED_EXT):
+            yield here, value
