@@ -36,7 +36,7 @@ from hydra_plugins.hydra_joblib_launcher import _core
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nst_exp.results import METRICS_FILE, RECORD_DIR, Status, read_metrics, record_failure
+from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,7 @@ def killed(config: DictConfig, sweep_dir: Path, status: JobStatus) -> JobReturn:
     """The failed job's return, and its metrics.json saying the worker was killed (a finished one is kept)."""
     folder = job_dir(config)
     message = KILLED.format(sweep=sweep_dir)
-    try:
-        finished = Status(read_metrics(folder).get("status")).finished
-    except (OSError, ValueError, AttributeError):
-        finished = False
-    if not finished:
-        record_failure(folder, message)
+    record_failure(folder, message)  # leaves a finished job's metrics.json as it is
     names = list(OmegaConf.select(config, "objective", default=[]) or [])
     value: Any = [math.nan] * len(names) if len(names) > 1 else math.nan
     job_return = JobReturn(overrides=list(config.hydra.overrides.task), cfg=config, hydra_cfg=config,

@@ -47,7 +47,11 @@ class Status(str, Enum):
     @property
     def finished(self) -> bool:
         """A run that will not continue by itself: completed or diverged."""
-        return self in (Status.COMPLETED, Status.DIVERGED)
+        return self in FINISHED
+
+
+# A finished run's statuses: its result stands (a diverged run kept its last finite image) and it wrote result.png.
+FINISHED = (Status.COMPLETED, Status.DIVERGED)
 
 
 @contextlib.contextmanager

@@ -30,12 +30,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, RECORD_DIR, Status, job_dirs, read_metrics
+from nst_exp.results import FINISHED, METRICS_FILE, RECORD_DIR, Status, job_dirs, read_metrics
 from nst_exp.trust import RECORD_ERRORS, read_config
 
 FAILED_EXIT = 1  # the sweep ran, and at least one job did not finish (the CLI's own refusals exit 2)
-# Jobs whose result stands: a diverged run kept its last finite image, and a single run that diverges exits 0.
-FINISHED = (Status.COMPLETED, Status.DIVERGED)
 
 
 @dataclass

@@ -20,12 +20,11 @@ from hydra.errors import HydraException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError, one_line
-from nst_exp.results import EVAL_PREFIX, METRICS_FILE, RECORD_DIR, RESULT_FILE, Status, flatten, job_dirs
+from nst_exp.results import EVAL_PREFIX, FINISHED, METRICS_FILE, RECORD_DIR, RESULT_FILE, flatten, job_dirs
 from nst_exp.trust import RECORD_ERRORS, read_config
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 UNREADABLE = "unreadable"  # status of a job whose metrics.json is damaged (truncated, not a JSON object)
-FINISHED = (Status.COMPLETED, Status.DIVERGED)  # statuses whose job wrote result.png
 HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
 LOSS_PREFIX = "loss/"  # metrics.json keys kept as their own columns: final losses and picture scores (EVAL_PREFIX)
 
