@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,9 @@ def test_each_damaged_job_is_a_flagged_row_and_the_rest_is_reported(made, tmp_pa
         assert f"  job {job} ({job}): {table.at[job, 'problem']}" in said.err
     assert table.at[5, "status"] == "completed" and table.at[1, "status"] == "unreadable"
     assert "- Damaged: 7 job(s) (1, 2, 3, 4, 5, 6, 7)" in (out / "results.md").read_text()
+    page = (out / "index.html").read_text()  # the gallery flags them too, a completed one included
+    rows = {int(job): html for job, html in re.findall(r'<tr data-job="(\d+)"(.*?)</tr>', page, flags=re.S)}
+    assert "damaged" not in rows[0] and all("damaged: " in rows[job] for job in expected)
     assert "--help" not in said.err
     assert "Exit status: 0 when every job could be read; 1 when" in " ".join(
         subprocess.run([sys.executable, "-m", "nst_exp.report", "--help"], capture_output=True, text=True,

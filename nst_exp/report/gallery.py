@@ -197,6 +197,10 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
     if message and status != Status.COMPLETED:
         shown += f'<span class="message">{html.escape(message[:200])}</span>'
         search.append(message[:200])
+    problem = row.get("problem")
+    if isinstance(problem, str) and problem:  # damaged files (nst_exp.report.sweep): flagged, whatever the status
+        shown += f'<span class="message damaged">damaged: {html.escape(problem[:300])}</span>'
+        search.append(f"damaged {problem[:300]}")
     search.append(status)
     cells.append(cell(shown, status))
     for column in numbers:

@@ -54,6 +54,7 @@ td.curve img { display: block; width: 176px; }
         color: #555; font-size: 12px; }
 .status-completed { color: #1a7f37; } .status-other { color: #b42318; font-weight: 600; }
 .message { display: block; min-width: 140px; max-width: 220px; color: #555; font-size: 12px; }
+.damaged { color: #b00020; }
 .key { font-size: 12px; font-weight: normal; }
 #viewer { position: fixed; inset: 0; z-index: 10; background: #1b1b1b; color: #eee;
           display: flex; flex-direction: column; }
