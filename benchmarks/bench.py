@@ -51,7 +51,7 @@ from nst_exp.hardware import (
 from nst_exp.inputs import Inputs
 from nst_exp.losses import LossSettings, gram_matrix, style_layer_loss
 from nst_exp.problem import Problem
-from nst_exp.results import read_metrics
+from nst_exp.results import TOTAL, RunDir
 from nst_exp.run import run
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def synchronize(device: torch.device) -> None:
 def run_seconds_per_evaluation(overrides: list[str]) -> tuple[float, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as out:
         run(config(overrides), out_dir=Path(out))
-        metrics = read_metrics(Path(out))
+        metrics = RunDir(Path(out)).read_metrics()
     return metrics["seconds_per_evaluation"], metrics
 
 
@@ -173,7 +173,7 @@ def peak_memory_mb(overrides: list[str]) -> float:
         child = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if child.returncode:
             raise RuntimeError(f"memory run failed ({child.returncode}): {' '.join(overrides)}\n{child.stderr[-2000:]}")
-        return read_metrics(Path(out))["memory_peak_bytes"] / 2**20
+        return RunDir(Path(out)).read_metrics()["memory_peak_bytes"] / 2**20
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for optimizer in args.optimizers:
                 seconds, metrics = run_seconds_per_evaluation(overrides(size, optimizer))
                 runs[size, optimizer].append(seconds)
-                losses[size, optimizer] = metrics["loss/total"]
+                losses[size, optimizer] = metrics[TOTAL]
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
     if args.memory:
         for size in args.sizes:

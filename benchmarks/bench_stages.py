@@ -32,7 +32,7 @@ import pandas as pd
 
 from nst_exp.hardware import describe_device, pick_device
 from nst_exp.report import read_scalars
-from nst_exp.results import read_metrics
+from nst_exp.results import CONTENT, STYLE, TOTAL, RunDir
 from nst_exp.run import run
 
 from bench import config, default_images_dir  # benchmarks/bench.py, beside this file
@@ -43,12 +43,12 @@ def loss_curve(out_dir: Path) -> pd.DataFrame:
     and the run's content and style terms (``loss/content``, ``loss/style``)."""
     scalars = read_scalars(out_dir, {".": 0})
     terms = scalars[scalars.tag.isin(TERMS)].pivot_table(index="step", columns="tag", values="value")
-    curve = scalars[scalars.tag == "loss/total"].reset_index(drop=True)
+    curve = scalars[scalars.tag == TOTAL].reset_index(drop=True)
     curve["seconds"] = curve.wall_time - curve.wall_time.iloc[0]
     return curve[["step", "value", "seconds"]].join(terms, on="step")
 
 
-TERMS = ("loss/content", "loss/style")
+TERMS = (CONTENT, STYLE)
 
 
 def reached(curve: pd.DataFrame, target: float, after_step: int) -> dict[str, Any] | None:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, overrides in (("single", common), ("coarse_to_fine", [*common, *coarse])):
             out_dir = Path(scratch) / name
             run(config(overrides), out_dir=out_dir)
-            results[name] = {"overrides": overrides, "metrics": read_metrics(out_dir), "curve": loss_curve(out_dir)}
+            results[name] = {"overrides": overrides, "metrics": RunDir(out_dir).read_metrics(), "curve": loss_curve(out_dir)}
             print(f"{name} done", file=sys.stderr)
     single, staged = results["single"], results["coarse_to_fine"]
     target = float(single["curve"].value.iloc[-1])
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "stages": staged["metrics"].get("stages"),
             "reached_single_final_loss": hit,
             # the final stage's first logged iteration: what its upsampled start costs in the final objective
-            "final_stage_start": {"loss/total": float(start.value), **{tag: float(start[tag]) for tag in TERMS}},
+            "final_stage_start": {TOTAL: float(start.value), **{tag: float(start[tag]) for tag in TERMS}},
         },
         "time_ratio": hit["seconds"] / single_seconds if hit else None,
     }

@@ -33,7 +33,7 @@ from nst_exp.config import conf_dir, register
 from nst_exp.errors import Interrupted, NstError, RunFailed
 from nst_exp.help import app_help, print_page, register_help
 from nst_exp.lock import RunDirInUse
-from nst_exp.results import METRICS_FILE, RECORD_DIR, nearest_existing, record_failure, write_record
+from nst_exp.results import RunDir, nearest_existing
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
 from nst_exp.sweep import SweepEnded
@@ -63,15 +63,17 @@ class HydraRecord:
     def __init__(self, cfg: DictConfig, out_dir: Path) -> None:
         self.cfg, self.out_dir, self.written = copy.deepcopy(cfg), out_dir, False
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        self.folder = out_dir / RECORD_DIR / (f"resume_{stamp}" if cfg.resume else "")
+        self.session = f"resume_{stamp}" if cfg.resume else ""
 
     def write(self, _: Path | None = None) -> None:
         if not self.written:
-            write_record(self.folder, self.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task)
+            RunDir(self.out_dir).write_record(
+                self.cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task, self.session
+            )
             self.written = True
 
     def holds_another_run(self) -> bool:
-        return checkpoint.exists(self.out_dir) or (self.out_dir / METRICS_FILE).exists()
+        return checkpoint.exists(self.out_dir) or RunDir(self.out_dir).metrics.exists()
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
@@ -104,7 +106,7 @@ def job(cfg: DictConfig) -> objective.Value:
         ours = not isinstance(error, RunDirInUse) and not cfg.resume and not record.holds_another_run()
         if record.written or ours or isinstance(error, RunFailed):
             record.write()
-            record_failure(out_dir, str(error), error.metrics if isinstance(error, RunFailed) else None)
+            RunDir(out_dir).record_failure(str(error), error.metrics if isinstance(error, RunFailed) else None)
         return _user_error(multirun, cfg)
     except OSError as error:  # a full disk, a read-only folder: nothing half-written is left (atomic writes)
         log.error("%s", disk_message(error, out_dir))

@@ -28,7 +28,7 @@ from nst_exp.cli_args import quoted
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
-from nst_exp.results import RECORD_DIR, Result, nearest_existing, write_record
+from nst_exp.results import RunDir, Result, nearest_existing
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
 ImageLike = Union[str, Path, Image.Image, Any]
@@ -184,7 +184,7 @@ def write_hydra_record(out_dir: Path, cfg: DictConfig, hydra_node: Mapping[str, 
         "runtime": {"output_dir": str(Path(out_dir).resolve()), "choices": hydra_node["runtime"]["choices"]},
         "mode": "RUN",
     }
-    write_record(Path(out_dir) / RECORD_DIR, cfg, {"hydra": hydra}, overrides)
+    RunDir(out_dir).write_record(cfg, {"hydra": hydra}, overrides)
 
 
 def _compose(overrides: Sequence[str], hydra_node: bool) -> Any:

@@ -1,4 +1,4 @@
-"""Callbacks the optimisation loop calls once per step and once at the end."""
+"""Callbacks the optimisation loop calls once per step and once at the end: they observe, never change, the run."""
 
 from __future__ import annotations
 
@@ -11,35 +11,14 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor
 
 from nst_exp import checkpoint, images, progress, tensorboard_run
-from nst_exp.evaluate import scores
 from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
-from nst_exp.results import EVAL_PREFIX, FINAL_VALUES
+from nst_exp.results import CONTENT, EVAL_PREFIX, FINAL_VALUES, STYLE, TOTAL, RunDir
 from nst_exp.stages import Stage
 
 log = logging.getLogger(__name__)
 
 # Metrics the HParams view compares across runs: TensorBoard takes their last logged value.
 HPARAM_METRICS = FINAL_VALUES
-
-
-class Evaluation:
-    """Scores the final image against the content and the styles (nst_exp.evaluate), network-free.
-
-    It must come first among the callbacks: its ``on_end`` adds ``eval/*`` to the
-    outcome's values, so TensorBoard (and its HParams view) and metrics.json
-    carry the scores beside the final losses. An interrupted run is not scored.
-    """
-
-    def __init__(self, content: Tensor | None, styles: Sequence[Tensor], weights: Sequence[float]) -> None:
-        """``content`` None, ``styles`` empty: the run was not made with them, and nothing is scored against them."""
-        self.content, self.styles, self.weights = content, list(styles), list(weights)
-
-    def on_step(self, step: Step) -> None:
-        pass
-
-    def on_end(self, outcome: Outcome) -> None:
-        if outcome.status in (COMPLETED, DIVERGED):
-            outcome.values.update(scores(outcome.image, self.content, self.styles, self.weights))
 
 
 class TensorBoardLogger:
@@ -148,9 +127,9 @@ class ProgressBar:
         if not self.bar.disable:
             values = step.values
             self.bar.set_postfix(
-                loss=f"{values['loss/total']:.4g}",
-                content=f"{values['loss/content']:.3g}",
-                style=f"{values['loss/style']:.3g}",
+                loss=f"{values[TOTAL]:.4g}",
+                content=f"{values[CONTENT]:.3g}",
+                style=f"{values[STYLE]:.3g}",
                 refresh=False,
             )
 
@@ -165,19 +144,19 @@ class ProgressBar:
 class Snapshots:
     """Intermediate images ``iter_000050.png`` ... in the run's directory, and each stage's result."""
 
-    def __init__(self, out_dir: Path, every: int) -> None:
-        self.out_dir, self.every = out_dir, every
+    def __init__(self, run_dir: RunDir, every: int) -> None:
+        self.run_dir, self.every = run_dir, every
 
     def on_step(self, step: Step) -> None:
         if self.every and step.iteration % self.every == 0:
-            images.save(step.image, self.out_dir / "snapshots" / f"iter_{step.iteration:06d}.png")
+            images.save(step.image, self.run_dir.snapshot(step.iteration))
 
     def on_stage_start(self, stage: Stage) -> None:
         pass
 
     def on_stage_end(self, stage: Stage, image: Tensor, values: Mapping[str, float]) -> None:
         """Coarse-to-fine: each stage's result as ``stages/stage_<k>_<size>px.png``."""
-        images.save(image, self.out_dir / "stages" / f"{stage.name}.png")
+        images.save(image, self.run_dir.stage_image(stage.name))
 
     def on_end(self, outcome: Outcome) -> None:
         pass  # the final image is result.png, written by the runner

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nst_exp.errors import NstError
-from nst_exp.results import Status, atomic_write
+from nst_exp.results import RunDir, Status, atomic_write
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
 LAST, PREVIOUS = "last.pt", "previous.pt"
 FORMAT = 1
 # Relative difference of a fingerprint entry (sum of a buffer) that still counts as the same.
@@ -60,7 +59,7 @@ class Checkpoint:
 
 
 def directory(run_dir: Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR
+    return RunDir(run_dir).checkpoints
 
 
 def exists(run_dir: Path) -> bool:

@@ -193,10 +193,10 @@ def check_output(output: Path, multirun: bool) -> None:
 
 def copy_result(run_dir: Path, output: Path) -> None:
     """Write ``run_dir``/result.png to ``output`` (converted if its suffix is not .png), and log it."""
-    from nst_exp.results import METRICS_FILE, RESULT_FILE, read_metrics
+    from nst_exp.results import RunDir
 
-    status = read_metrics(run_dir).get("status") if (run_dir / METRICS_FILE).is_file() else None
-    source = run_dir / RESULT_FILE
+    status = RunDir(run_dir).read_metrics().get("status") if RunDir(run_dir).metrics.is_file() else None
+    source = RunDir(run_dir).result
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial{output.suffix}")
     try:
@@ -213,7 +213,7 @@ def copy_result(run_dir: Path, output: Path) -> None:
     if status == "diverged":
         log.warning(
             "The run diverged (the loss turned NaN or infinite): %s holds its last finite image, copied from %s; "
-            "see %s.", output, source, run_dir / METRICS_FILE,
+            "see %s.", output, source, RunDir(run_dir).metrics,
         )
     else:
         log.info("Wrote %s (a copy of %s).", output, source)

@@ -17,6 +17,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from nst_exp.results import TOTAL
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -215,7 +217,7 @@ class Config:
     max_image_pixels: int = 89_478_485
     resume: Optional[str] = None  # a run dir to continue from its last checkpoint, with its saved config
     memory_guard: bool = True  # refuse a run whose estimated peak memory exceeds what the device has free
-    objective: List[str] = field(default_factory=lambda: ["loss/total"])  # metrics.json keys a job returns to a sweeper
+    objective: List[str] = field(default_factory=lambda: [TOTAL])  # metrics.json keys a job returns to a sweeper
     objective_weights: Optional[List[float]] = None  # one per objective: return their weighted sum; None = each value
 
 

@@ -33,10 +33,8 @@ from torch import Tensor
 
 from nst_exp.errors import NstError, one_line
 from nst_exp.images import open_rgb, to_tensor
-from nst_exp.trust import RECORD_ERRORS, read_config
-from nst_exp.results import (
-    INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SCORES, inputs_used, outside_reports, read_metrics, write_json
-)
+from nst_exp.results import COLOR_DISTANCE, CONTENT_SSIM, SCORES, STYLE_SWD, RunDir, inputs_used, outside_reports
+from nst_exp.trust import RECORD_ERRORS
 
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = (0.299, 0.587, 0.114)
@@ -179,16 +177,16 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
     run itself, an image the run was not made with (its ``.hydra/config.yaml``
     says, ``results.inputs_used``) is not scored against.
     """
-    run_dir = Path(run_dir)
-    result_path = run_dir / RESULT_FILE
+    run = RunDir(run_dir)
+    result_path = run.result
     if not result_path.is_file():
         raise NstError(
-            f"Cannot evaluate '{run_dir}': it has no {RESULT_FILE} ({result_path} is missing). Only a run that "
-            f"wrote its result can be scored; see the 'status' in its {METRICS_FILE}, or pass a finished run."
+            f"Cannot evaluate '{run_dir}': it has no {RunDir.RESULT} ({result_path} is missing). Only a run that "
+            f"wrote its result can be scored; see the 'status' in its {RunDir.METRICS}, or pass a finished run."
         )
-    config = run_dir / RECORD_DIR / "config.yaml"
+    config = run.record()
     try:
-        settings = read_config(config) if config.is_file() else None  # as data: no interpolation resolved
+        settings = run.read_settings()  # as data: no interpolation resolved
         if settings is not None and not isinstance(settings, dict):
             raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
         used = inputs_used(settings) if settings is not None else frozenset({"content", "style"})
@@ -198,8 +196,8 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
             "images the run was made with is unknown. Restore that file, or run the job again."
         ) from error
     result = _read(result_path, run_dir)
-    content = _read(run_dir / INPUTS_DIR / "content.png", run_dir) if "content" in used else None
-    style_paths, weights = _style_files(run_dir) if "style" in used else ([], [])
+    content = _read(run.input_image("content"), run_dir) if "content" in used else None
+    style_paths, weights = _style_files(run) if "style" in used else ([], [])
     styles = [_read(path, run_dir) for path in style_paths]
     return scores(result, content, styles, weights)
 
@@ -219,10 +217,10 @@ def scores(
     measures = {}
     if content is not None:
         content = content.detach().float().cpu()
-        measures["eval/content_ssim"] = lambda: content_ssim(result, content)
+        measures[CONTENT_SSIM] = lambda: content_ssim(result, content)
     if styles:
-        measures["eval/style_swd"] = lambda: style_swd(result, styles, weights)
-        measures["eval/color_distance"] = lambda: color_distance(result, styles, weights)
+        measures[STYLE_SWD] = lambda: style_swd(result, styles, weights)
+        measures[COLOR_DISTANCE] = lambda: color_distance(result, styles, weights)
     values = {}
     for key, measure in measures.items():
         try:
@@ -238,13 +236,13 @@ def find_runs(path: Path) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         raise NstError(f"'{path}' is not a directory. Pass a run directory or a sweep directory that holds runs.")
-    if (path / METRICS_FILE).is_file():
+    if RunDir(path).metrics.is_file():
         return [path]
-    runs = outside_reports(path, {found.parent for found in path.rglob(METRICS_FILE)  # a report's copies are not runs
-                                  if (found.parent / RESULT_FILE).is_file()})
+    runs = outside_reports(path, {found.parent for found in path.rglob(RunDir.METRICS)  # a report's copies are not runs
+                                  if RunDir(found.parent).result.is_file()})
     if not runs:
         raise NstError(
-            f"No finished runs under '{path}': a run directory holds {METRICS_FILE} and {RESULT_FILE}. "
+            f"No finished runs under '{path}': a run directory holds {RunDir.METRICS} and {RunDir.RESULT}. "
             "Pass a run's output directory or the multirun directory that holds its jobs."
         )
     return runs
@@ -253,10 +251,10 @@ def find_runs(path: Path) -> list[Path]:
 def run_metrics(run_dir: Path) -> dict:
     """A run's metrics.json as a dict; a truncated file or one that is not a JSON object is one message."""
     try:
-        return read_metrics(run_dir)
+        return RunDir(run_dir).read_metrics()
     except (OSError, ValueError) as error:  # truncated, not JSON, not an object, not UTF-8, unreadable
         raise NstError(
-            f"Cannot evaluate '{run_dir}': {Path(run_dir) / METRICS_FILE} is damaged ({one_line(error)}). Its "
+            f"Cannot evaluate '{run_dir}': {RunDir(run_dir).metrics} is damaged ({one_line(error)}). Its "
             "scores would be written into it: restore that file, or run the job again."
         ) from error
 
@@ -278,7 +276,7 @@ def rescore(paths: Sequence[Path], damaged: dict[Path, str] | None = None) -> di
             damaged[run_dir] = str(error)
             continue
         kept = {key: value for key, value in metrics.items() if key not in SCORES}  # no stale score
-        write_json(run_dir / METRICS_FILE, {**kept, **scores})
+        RunDir(run_dir).write_metrics({**kept, **scores})
         scored[run_dir] = scores
     return scored
 
@@ -289,11 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=program("nst_exp.evaluate"),  # nst-exp-evaluate when run as the console script
         description="Score finished runs without a network (content SSIM, style SWD, colour distance) and "
-        f"add the scores to each run's {METRICS_FILE} as {', '.join(SCORES)}.",
+        f"add the scores to each run's {RunDir.METRICS} as {', '.join(SCORES)}.",
     )
     parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="a run directory or a sweep directory")
     parser.epilog = (f"Exit status: 0 when every run was scored; {DAMAGED_EXIT} when some runs could not be (a "
-                     f"damaged {METRICS_FILE}, config or image: each is named, the others are scored); 2 when no "
+                     f"damaged {RunDir.METRICS}, config or image: each is named, the others are scored); 2 when no "
                      "run was found.")
     args = parser.parse_args(argv)
     damaged: dict[Path, str] = {}
@@ -321,7 +319,7 @@ def print_scores(scored: dict[Path, dict[str, float]]) -> None:
         ssim, swd, colour = (scores.get(key, math.nan) for key in SCORES)  # NaN: an image the run did not use
         print(f"{name:<{width}}  {ssim:>12.4f}  {swd:>10.2f}  {colour:>14.4f}")
     skipped = any(len(scores) < len(SCORES) for scores in scored.values())
-    print(f"wrote the scores into {len(scored)} {METRICS_FILE} file(s)"
+    print(f"wrote the scores into {len(scored)} {RunDir.METRICS} file(s)"
           + ("; nan: an image that run was not made with, not scored (none written)" if skipped else ""))
 
 
@@ -430,26 +428,19 @@ def _read(path: Path, run_dir: Path) -> Tensor:
     if not path.is_file():
         raise NstError(
             f"Cannot evaluate '{run_dir}': {path} is missing. A run saves the images it used under "
-            f"{INPUTS_DIR}/ (content.png, style.png or style_<name>.png); runs older than that cannot be scored."
+            f"{RunDir.INPUTS}/ (content.png, style.png or style_<name>.png); runs older than that cannot be scored."
         )
     return to_tensor(open_rgb(path))
 
 
-def _style_files(run_dir: Path) -> tuple[list[Path], list[float]]:
-    """inputs/style.png with weight 1, or each inputs/style_<name>.png with metrics.json's weight for <name>."""
-    inputs = run_dir / INPUTS_DIR
-    if (inputs / "style.png").is_file():
-        return [inputs / "style.png"], [1.0]
-    metrics_path = run_dir / METRICS_FILE
-    weights = run_metrics(run_dir).get("styles") if metrics_path.is_file() else None
-    if not isinstance(weights, dict) or not weights:
-        found = sorted(path.name for path in inputs.glob("style_*.png"))
-        raise NstError(
-            f"Cannot evaluate '{run_dir}': no {INPUTS_DIR}/style.png, and {metrics_path} has no \"styles\" "
-            f"{{name: weight}} to say which {INPUTS_DIR}/style_<name>.png files to blend "
-            f"(found: {', '.join(found) or 'none'})."
-        )
-    return [inputs / f"style_{name}.png" for name in weights], [float(w) for w in weights.values()]
+def _style_files(run: RunDir) -> tuple[list[Path], list[float]]:
+    """The style images a run saved and their weights (RunDir.style_inputs); a damaged record is one message."""
+    if run.metrics.is_file():
+        run_metrics(run.path)  # a damaged metrics.json: the message that says so
+    try:
+        return run.style_inputs()
+    except ValueError as error:
+        raise NstError(f"Cannot evaluate '{run}': {error}.") from error
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from nst_exp.color import ColorControl
 from nst_exp.errors import NstError
 from nst_exp.guidance import mask_image
 from nst_exp.losses import StyleTarget
-from nst_exp.results import INPUTS_DIR
+from nst_exp.results import RunDir
 from nst_exp.styles import StyleSpec, style_specs
 
 # Settings whose value is a path the user may type; their config's url is then not fetched.
@@ -63,25 +63,19 @@ class StageInputs:
         ]
         return StageInputs(self.content.to(device), self.network_content.to(device), moved)
 
-    def named_images(self, used: Collection[str] = ("content", "style")) -> dict[str, Tensor]:
-        """The images in ``used`` as the network sees them: {"content": ..., "style": ...} (``style_<name>`` for several)."""
+    def named_images(self, used: Collection[str] = ("content", "style"), masks: bool = False) -> dict[str, Tensor]:
+        """The images in ``used`` (results.inputs_used) as the network sees them, by the name a run saves them under.
+
+        ``content``, ``style`` (``style_<name>`` for several: RunDir.style_input), and with
+        ``masks`` each guided style's ``mask_<name>``: a run keeps no copy of an image it was not made with.
+        """
         named = {"content": self.content} if "content" in used else {}
         several = len(self.styles) > 1
         for target in self.styles if "style" in used else ():
-            named[f"style_{target.name}" if several else "style"] = target.image
+            named[RunDir.style_input(target.name, several)] = target.image
+            if masks and target.guide is not None:
+                named[f"mask_{target.name}"] = target.guide.expand(1, 3, -1, -1)
         return named
-
-    def save(self, out_dir: Path, used: Collection[str] = ("content", "style")) -> None:
-        """inputs/content.png, style.png (style_<name>.png for several) and mask_<name>.png, as the network sees them.
-
-        Only the images in ``used`` (results.inputs_used): a run keeps no copy of one it was not made with.
-        """
-        folder = Path(out_dir) / INPUTS_DIR
-        for name, image in self.named_images(used).items():
-            images.save(image, folder / f"{name}.png")
-        for target in self.styles if "style" in used else ():
-            if target.guide is not None:
-                images.save(target.guide.expand(1, 3, -1, -1), folder / f"mask_{target.name}.png")
 
 
 @dataclass(frozen=True)

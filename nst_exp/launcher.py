@@ -36,7 +36,7 @@ from hydra_plugins.hydra_joblib_launcher import _core
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nst_exp.results import METRICS_FILE, RECORD_DIR, record_failure
+from nst_exp.results import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Launch:
                 log.error("A joblib worker died (%s); its jobs count as failed, the others go on.",
                           " ".join(str(error).split())[:300])
                 configs = {idx: self.job_config(idx, overrides) for idx, overrides in pending.items()}
-                started = [idx for idx, config in configs.items() if (job_dir(config) / RECORD_DIR).is_dir()]
+                started = [idx for idx, config in configs.items() if (job_dir(config) / RunDir.RECORD).is_dir()]
                 progress = len(pending) < before or started
                 for idx in started if progress else list(pending):  # no progress: a worker dies at start-up
                     returns[idx] = killed(configs[idx], sweep_dir, self.failed_status())
@@ -157,14 +157,14 @@ def killed(config: DictConfig, sweep_dir: Path, status: JobStatus) -> JobReturn:
     """The failed job's return, and its metrics.json saying the worker was killed (a finished one is kept)."""
     folder = job_dir(config)
     message = KILLED.format(sweep=sweep_dir)
-    record_failure(folder, message)  # leaves a finished job's metrics.json as it is
+    RunDir(folder).record_failure(message)  # leaves a finished job's metrics.json as it is
     names = list(OmegaConf.select(config, "objective", default=[]) or [])
     value: Any = [math.nan] * len(names) if len(names) > 1 else math.nan
     job_return = JobReturn(overrides=list(config.hydra.overrides.task), cfg=config, hydra_cfg=config,
                            working_dir=str(folder), task_name=str(config.hydra.job.name), status=status)
     job_return.return_value = RuntimeError(message) if status == JobStatus.FAILED else value
     log.error("Job %s (%s): %s; see %s.", config.hydra.job.num, " ".join(filter_overrides(job_return.overrides)),
-              "killed with its worker", folder / METRICS_FILE)
+              "killed with its worker", RunDir(folder).metrics)
     return job_return
 
 
@@ -176,14 +176,14 @@ def sigterm_stops_workers(sweep_dir: Path, grace: float = SAVE_GRACE_SECONDS) ->
 
     def stop(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while stopping changes nothing
-        running = [folder for folder in job_folders(sweep_dir) if not (folder / METRICS_FILE).is_file()]
+        running = [folder for folder in job_folders(sweep_dir) if not RunDir(folder).metrics.is_file()]
         for child in children():
             try:
                 os.kill(child, signal.SIGTERM)
             except OSError:
                 pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and not all((folder / METRICS_FILE).is_file() for folder in running):
+        while time.monotonic() < deadline and not all(RunDir(folder).metrics.is_file() for folder in running):
             time.sleep(0.1)
         raise SweepTerminated()
 
@@ -195,7 +195,7 @@ def sigterm_stops_workers(sweep_dir: Path, grace: float = SAVE_GRACE_SECONDS) ->
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
-    return [record.parent for record in sweep_dir.glob(f"*/{RECORD_DIR}")]
+    return [record.parent for record in sweep_dir.glob(f"*/{RunDir.RECORD}")]
 
 
 def children() -> list[int]:

@@ -31,6 +31,7 @@ from nst_exp.config import Convention, Propagation
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.guidance import layer_guides
+from nst_exp.results import CONTENT, STYLE, TOTAL, TV, style_image_key, style_layer_key
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +345,10 @@ class GatysLoss(nn.Module):
 
 def loss_values(terms: LossTerms) -> Mapping[str, float]:
     """The scalars to log, by TensorBoard tag, in one device-to-host copy."""
-    values = {"loss/total": terms.total, "loss/content": terms.content, "loss/style": terms.style}
-    values.update({f"loss/style/{layer}": e for layer, e in terms.style_layers.items()})
+    values = {TOTAL: terms.total, CONTENT: terms.content, STYLE: terms.style}
+    values.update({style_layer_key(layer): e for layer, e in terms.style_layers.items()})
     if terms.tv is not None:
-        values["loss/tv"] = terms.tv
-    values.update({f"loss/style_image/{name}": e for name, e in terms.style_images.items()})
+        values[TV] = terms.tv
+    values.update({style_image_key(name): e for name, e in terms.style_images.items()})
     stacked = torch.stack([v.detach().float() for v in values.values()]).cpu().tolist()
     return dict(zip(values, stacked))

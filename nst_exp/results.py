@@ -1,9 +1,8 @@
-"""The contract of a run directory, free of torch: its file names, status values, and how they are written.
+"""The contract of a run directory, free of torch: its files (:class:`RunDir`), its metric names, its statuses.
 
-A run directory holds ``result.png``, ``metrics.json`` (whose ``status`` is a
-:class:`Status` value), ``inputs/``, ``snapshots/``, ``checkpoints/``, the
-TensorBoard events and Hydra's ``.hydra/``. The report, the evaluation command
-and the runner all read and write it through this module.
+The runner writes a run directory through :class:`RunDir`; resume, the evaluation
+command, the sweep summary and the report read it through the same object, so
+every file name and every metric key below is spelled once.
 """
 
 from __future__ import annotations
@@ -15,20 +14,30 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
-METRICS_FILE = "metrics.json"
-RESULT_FILE = "result.png"
 REPORT_MANIFEST = ".nst_exp_report.json"  # in a report folder: the files nst_exp.report wrote there
-INPUTS_DIR = "inputs"
-SNAPSHOTS_DIR = "snapshots"
-RECORD_DIR = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
-# The picture scores (nst_exp.evaluate) a finished run records, network-free.
-EVAL_PREFIX = "eval/"  # the picture scores: one value per finished run, network-free
-SCORES = ("eval/content_ssim", "eval/style_swd", "eval/color_distance")
+
+# Metric names, as metrics.json and TensorBoard spell them.
+LOSS_PREFIX = "loss/"
+TOTAL, CONTENT, STYLE, TV = "loss/total", "loss/content", "loss/style", "loss/tv"  # L_total = alpha L_content + beta L_style (+ TV)
+LOSSES = (TOTAL, CONTENT, STYLE)  # every run's final losses
+EVAL_PREFIX = "eval/"  # the picture scores (nst_exp.evaluate): one value per finished run, network-free
+CONTENT_SSIM, STYLE_SWD, COLOR_DISTANCE = "eval/content_ssim", "eval/style_swd", "eval/color_distance"
+SCORES = (CONTENT_SSIM, STYLE_SWD, COLOR_DISTANCE)
 # The final values every finished run records: what a sweep may optimise (``objective``), what TensorBoard's
 # HParams view compares.
-FINAL_VALUES = ("loss/total", "loss/content", "loss/style", *SCORES)
+FINAL_VALUES = (*LOSSES, *SCORES)
+
+
+def style_layer_key(layer: str) -> str:
+    """``loss/style/relu1_1``: the weighted E_l of one style layer."""
+    return f"{STYLE}/{layer}"
+
+
+def style_image_key(name: str) -> str:
+    """``loss/style_image/starry_night``: one style image's share of the style loss (several styles)."""
+    return f"{LOSS_PREFIX}style_image/{name}"
 
 
 class Status(str, Enum):
@@ -80,26 +89,157 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
         out.write(json.dumps(finite_or_none(data), indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_record(folder: Path, config: Any, hydra_root: Any, overrides: Sequence[str]) -> None:
-    """Hydra's record of a run in ``folder``: config.yaml, hydra.yaml (``{"hydra": ...}``) and overrides.yaml, each atomically.
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory: the one place its files are named, written and read.
 
-    The command line and the Python API write it once a run directory is known
-    to be the run's own, so a refused run never relabels another.
+        result.png                       the final image (a diverged run: its last finite image)
+        metrics.json                     status, message, final losses and scores, timings, what ran where
+        inputs/content.png, style.png    the images as the network saw them (style_<name>.png for several
+                                         styles, mask_<name>.png for a guided one); only those the run used
+        snapshots/iter_000050.png        every log.image_every iterations
+        stages/<stage>.png               coarse-to-fine: each stage's result
+        checkpoints/last.pt, previous.pt nst_exp.checkpoint's files
+        .hydra/config.yaml, hydra.yaml, overrides.yaml   how the run was made (resume_<time>/ for each resume)
+        events.out.tfevents.*            TensorBoard (nst_exp.tensorboard_run names a sweep job's subfolder)
     """
-    from omegaconf import OmegaConf
 
-    files = {"config.yaml": config, "hydra.yaml": hydra_root, "overrides.yaml": list(overrides)}
-    for name, node in files.items():
-        with atomic_write(Path(folder) / name) as out:
-            out.write(OmegaConf.to_yaml(node))
+    path: Path
 
+    RESULT: ClassVar[str] = "result.png"
+    METRICS: ClassVar[str] = "metrics.json"
+    INPUTS: ClassVar[str] = "inputs"
+    SNAPSHOTS: ClassVar[str] = "snapshots"
+    STAGES: ClassVar[str] = "stages"
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+    RECORD: ClassVar[str] = ".hydra"  # the run's config as Hydra records it; nst_exp.report finds runs by it
+    CONFIG: ClassVar[str] = "config.yaml"  # the record's files
+    HYDRA: ClassVar[str] = "hydra.yaml"
+    OVERRIDES: ClassVar[str] = "overrides.yaml"
 
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """A run's metrics.json; ValueError for one that is not JSON (truncated) or not a JSON object."""
-    metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-    if not isinstance(metrics, dict):
-        raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
-    return metrics
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def result(self) -> Path:
+        return self.path / self.RESULT
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def inputs(self) -> Path:
+        return self.path / self.INPUTS
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / self.SNAPSHOTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def record(self, name: str = CONFIG, session: str = "") -> Path:
+        """A file of the run's record (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``); ``session``: a resume's."""
+        return self.path / self.RECORD / session / name
+
+    def input_image(self, name: str) -> Path:
+        """``inputs/<name>.png``: ``content``, ``style``, ``style_<name>`` or ``mask_<name>``."""
+        return self.inputs / f"{name}.png"
+
+    @staticmethod
+    def style_input(name: str, several: bool) -> str:
+        """The name a style image is saved and logged under: ``style``, or ``style_<name>`` among several."""
+        return f"style_{name}" if several else "style"
+
+    def snapshot(self, iteration: int) -> Path:
+        return self.snapshots / f"iter_{iteration:06d}.png"
+
+    def stage_image(self, stage: str) -> Path:
+        return self.path / self.STAGES / f"{stage}.png"
+
+    # Writers: each file atomically, so a kill never leaves half of one under its name.
+
+    def write_result(self, image: Any) -> None:
+        """result.png from a (1, 3, H, W) tensor in [0, 1]."""
+        from nst_exp import images  # torch: only a run that made an image writes one
+
+        images.save(image, self.result)
+
+    def write_inputs(self, named: Mapping[str, Any]) -> None:
+        """``inputs/<name>.png`` for each (1, 3, H, W) tensor of ``named``."""
+        from nst_exp import images
+
+        for name, image in named.items():
+            images.save(image, self.input_image(name))
+
+    def write_metrics(self, record: Mapping[str, Any]) -> None:
+        write_json(self.metrics, record)
+
+    def write_record(self, config: Any, hydra_root: Any, overrides: Sequence[str], session: str = "") -> None:
+        """Hydra's record of the run: config.yaml, hydra.yaml (``{"hydra": ...}``) and overrides.yaml.
+
+        The command line and the Python API write it once the directory is known to be the
+        run's own, so a refused run never relabels another. ``session``: a resume's subfolder.
+        """
+        from omegaconf import OmegaConf
+
+        files = {self.CONFIG: config, self.HYDRA: hydra_root, self.OVERRIDES: list(overrides)}
+        for name, node in files.items():
+            with atomic_write(self.record(name, session)) as out:
+                out.write(OmegaConf.to_yaml(node))
+
+    def record_failure(self, message: str, so_far: Mapping[str, Any] | None = None) -> None:
+        """metrics.json for a run that could not start or finish, so a sweep's report lists it.
+
+        ``so_far`` is what the run measured before it stopped. A finished run's
+        metrics.json is never replaced by a later attempt's failure.
+        """
+        try:
+            finished = Status(self.read_metrics().get("status")).finished
+        except (OSError, ValueError):  # none yet, unreadable, or no known status
+            finished = False
+        if finished and not so_far:
+            return
+        so_far = dict(so_far or {})
+        self.write_metrics({**so_far, "status": so_far.get("status", Status.FAILED), "message": message})
+
+    # Readers: a shared run directory is data; nothing read here runs code.
+
+    def read_metrics(self) -> dict[str, Any]:
+        """metrics.json; ValueError for one that is not JSON (truncated) or not a JSON object."""
+        metrics = json.loads(self.metrics.read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
+        return metrics
+
+    def read_settings(self) -> Any:
+        """The recorded config.yaml as data (no interpolation resolved); None where there is none."""
+        from nst_exp.trust import read_config
+
+        return read_config(self.record()) if self.record().is_file() else None
+
+    def style_inputs(self) -> tuple[list[Path], list[float]]:
+        """inputs/style.png with weight 1, or each inputs/style_<name>.png with metrics.json's weight for <name>.
+
+        ValueError says what is missing (no style.png and no ``"styles"`` {name: weight} in metrics.json).
+        """
+        single = self.input_image(self.style_input("", several=False))
+        if single.is_file():
+            return [single], [1.0]
+        weights = self.read_metrics().get("styles") if self.metrics.is_file() else None
+        if not isinstance(weights, dict) or not weights:
+            found = sorted(path.name for path in self.inputs.glob("style_*.png"))
+            raise ValueError(
+                f"no {self.INPUTS}/{single.name}, and {self.metrics} has no \"styles\" {{name: weight}} to say which "
+                f"{self.INPUTS}/style_<name>.png files to blend (found: {', '.join(found) or 'none'})"
+            )
+        paths = [self.input_image(self.style_input(name, several=True)) for name in weights]
+        return paths, [float(weight) for weight in weights.values()]
 
 
 def inputs_used(settings: Mapping[str, Any]) -> frozenset[str]:
@@ -134,7 +274,7 @@ def job_dirs(root: Path) -> list[Path]:
     Not the copies a self-contained report keeps of its jobs' records (under a folder holding
     ``REPORT_MANIFEST``): a sweep with its report inside is still the same jobs.
     """
-    return outside_reports(root, {path.parent.parent for path in Path(root).rglob(f"{RECORD_DIR}/config.yaml")})
+    return outside_reports(root, {path.parent.parent for path in Path(root).rglob(f"{RunDir.RECORD}/{RunDir.CONFIG}")})
 
 
 def outside_reports(root: Path, folders: Iterable[Path]) -> list[Path]:
@@ -169,23 +309,6 @@ def flatten(node: Any, prefix: str = "", lists_as_text: bool = False, private: b
     if isinstance(node, (list, tuple)) and lists_as_text:
         return {prefix: "[" + ", ".join(str(item) for item in node) + "]"}
     return {prefix: node}
-
-
-def record_failure(run_dir: Path, message: str, so_far: Mapping[str, Any] | None = None) -> None:
-    """metrics.json for a run that could not start or finish, so a sweep's report lists it.
-
-    ``so_far`` is what the run measured before it stopped. A finished run's
-    metrics.json is never replaced by a later attempt's failure.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        finished = Status(read_metrics(run_dir).get("status")).finished
-    except (OSError, ValueError):  # none yet, unreadable, or no known status
-        finished = False
-    if finished and not so_far:
-        return
-    so_far = dict(so_far or {})
-    write_json(path, {**so_far, "status": so_far.get("status", Status.FAILED), "message": message})
 
 
 @dataclass

@@ -23,7 +23,7 @@ from nst_exp import checkpoint
 from nst_exp.checkpoint import Checkpoint
 from nst_exp.config import Config
 from nst_exp.errors import NstError
-from nst_exp.results import METRICS_FILE, Status, flatten, read_metrics
+from nst_exp.results import RunDir, Status, flatten
 from nst_exp.validation import validate
 
 if TYPE_CHECKING:  # check_run_dir runs before torch loads (python -m nst_exp resume=DIR)
@@ -57,7 +57,7 @@ class Continuation:
     cfg: DictConfig
     out_dir: Path | None  # None: a run kept in memory
     saved: Checkpoint | None = None  # the checkpoint to continue from
-    finished: float | None = None  # the final loss, if the run there is finished: nothing to do
+    finished: bool = False  # the run there is finished: nothing to do
 
     @property
     def iteration(self) -> int:
@@ -72,12 +72,14 @@ class Continuation:
         """Iterations at which earlier sessions of this run stopped, this one included."""
         return [*self.saved.resumed, self.saved.state.iteration] if self.saved is not None else []
 
-    def start(self, fingerprint: dict, device: torch.device) -> State | None:
-        """The explicit start of a continued run, once its objective is known to be the saved one's."""
+    def start(self, device: torch.device) -> State | None:
+        """Where the optimisation picks up: the saved state (image and optimizer) on ``device``; None: a fresh start.
+
+        The caller has checked the saved objective against this run's (``checkpoint.check_fingerprint``)
+        and restored the saved random state (``checkpoint.restore_rng``).
+        """
         if self.saved is None:
             return None
-        checkpoint.check_fingerprint(self.saved.fingerprint, fingerprint, self.out_dir)
-        checkpoint.restore_rng(self.saved.rng)
         state = self.saved.state
         if state.optimizer is None and state.iteration < self.cfg.iterations:
             log.warning(
@@ -111,8 +113,8 @@ def continuation(
             f"{out_dir} already holds a different run ({mismatch}). Use another output dir "
             f"({dir_setting}), or delete that one to start over."
         )
-    finished = finished_loss(saved, out_dir, cfg.iterations)
-    if finished is None:
+    finished = is_finished(saved, out_dir, cfg.iterations)
+    if not finished:
         log.info("Continuing the run in %s from its checkpoint at iteration %d.", out_dir, saved.state.iteration)
     return Continuation(cfg, out_dir, saved, finished)
 
@@ -123,11 +125,10 @@ def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continua
             "resume= continues one run. To finish a sweep, run the same sweep again with "
             "hydra.sweep.dir=<its dir>: finished jobs are skipped, unfinished ones continue."
         )
-    check_run_dir(run_dir)
-    saved = checkpoint.load(run_dir)
+    saved = checkpoint.load(run_dir)  # the caller has checked run_dir (check_run_dir) before locking it
     changes = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
     cfg = resumed_config(saved.config, changes)
-    validate(cfg)  # the saved config with the command line's changes, as this version checks it
+    validate(cfg)  # a resumed run's one validation: the saved config with the command line's changes
     if cfg.iterations < saved.state.iteration:
         raise NstError(
             f"resume={run_dir} with iterations={cfg.iterations}: that run has done {saved.state.iteration} "
@@ -153,7 +154,7 @@ def check_run_dir(run_dir: Path) -> None:
         raise NstError(f"resume={run_dir} is a file, not a run directory. Give the directory that holds its checkpoints/.")
     if checkpoint.exists(run_dir):
         return
-    jobs = sorted(p.parent.parent.name for p in run_dir.glob(f"*/{checkpoint.CHECKPOINT_DIR}/*.pt"))
+    jobs = sorted(p.parent.parent.name for p in run_dir.glob(f"*/{RunDir.CHECKPOINTS}/*.pt"))
     if jobs:
         raise NstError(
             f"resume={run_dir} is a sweep's folder (its jobs {', '.join(dict.fromkeys(jobs))} hold checkpoints). "
@@ -161,27 +162,24 @@ def check_run_dir(run_dir: Path) -> None:
             f"with hydra.sweep.dir={run_dir}."
         )
     raise NstError(
-        f"resume={run_dir} holds no checkpoint ({checkpoint.CHECKPOINT_DIR}/last.pt or previous.pt), so there "
+        f"resume={run_dir} holds no checkpoint ({RunDir.CHECKPOINTS}/last.pt or previous.pt), so there "
         "is nothing to continue. Start a new run instead."
     )
 
 
-def finished_loss(saved: Checkpoint, out_dir: Path, iterations: int) -> float | None:
-    """The final loss of the run in ``out_dir`` if it finished (and asked no more iterations), else None."""
-    if not Status(saved.status).finished or not (out_dir / METRICS_FILE).is_file():
-        return None
-    done = read_metrics(out_dir)
-    if done.get("status") != saved.status:
-        return None
+def is_finished(saved: Checkpoint, out_dir: Path, iterations: int) -> bool:
+    """The run in ``out_dir`` finished (its metrics.json says so) and is asked for no more iterations."""
+    run = RunDir(out_dir)
+    if not Status(saved.status).finished or not run.metrics.is_file() or run.read_metrics().get("status") != saved.status:
+        return False
     if saved.status == Status.COMPLETED and saved.state.iteration < iterations:
-        return None  # asked for more: continue it
+        return False  # asked for more: continue it
     if saved.status == Status.COMPLETED and saved.state.iteration > iterations:
         raise NstError(
             f"{out_dir} holds this run finished after {saved.state.iteration} iterations, more than "
             f"iterations={iterations}. Use another output dir to run {iterations} iterations."
         )
-    loss = done.get("loss/total")
-    return float("nan") if loss is None else float(loss)
+    return True
 
 
 def resumed_config(saved: Mapping[str, Any], overrides: Sequence[str]) -> DictConfig:

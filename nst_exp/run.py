@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -27,21 +28,22 @@ from PIL import Image
 
 from nst_exp import images, memory, tensorboard_run
 from nst_exp.callable_module import make_callable
-from nst_exp.callbacks import Checkpointer, Evaluation, ProgressBar, Snapshots, TensorBoardLogger
-from nst_exp.checkpoint import fingerprint
+from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
+from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
 from nst_exp.color import ColorControl
 from nst_exp.validation import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import Network, load_model, summary
 from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
-from nst_exp.inputs import Inputs, StageInputs, user_path_keys
+from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
 from nst_exp.optimize import Callback, Interrupted, Outcome
 from nst_exp.problem import Problem
-from nst_exp.results import METRICS_FILE, RESULT_FILE, Result, Status, flatten, inputs_used, read_metrics, write_json
+from nst_exp.evaluate import scores
+from nst_exp.results import Result, RunDir, Status, flatten, inputs_used
 from nst_exp.resume import Continuation, check_run_dir, continuation
-from nst_exp.stages import Stage, plan, synthesise
+from nst_exp.stages import plan, synthesise
 from nst_exp.tensorboard_run import Board
 from nst_exp.trust import make_optimizer
 from nst_exp.startup import FirstIteration, StartUp
@@ -60,6 +62,7 @@ def run(
     dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
     waiting_since: float | None = None,
     swept: Mapping[str, str] | None = None,
+    checked: bool = False,
 ) -> Result:
     """Run one style transfer; return its :class:`~nst_exp.results.Result`. The runner the command line uses.
 
@@ -76,20 +79,23 @@ def run(
     ``seconds_to_first_iteration`` counts from (the command line passes the process
     start); None: this call. ``swept``: the settings that vary between the runs compared (key -> value
     as typed; default: ``overrides``), which name a sweep's job in TensorBoard and head its HParams row.
+    ``checked``: the caller has validated ``cfg`` (or, with ``resume=``, checked its directory) already,
+    as the command line does before torch loads.
     """
     started = time.perf_counter()
     swept = dict(swept) if swept is not None else tensorboard_run.swept_values(overrides, None)
     board = Board(swept, named=multirun)
     startup = StartUp(asked=started if waiting_since is None else waiting_since, called=started)
-    validate(cfg)
     run_dir = Path(cfg.resume) if cfg.resume else (Path(out_dir) if out_dir is not None else None)
+    if not checked and cfg.resume:
+        check_run_dir(run_dir)  # before the lock creates anything there; the saved config is validated on loading
+    elif not checked:
+        validate(cfg)
     if run_dir is None:
         return synthesise_run(Continuation(cfg, None), overrides, given, startup, board)
-    if cfg.resume:
-        check_run_dir(run_dir)  # before the lock creates anything there
     with RunLock(run_dir):
         where = continuation(cfg, run_dir, overrides, multirun, dir_setting)
-        if where.finished is not None:
+        if where.finished:
             log.info("%s already holds this run, %s: skipped (delete it to run again).", run_dir, where.saved.status)
             return result_in(run_dir)
         if on_accept is not None:
@@ -102,7 +108,8 @@ def synthesise_run(
     board: Board,
 ) -> Result:
     """Set up, synthesise and write the results of a run that is not finished yet."""
-    cfg, out_dir = where.cfg, where.out_dir
+    cfg = where.cfg
+    run_dir = RunDir(where.out_dir) if where.out_dir is not None else None
     settings = LossSettings.from_config(cfg)
     inputs = Inputs.from_config(cfg, user_path_keys(overrides), given)  # fails in milliseconds on a bad path
     device = pick_device(cfg.device)
@@ -120,7 +127,7 @@ def synthesise_run(
     problem.check_sizes(stages)  # before any file is written
     if where.saved is not None and len(stages) > 1:
         raise NstError(
-            f"{out_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
+            f"{run_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
     guard = memory.Guard(
@@ -134,28 +141,42 @@ def synthesise_run(
         speed.reason, ", torch.compile" if cfg.compile else "",
     )
 
-    final = problem.stage_inputs(stages[-1].size)
-    used = inputs_used(cfg)  # score only against the images the result was made with
-    evaluation = Evaluation(
-        final.content if "content" in used else None,
-        [target.image for target in final.styles] if "style" in used else [],
-        [target.weight for target in final.styles],
-    )
     targets = time.perf_counter()
-    problem.objective(stages[0].size)  # the content and style targets (kept): the network's first passes
+    objective = problem.objective(stages[0].size)  # the content and style targets (kept): the network's first passes
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     startup.targets = time.perf_counter() - targets
-    writers, checkpointer, start = [], None, None
-    if out_dir is not None:
-        writers, checkpointer, start = run_files(
-            cfg, out_dir, where, problem, stages, network, speed, final, device, used, board
-        )
+    checkpointed = run_dir is not None and len(stages) == 1  # a checkpoint holds one image size
+    objective_print = fingerprint(objective) if checkpointed else {}
+    if where.saved is not None:  # a resumed run: the same objective (images, weights, network), the same random stream
+        check_fingerprint(where.saved.fingerprint, objective_print, run_dir.path)
+        restore_rng(where.saved.rng)
+    start = where.start(device)
+
+    final = problem.stage_inputs(stages[-1].size)
+    used = inputs_used(cfg)  # saved, logged and scored: only the images the result was made with
     progress = ProgressBar(sum(stage.iterations for stage in stages), cfg.log.progress, where.iteration)
-    # Evaluation first: the others log its scores; FirstIteration before the writers: their logging is not the step.
-    callbacks: list[Callback] = [evaluation, FirstIteration(startup), *writers, progress]
+    callbacks: list[Callback] = [FirstIteration(startup)]  # before the writers: their logging is not the step
+    checkpointer = None
+    if run_dir is not None:
+        run_dir.write_inputs(final.named_images(used, masks=True))
+        callbacks += [tensorboard_logger(cfg, run_dir, network, speed, final.named_images(used), where, board),
+                      Snapshots(run_dir, cfg.log.image_every)]
+    if checkpointed:
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        checkpointer = Checkpointer(
+            run_dir.path, cfg.checkpoint.every, resolved, objective_print, where.seconds, where.resumed
+        )
+        callbacks.append(checkpointer)
+    callbacks.append(progress)
+    score = partial(
+        scores,
+        content=final.content if "content" in used else None,
+        styles=[target.image for target in final.styles] if "style" in used else [],
+        weights=[target.weight for target in final.styles],
+    )
     with progress.logging_above():  # log lines print above the bar, not through it
-        outcome, records = synthesise(stages, problem, make_optimizer(cfg.optimizer), callbacks, start)
+        outcome, records = synthesise(stages, problem, make_optimizer(cfg.optimizer), callbacks, start, score)
     outcome.seconds += where.seconds
 
     record = {
@@ -168,47 +189,24 @@ def synthesise_run(
     }
     if len(stages) > 1:
         record["stages"] = records
-    if out_dir is not None:
-        images.save(outcome.image, out_dir / RESULT_FILE)
-        write_json(out_dir / METRICS_FILE, record)
-    result = Result(images.to_pil(outcome.image), outcome.image.detach().cpu(), record, out_dir)
+    if run_dir is not None:
+        run_dir.write_result(outcome.image)
+        run_dir.write_metrics(record)
+    result = Result(images.to_pil(outcome.image), outcome.image.detach().cpu(), record, where.out_dir)
     return finish(outcome, result, guard, checkpointer, where)
 
 
-def run_files(
-    cfg: DictConfig,
-    out_dir: Path,
-    where: Continuation,
-    problem: Problem,
-    stages: Sequence[Stage],
-    network: Network,
-    speed: SpeedChoice,
-    final: StageInputs,
-    device: torch.device,
-    used: frozenset[str],
-    board: Board,
-) -> tuple[list[Callback], Checkpointer | None, Any]:
-    """The callbacks that write the run's directory (TensorBoard, snapshots, checkpoints), and a resumed run's start.
-
-    ``used``: the inputs the result is made with (results.inputs_used), the only ones saved under inputs/
-    and logged to TensorBoard.
-    """
-    final.save(out_dir, used)
+def tensorboard_logger(
+    cfg: DictConfig, run_dir: RunDir, network: Network, speed: SpeedChoice, inputs: Mapping[str, torch.Tensor],
+    where: Continuation, board: Board,
+) -> TensorBoardLogger:
+    """The run's TensorBoard writer: its settings, which network ran, and ``inputs`` as the network sees them."""
     hparams = {**hparams_of(cfg), "precision_used": speed.precision_used, "channels_last_used": speed.channels_last_used}
     about = {"network": summary(cfg.model.name, cfg.model.description, network)}
-    log_dir = tensorboard_run.log_dir(out_dir, board.swept if board.named else {})
-    writers: list[Callback] = [
-        TensorBoardLogger(log_dir, hparams, cfg.log.scalars_every, cfg.log.image_every, about, where.iteration,
-                          board.swept, final.named_images(used)),
-        Snapshots(out_dir, cfg.log.image_every),
-    ]
-    if len(stages) > 1:  # a checkpoint holds one image size: coarse-to-fine runs are not checkpointed
-        return writers, None, None
-    objective_print = fingerprint(problem.objective(stages[0].size))
-    start = where.start(objective_print, device)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    checkpointer = Checkpointer(out_dir, cfg.checkpoint.every, resolved, objective_print, where.seconds, where.resumed)
-    return [*writers, checkpointer], checkpointer, start
+    log_dir = tensorboard_run.log_dir(run_dir.path, board.swept if board.named else {})
+    return TensorBoardLogger(
+        log_dir, hparams, cfg.log.scalars_every, cfg.log.image_every, about, where.iteration, board.swept, inputs
+    )
 
 
 def finish(
@@ -224,20 +222,21 @@ def finish(
     if outcome.message:
         log.warning("%s", outcome.message)
     if where.out_dir is not None:
-        log.info("Wrote %s (%s) to %s", RESULT_FILE, outcome.status, where.out_dir)
+        log.info("Wrote %s (%s) to %s", RunDir.RESULT, outcome.status, where.out_dir)
     return result
 
 
 def result_in(run_dir: Path) -> Result:
     """The result a finished run left in ``run_dir``; a deleted result.png is said to be missing, with how to re-run."""
-    if not (run_dir / RESULT_FILE).exists() and not (run_dir / RESULT_FILE).is_symlink():
+    run = RunDir(run_dir)
+    if not run.result.exists() and not run.result.is_symlink():
         raise NstError(
-            f"{run_dir} holds this run, finished, but its {RESULT_FILE} is missing (deleted?). To make it again, "
+            f"{run_dir} holds this run, finished, but its {RunDir.RESULT} is missing (deleted?). To make it again, "
             f"delete the folder {run_dir} and run the same command again (a sweep's job: run the sweep again with "
             "hydra.sweep.dir=<its dir>; its other finished jobs are skipped), or give another output dir."
         )
-    image = images.open_rgb(run_dir / RESULT_FILE)
-    return Result(image, images.to_tensor(image), read_metrics(run_dir), run_dir)
+    image = images.open_rgb(run.result)
+    return Result(image, images.to_tensor(image), run.read_metrics(), run_dir)
 
 
 def configure_threads(threads: int | None) -> int:

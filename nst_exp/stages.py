@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nst_exp.optimize import COMPLETED, Callback, Outcome, State, Step, optimize
+from nst_exp.results import FINISHED
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,15 @@ def synthesise(
     make_optimizer: Callable,
     callbacks: Sequence[Callback],
     start: State | None = None,
+    score: Callable[[Tensor], Mapping[str, float]] | None = None,
 ) -> tuple[Outcome, list[dict]]:
     """Run the stages in order; return the run's outcome (its image shown) and one record per stage.
 
     ``start`` continues the first stage from a saved state (a resumed run)
     instead of the problem's start. A stage that diverges or is interrupted
-    ends the run with its image.
+    ends the run with its image. ``score`` measures a finished run's final image
+    (nst_exp.evaluate: ``eval/*``); its values join the outcome's before the
+    callbacks see the end, so TensorBoard and metrics.json carry them.
     """
     staged = [c for c in callbacks if isinstance(c, StageAware)] if len(stages) > 1 else []
     previous: Tensor | None = None
@@ -156,6 +160,8 @@ def synthesise(
         seconds=seconds,
         message=message,
     )
+    if score is not None and final.status in FINISHED:  # an interrupted run is scored when it finishes
+        final = replace(final, values={**final.values, **score(final.image)})
     for callback in callbacks:
         callback.on_end(final)
     return final, records

@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nst_exp.errors import NstError
-from nst_exp.results import FINISHED, METRICS_FILE, RECORD_DIR, Status, job_dirs, read_metrics
+from nst_exp.results import FINISHED, RunDir, Status, job_dirs
 from nst_exp.trust import RECORD_ERRORS, read_config
 
 FAILED_EXIT = 1  # the sweep ran, and at least one job did not finish (the CLI's own refusals exit 2)
@@ -56,13 +56,13 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for folder in job_dirs(sweep_dir):
         try:
-            metrics = read_metrics(folder)
+            metrics = RunDir(folder).read_metrics()
             status, message = str(metrics.get("status", "unreadable")), str(metrics.get("message") or "")
         except FileNotFoundError:
-            status, message = "missing", f"no {METRICS_FILE}: the job was killed, or is still running"
+            status, message = "missing", f"no {RunDir.METRICS}: the job was killed, or is still running"
         except (OSError, ValueError) as error:
-            status, message = "unreadable", f"{METRICS_FILE} could not be read: {error}"
-        overrides = folder / RECORD_DIR / "overrides.yaml"
+            status, message = "unreadable", f"{RunDir.METRICS} could not be read: {error}"
+        overrides = RunDir(folder).record(RunDir.OVERRIDES)
         try:
             loaded = read_config(overrides) if overrides.is_file() else []
         except RECORD_ERRORS:
@@ -86,7 +86,7 @@ def summary(sweep_dir: Path, jobs: list[Job]) -> str:
         parts.append(f"{len(diverged)} diverged ({_jobs(diverged)}: the last finite image is kept)")
     unfinished = [job for job in jobs if not job.finished]
     if unfinished:
-        see = ", ".join(str(job.dir / METRICS_FILE) for job in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        see = ", ".join(str(RunDir(job.dir).metrics) for job in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
         kinds = {job.status: sum(other.status == job.status for other in unfinished) for job in unfinished}
         how = "" if set(kinds) == {str(Status.FAILED)} else ", ".join(f"{n} {status}" for status, n in kinds.items()) + "; "
         parts.append(f"{len(unfinished)} failed ({_jobs(unfinished)}: {how}see {see})")
@@ -152,9 +152,9 @@ class FailedTrials(Callback):
             return
         run_dir = Path(config.hydra.runtime.output_dir)
         try:
-            said = str(read_metrics(run_dir).get("message") or "no message")
+            said = str(RunDir(run_dir).read_metrics().get("message") or "no message")
         except (OSError, ValueError):
-            said = f"no readable {METRICS_FILE}"
+            said = f"no readable {RunDir.METRICS}"
         job_return.status = JobStatus.FAILED
         job_return.return_value = TrialFailed(
             f"job {run_dir.name} returned {returned} for objective={list(config.objective)}: {said}"

@@ -254,9 +254,9 @@ def test_resume_puts_the_run_dir_back_in_place(tmp_path):
     cfg = make_config_with_hydra([f"resume={tmp_path}"])
     assert cfg.hydra.run.dir == str(tmp_path)
     assert cfg.hydra.output_subdir is None  # nst_exp writes the record once the run is accepted
-    assert HydraRecord(cfg, tmp_path).folder.relative_to(tmp_path).as_posix().startswith(".hydra/resume_")
+    assert HydraRecord(cfg, tmp_path).session.startswith("resume_")  # .hydra/resume_<time>/: the earlier record stays
     fresh = make_config_with_hydra([])
-    assert fresh.hydra.run.dir.startswith("outputs/runs/") and HydraRecord(fresh, tmp_path).folder == tmp_path / ".hydra"
+    assert fresh.hydra.run.dir.startswith("outputs/runs/") and HydraRecord(fresh, tmp_path).session == ""
 
 
 def make_config_with_hydra(overrides):

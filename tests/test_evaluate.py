@@ -22,7 +22,7 @@ from nst_exp.evaluate import (
     style_swd,
 )
 from nst_exp.images import open_rgb, save, to_tensor
-from nst_exp.results import read_metrics, write_json
+from nst_exp.results import RunDir, write_json
 from tests.conftest import pattern_image
 
 SCORES = {"eval/content_ssim", "eval/style_swd", "eval/color_distance"}
@@ -195,10 +195,10 @@ def test_cli_rescores_a_sweep_and_keeps_other_keys(
     assert main([str(sweep)]) == 0
 
     for run_dir, loss in zip(runs, (1.5, 2.5)):
-        metrics = read_metrics(run_dir)
+        metrics = RunDir(run_dir).read_metrics()
         assert SCORES <= set(metrics)
         assert metrics["loss"] == loss and metrics["status"] == "completed" and metrics["styles"] == {"s": 1.0}
-    first, second = read_metrics(runs[0]), read_metrics(runs[1])
+    first, second = RunDir(runs[0]).read_metrics(), RunDir(runs[1]).read_metrics()
     assert first["eval/style_swd"] != -1.0
     assert first["eval/content_ssim"] > second["eval/content_ssim"]
     assert first["eval/style_swd"] > second["eval/style_swd"]
@@ -224,7 +224,7 @@ def test_rescoring_a_content_reconstruction_drops_its_style_scores(
         "alpha: 1.0\nbeta: 0.0\ncontent_layers: [relu4_2]\nstyle_layers: []\ninit:\n  kind: noise\n")
     assert main([str(run_dir)]) == 0
     assert "nan: an image that run was not made with, not scored" in capsys.readouterr().out
-    metrics = read_metrics(run_dir)
+    metrics = RunDir(run_dir).read_metrics()
     assert metrics["eval/content_ssim"] == pytest.approx(1.0, abs=1e-6)
     assert "eval/style_swd" not in metrics and "eval/color_distance" not in metrics
     (run_dir / ".hydra" / "config.yaml").write_text(  # a style reconstruction started from the photo

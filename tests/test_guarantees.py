@@ -19,6 +19,7 @@ from nst_exp.__main__ import disk_message, kept_checkpoint
 from nst_exp.errors import NstError
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.resume import check_run_dir
+from nst_exp.results import RunDir
 from nst_exp.run import run
 
 
@@ -59,7 +60,7 @@ def test_resume_of_a_sweep_names_its_jobs(tmp_path):
     with pytest.raises(NstError, match="is a file, not a run directory"):
         check_run_dir(tmp_path / "file")
     with pytest.raises(NstError, match="holds no checkpoint"):
-        check_run_dir(tmp_path / "0" / checkpoint.CHECKPOINT_DIR)
+        check_run_dir(tmp_path / "0" / RunDir.CHECKPOINTS)
 
 
 def test_resume_with_fewer_iterations_than_done_is_refused_and_keeps_the_checkpoint(tmp_path, tiny):

@@ -11,7 +11,7 @@ from conftest import make_config
 from PIL import Image
 
 from nst_exp.run import run
-from nst_exp.results import read_metrics
+from nst_exp.results import RunDir
 
 
 def first_and_last(run_dir, tag):
@@ -32,7 +32,7 @@ def test_total_loss_falls(tmp_path, tiny, optimizer):
     run(make_config([*tiny, f"optimizer={optimizer}", "iterations=15"]), out_dir=tmp_path)
     first, last = first_and_last(tmp_path, "loss/total")
     assert last < 0.5 * first
-    assert read_metrics(tmp_path)["loss/total"] < first
+    assert RunDir(tmp_path).read_metrics()["loss/total"] < first
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
@@ -42,7 +42,7 @@ def test_every_image_start_runs_with_both_optimizers(tmp_path, tiny, images_dir,
     start = ["init.path=style.png"] if init == "file" else []
     run(make_config([*tiny, f"init={init}", *start, f"optimizer={optimizer}", "iterations=6"]), out_dir=tmp_path)
     first, last = first_and_last(tmp_path, "loss/total")
-    metrics = read_metrics(tmp_path)
+    metrics = RunDir(tmp_path).read_metrics()
     assert metrics["status"] == "completed" and metrics["evaluations"] == 6
     assert last < first
 
@@ -77,7 +77,7 @@ def test_diverging_run_stops_and_keeps_last_finite_image(tmp_path, tiny):
     """Adam with an absurd learning rate overflows float32; the run says so and keeps a finite image."""
     overrides = [*tiny, "optimizer=adam", "optimizer.lr=1e20", "iterations=20"]
     run(make_config(overrides), out_dir=tmp_path)
-    metrics = read_metrics(tmp_path)
+    metrics = RunDir(tmp_path).read_metrics()
     assert metrics["status"] == "diverged"
     assert "kept the image of iteration" in metrics["message"]
     assert "or use L-BFGS (optimizer=lbfgs)" in metrics["message"]
@@ -87,7 +87,7 @@ def test_diverging_run_stops_and_keeps_last_finite_image(tmp_path, tiny):
 
 def test_diverging_lbfgs_is_told_to_use_a_line_search_not_lbfgs(tmp_path, tiny):
     run(make_config([*tiny, "optimizer.lr=1e30", "iterations=20"]), out_dir=tmp_path)
-    metrics = read_metrics(tmp_path)
+    metrics = RunDir(tmp_path).read_metrics()
     assert metrics["status"] == "diverged"
     assert "add optimizer.line_search_fn=strong_wolfe" in metrics["message"]
     assert "use L-BFGS" not in metrics["message"]

@@ -11,7 +11,7 @@ from conftest import make_config
 
 from nst_exp.errors import NstError
 from nst_exp.features import load_network, tf32
-from nst_exp.results import read_metrics
+from nst_exp.results import RunDir
 from nst_exp.run import run
 from test_optimize import first_and_last
 
@@ -28,7 +28,7 @@ def extractor():
 def test_setting_gives_finite_losses_that_fall(tmp_path, tiny, optimizer, setting):
     run(make_config([*tiny, f"optimizer={optimizer}", "iterations=15", *setting.split()]), out_dir=tmp_path)
     first, last = first_and_last(tmp_path, "loss/total")
-    metrics = read_metrics(tmp_path)
+    metrics = RunDir(tmp_path).read_metrics()
     assert last < 0.5 * first
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.startswith("loss/"))
     assert metrics["evaluations"] == 15 and metrics["seconds_per_evaluation"] > 0
@@ -96,7 +96,7 @@ def test_compile_gives_the_same_features():
 def test_cuda_precision_gives_finite_losses_that_fall(tmp_path, tiny, precision):
     run(make_config([*tiny, "device=cuda", f"precision={precision}", "iterations=15"]), out_dir=tmp_path)
     first, last = first_and_last(tmp_path, "loss/total")
-    metrics = read_metrics(tmp_path)
+    metrics = RunDir(tmp_path).read_metrics()
     assert last < 0.5 * first and metrics["device"].startswith("cuda") and metrics["precision"] == precision
 
 

@@ -97,7 +97,7 @@ def test_the_issues_example_leaves_the_victim_file_alone_and_is_one_line(tmp_pat
     [
         (["+hydra.callbacks.x._target_=os.system"], r"hydra\.callbacks\.x\._target_=os\.system is not allowed"),
         (["-m", "beta=1,2", "hydra.callbacks.sweep_summary._target_=builtins.exec"], r"sweep_summary\._target_="),
-        (["-m", "beta=1,2", f"hydra.callbacks.sweep_summary._target_=nst_exp.sweep.{'METRICS_FILE'}"], r"not allowed"),
+        (["-m", "beta=1,2", f"hydra.callbacks.sweep_summary._target_=nst_exp.sweep.{'RunDir.METRICS'}"], r"not allowed"),
         (["+hydra.callbacks.sweep_summary._args_=[1]"], r"sweep_summary\._args_ is not allowed"),
         (["-m", "hparams_search=balance", "hydra.sweeper.sampler._target_=builtins.exec"],
          r"hydra\.sweeper\.sampler\._target_=builtins\.exec is not allowed"),

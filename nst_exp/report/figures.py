@@ -24,8 +24,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from nst_exp.report.labels import axis_title, setting, value_label
-from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, networks
-from nst_exp.results import RESULT_FILE, Status, inputs_used
+from nst_exp.report.sweep import Sweep, networks
+from nst_exp.results import LOSSES, RunDir, Status, inputs_used
 
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -103,7 +103,7 @@ def input_image(sweep: Sweep, name: str, job: int | None = None) -> np.ndarray |
 def cell_aspect(sweep: Sweep) -> float:
     """Height / width of the results (1 when none was written)."""
     for job in sweep.jobs["job"]:
-        image = load_rgb(sweep.job_dir(job) / RESULT_FILE)
+        image = load_rgb(RunDir(sweep.job_dir(job)).result)
         if image is not None:
             return image.shape[0] / image.shape[1]
     content = input_image(sweep, "content")
@@ -124,7 +124,7 @@ def show(ax: Any, image: np.ndarray | None, text: str = "") -> None:
 def draw_job(ax: Any, sweep: Sweep, job: int, inset: Sequence[str]) -> None:
     status = sweep.jobs.at[job, "status"]
     message = str(sweep.jobs.at[job, "metrics.message"] or "") if "metrics.message" in sweep.jobs else ""
-    image = load_rgb(sweep.job_dir(job) / RESULT_FILE)
+    image = load_rgb(RunDir(sweep.job_dir(job)).result)
     note = f"job {job}: {status}" + (f"\n{textwrap.shorten(message, 90)}" if message else "")
     show(ax, image, "\n".join(line for part in note.splitlines() for line in textwrap.wrap(part, 28)))
     if image is not None and status != Status.COMPLETED:
@@ -180,7 +180,7 @@ def plot_grid(sweep: Sweep, path: Path, cell_inches: float = 2.0, dpi: int = 100
     return layout
 
 
-def plot_losses(sweep: Sweep, path: Path, tags: Sequence[str] = HEADLINE_LOSSES) -> list[str]:
+def plot_losses(sweep: Sweep, path: Path, tags: Sequence[str] = LOSSES) -> list[str]:
     """Each job's curve per loss tag, coloured by the first swept key, dashed by the others.
 
     Returns the tags plotted (those some job logged above 0); writes nothing if none.

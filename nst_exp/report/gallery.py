@@ -32,17 +32,17 @@ from matplotlib.ticker import MaxNLocator
 from nst_exp.report.figures import inputs_that_vary
 from nst_exp.report.gallery_page import STYLE, script, script_json
 from nst_exp.report.labels import setting, value_label
-from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, eval_columns, networks
+from nst_exp.report.sweep import Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
-from nst_exp.results import INPUTS_DIR, METRICS_FILE, RECORD_DIR, RESULT_FILE, SNAPSHOTS_DIR, Status
+from nst_exp.results import CONTENT, LOSSES, STYLE, TOTAL, RunDir, Status
 from nst_exp.tensorboard_run import sweep_task, typed_values
 
 GALLERY_FILE = "index.html"
 CURVES_DIR = "curves"  # one small loss-curve PNG per job, beside index.html
 JOBS_DIR = "jobs"  # self-contained reports: each job's published files, jobs/<job>/..., beside index.html
-PUBLISHED_FILES = (RESULT_FILE, METRICS_FILE, f"{RECORD_DIR}/config.yaml", f"{RECORD_DIR}/overrides.yaml")
+PUBLISHED_FILES = (RunDir.RESULT, RunDir.METRICS, f"{RunDir.RECORD}/{RunDir.CONFIG}", f"{RunDir.RECORD}/{RunDir.OVERRIDES}")
 # Hex, which both matplotlib and a browser read (a browser ignores matplotlib's "tab:blue")
-CURVE_COLOURS = {"loss/total": "#000000", "loss/content": "#1f77b4", "loss/style": "#ff7f0e"}
+CURVE_COLOURS = {TOTAL: "#000000", CONTENT: "#1f77b4", STYLE: "#ff7f0e"}
 SNAPSHOT_NAME = re.compile(r"iter_(\d+)\.png")  # nst_exp.callbacks.Snapshots' names
 NOWRAP_LIMIT = 32  # characters of a swept value's label kept on one line
 STRIP_SNAPSHOTS = 8  # at most this many of a job's snapshots in its strip (evenly spaced, the last included)
@@ -68,7 +68,7 @@ def cell(content: str, sort: str | int | None = None, css: str = "") -> str:
     return f"<td{attributes}>{content}</td>"
 
 
-def plot_job_curves(sweep: Sweep, folder: Path, tags: tuple[str, ...] = HEADLINE_LOSSES) -> dict[int, Path]:
+def plot_job_curves(sweep: Sweep, folder: Path, tags: tuple[str, ...] = LOSSES) -> dict[int, Path]:
     """A 360 x 210 px PNG of each job's logged losses (log scale where positive); job -> file."""
     written: dict[int, Path] = {}
     scalars = sweep.scalars
@@ -118,9 +118,9 @@ def published_files(job_dir: Path) -> list[str]:
     job and run it again. Checkpoints, event files and the other snapshots stay with the
     sweep. A link in the sweep is not followed (nothing from outside it is published).
     """
-    inputs = sorted((job_dir / INPUTS_DIR).glob("*.png")) if (job_dir / INPUTS_DIR).is_dir() else []
+    inputs = sorted(RunDir(job_dir).inputs.glob("*.png")) if RunDir(job_dir).inputs.is_dir() else []
     names = [*PUBLISHED_FILES, *(path.relative_to(job_dir).as_posix() for path in inputs),
-             *(path.relative_to(job_dir).as_posix() for path in snapshot_strip(job_dir / SNAPSHOTS_DIR))]
+             *(path.relative_to(job_dir).as_posix() for path in snapshot_strip(RunDir(job_dir).snapshots))]
     return [name for name in names if (job_dir / name).is_file() and not (job_dir / name).is_symlink()]
 
 
@@ -174,7 +174,7 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
     snapshots, links to the files in ``job_dir``. Every string from the run is escaped."""
     row = sweep.jobs.loc[job]
     caption = job_caption(sweep, job, typed_as)
-    result = job_dir / RESULT_FILE
+    result = RunDir(job_dir).result
     data: dict[str, Any] = {"label": caption, "result": None}
     if result.is_file():
         data["result"] = href = link(result, out)
@@ -212,7 +212,7 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
                           number(row.get("logged_steps"))[1], "curve"))
     else:
         cells.append(cell("no logged losses", "", "curve"))
-    strip = snapshot_strip(job_dir / SNAPSHOTS_DIR)
+    strip = snapshot_strip(RunDir(job_dir).snapshots)
     pictures = []
     for path in strip:
         match = SNAPSHOT_NAME.fullmatch(path.name)
@@ -222,7 +222,7 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
                         f'<img src="{link(path, out)}" alt="{what}" loading="lazy">{html.escape(name)}</a>')
     cells.append(cell(f'<div class="strip">{"".join(pictures)}</div>' if pictures else "", len(strip), "snapshots"))
     files = [(name, job_dir / path) for name, path in
-             (("snapshots", SNAPSHOTS_DIR), ("metrics.json", METRICS_FILE), ("config", ".hydra/config.yaml"))]
+             (("snapshots", RunDir.SNAPSHOTS), ("metrics.json", RunDir.METRICS), ("config", f"{RunDir.RECORD}/{RunDir.CONFIG}"))]
     links = [f'<a href="{link(path, out)}{"/" if path.is_dir() else ""}">{name}</a>' for name, path in files
              if path.exists()]
     cells.append(cell("<br>".join(links), str(row["dir"])))
@@ -233,11 +233,11 @@ def job_row(sweep: Sweep, job: int, job_dir: Path, out: Path, curves: Mapping[in
 def shown_losses(sweep: Sweep) -> list[str]:
     """The final-loss columns to show: a term that is 0 for every job (beta = 0 throughout) is left out."""
     shown = []
-    for tag in HEADLINE_LOSSES:
+    for tag in LOSSES:
         if tag not in sweep.jobs:
             continue
         values = pd.to_numeric(sweep.jobs[tag], errors="coerce").dropna()
-        if tag == "loss/total" or values.empty or (values != 0).any():
+        if tag == TOTAL or values.empty or (values != 0).any():
             shown.append(tag)
     return shown
 
@@ -275,7 +275,7 @@ def about(sweep: Sweep, job_dirs: Mapping[int, Path], out: Path, files: Mapping[
         lines.append(f"<p>Report files: {' &middot; '.join(others)}</p>")
     beside, _ = inputs_that_vary(sweep)  # the inputs every job shares, as figure.png shows them
     shared = {name: next((path for job_dir in job_dirs.values()
-                          if (path := job_dir / INPUTS_DIR / f"{name}.png").is_file()), None)
+                          if (path := RunDir(job_dir).inputs / f"{name}.png").is_file()), None)
               for name in beside}
     shared = {name: path for name, path in shared.items() if path is not None}
     if shared:

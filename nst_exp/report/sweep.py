@@ -20,13 +20,11 @@ from hydra.errors import HydraException
 from tbparse import SummaryReader
 
 from nst_exp.errors import NstError, one_line
-from nst_exp.results import EVAL_PREFIX, FINISHED, METRICS_FILE, RECORD_DIR, RESULT_FILE, flatten, job_dirs
+from nst_exp.results import EVAL_PREFIX, FINISHED, LOSS_PREFIX, TOTAL, RunDir, flatten, job_dirs
 from nst_exp.trust import RECORD_ERRORS, read_config
 
 MISSING = "missing"  # status of a job that left no metrics.json (killed, or still running)
 UNREADABLE = "unreadable"  # status of a job whose metrics.json is damaged (truncated, not a JSON object)
-HEADLINE_LOSSES = ("loss/total", "loss/content", "loss/style")
-LOSS_PREFIX = "loss/"  # metrics.json keys kept as their own columns: final losses and picture scores (EVAL_PREFIX)
 
 
 @dataclass
@@ -84,54 +82,54 @@ def read_record(job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str
 
     A missing or damaged file gives empty values and a problem that names it, never an exception.
     """
-    hydra_dir, problems = job_dir / RECORD_DIR, []
+    run, problems = RunDir(job_dir), []
     settings: dict[str, Any] = {}
     choices: dict[str, Any] = {}
     overrides: dict[str, str] = {}
     number = None
     try:
-        settings = resolved(hydra_dir / "config.yaml")
+        settings = resolved(run.record(RunDir.CONFIG))
         if not isinstance(settings, dict):
             raise TypeError(f"it holds a {type(settings).__name__}, not a mapping of settings")
     except DAMAGED as error:
         settings = {}
-        problems.append(f"{RECORD_DIR}/config.yaml is damaged ({one_line(error)})")
+        problems.append(f"{RunDir.RECORD}/{RunDir.CONFIG} is damaged ({one_line(error)})")
     try:
-        hydra = read_config(hydra_dir / "hydra.yaml")["hydra"]  # as data: a shared ${oc.env:...} stays text
+        hydra = read_config(run.record(RunDir.HYDRA))["hydra"]  # as data: a shared ${oc.env:...} stays text
         number = (hydra.get("job") or {}).get("num")
         choices = (hydra.get("runtime") or {}).get("choices") or {}
         if not isinstance(choices, dict):
             raise TypeError("its hydra.runtime.choices is not a mapping")
     except FileNotFoundError:
         choices = {}
-        problems.append(f"{RECORD_DIR}/hydra.yaml is missing")
+        problems.append(f"{RunDir.RECORD}/{RunDir.HYDRA} is missing")
     except DAMAGED as error:
         choices = {}
-        problems.append(f"{RECORD_DIR}/hydra.yaml is damaged ({one_line(error)})")
+        problems.append(f"{RunDir.RECORD}/{RunDir.HYDRA} is damaged ({one_line(error)})")
     try:
-        listed = read_config(hydra_dir / "overrides.yaml")
+        listed = read_config(run.record(RunDir.OVERRIDES))
         if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
             raise TypeError("it is not a list of key=value lines")
         overrides = parse_overrides(listed)
     except FileNotFoundError:
-        problems.append(f"{RECORD_DIR}/overrides.yaml is missing")
+        problems.append(f"{RunDir.RECORD}/{RunDir.OVERRIDES} is missing")
     except DAMAGED as error:
-        problems.append(f"{RECORD_DIR}/overrides.yaml is damaged ({one_line(error)})")
+        problems.append(f"{RunDir.RECORD}/{RunDir.OVERRIDES} is damaged ({one_line(error)})")
     return settings, choices, overrides, number, problems
 
 
 def read_job_metrics(job_dir: Path) -> tuple[dict[str, Any], str]:
     """(metrics.json as a dict with a ``status``, problem or ""): a missing, truncated or non-object file is said so."""
-    path = job_dir / METRICS_FILE
+    path = RunDir(job_dir).metrics
     if not path.is_file():
-        return {"status": MISSING, "message": f"no {METRICS_FILE}: the job was killed or is still running"}, ""
+        return {"status": MISSING, "message": f"no {RunDir.METRICS}: the job was killed or is still running"}, ""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # truncated, not JSON, not UTF-8
-        problem = f"{METRICS_FILE} is damaged ({one_line(error)})"
+        problem = f"{RunDir.METRICS} is damaged ({one_line(error)})"
         return {"status": UNREADABLE, "message": problem}, problem
     if not isinstance(metrics, dict):
-        problem = f"{METRICS_FILE} holds a JSON {type(metrics).__name__}, not an object"
+        problem = f"{RunDir.METRICS} holds a JSON {type(metrics).__name__}, not an object"
         return {"status": UNREADABLE, "message": problem}, problem
     status = metrics.get("status", MISSING)
     metrics["status"] = status if isinstance(status, str) else str(status)
@@ -147,11 +145,11 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
     metrics, metrics_problem = read_job_metrics(job_dir)
     problems += [metrics_problem] if metrics_problem else []
     where = job_dir.relative_to(root).as_posix() or "."
-    if metrics["status"] in FINISHED and not (job_dir / RESULT_FILE).is_file():
+    if metrics["status"] in FINISHED and not RunDir(job_dir).result.is_file():
         again = (f"delete the run's folder {job_dir} and run the same command again" if where == "." else
                  f"delete the job's folder {job_dir} and run the sweep again with hydra.sweep.dir={root} "
                  "(its finished jobs are skipped)")
-        problems.append(f"{RESULT_FILE} is missing (deleted?); to make it again, {again}")
+        problems.append(f"{RunDir.RESULT} is missing (deleted?); to make it again, {again}")
     if not isinstance(num, int) and job_dir.name.isdigit():
         num = int(job_dir.name)  # hydra.yaml missing or damaged: Hydra names a job's folder by its number
     row: dict[str, Any] = {
@@ -167,7 +165,7 @@ def read_job(root: Path, job_dir: Path) -> tuple[dict[str, Any], dict[str, Any],
                 if not key.startswith((LOSS_PREFIX, EVAL_PREFIX))})
     row["overrides"] = " ".join(f"{key}={value}" for key, value in overrides.items())
     row.update(flatten(settings, "cfg", lists_as_text=True))
-    known = overrides if not any("overrides.yaml" in problem for problem in problems) else None
+    known = overrides if not any(RunDir.OVERRIDES in problem for problem in problems) else None
     return row, settings, choices, known
 
 
@@ -223,7 +221,7 @@ def read_sweep(root: Path | str) -> Sweep:
     jobs = pd.DataFrame(list(rows)).set_index("job", drop=False).rename_axis(None)
     scalars = read_scalars(root, dict(zip(jobs["dir"], jobs["job"])))
     jobs["logged_steps"] = jobs["job"].map(
-        scalars[scalars["tag"] == "loss/total"].groupby("job")["step"].max()
+        scalars[scalars["tag"] == TOTAL].groupby("job")["step"].max()
     )
     fill_final_losses(jobs, scalars)
     first = ["job", *swept, "status", "problem", "alpha/beta"]

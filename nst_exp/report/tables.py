@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nst_exp.report.sweep import HEADLINE_LOSSES, Sweep, damaged, eval_columns, networks
+from nst_exp.results import LOSSES
+from nst_exp.report.sweep import Sweep, damaged, eval_columns, networks
 
 HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
 
 
 def headline(sweep: Sweep) -> pd.DataFrame:
     """The columns results.md shows; results.csv has them all."""
-    losses = [tag for tag in HEADLINE_LOSSES if tag in sweep.jobs]
+    losses = [tag for tag in LOSSES if tag in sweep.jobs]
     problem = ["problem"] if not damaged(sweep.jobs).empty else []
     columns = ["job", *sweep.swept, "status", *problem, "alpha/beta", *losses, *eval_columns(sweep.jobs),
                *[column for column in HEADLINE_METRICS if column in sweep.jobs], "metrics.message"]

@@ -21,10 +21,8 @@ from matplotlib.lines import Line2D
 from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for
 from nst_exp.report.labels import axis_title, value_label
 from nst_exp.report.sweep import Sweep, networks
-from nst_exp.results import Status, inputs_used
+from nst_exp.results import CONTENT_SSIM, STYLE_SWD, Status, inputs_used
 
-CONTENT_SSIM = "eval/content_ssim"
-STYLE_SWD = "eval/style_swd"
 
 
 def measured(sweep: Sweep) -> pd.DataFrame:
