@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from nst_exp import images
+from nst_exp import image_files, images
 from nst_exp.color import ColorControl
 from nst_exp.errors import NstError
 from nst_exp.guidance import mask_image
@@ -107,19 +107,19 @@ class Inputs:
         """
         folder, limit, given = cfg.images_dir, cfg.max_image_pixels, dict(given or {})
         content_url = None if "content.path" in user_paths else cfg.content.url
-        content = given.get("content") or images.resolve(
+        content = given.get("content") or image_files.resolve(
             cfg.content.path, folder, content_url, "content", cfg.content.get("sha256")
         )
         styles = []
         for spec in style_specs(cfg):
             url = None if spec.key == "style" and "style.path" in user_paths else spec.image.url
             in_memory = given.get("style") if spec.key == "style" else None
-            path = in_memory or images.resolve(spec.image.path, folder, url, "style", spec.image.get("sha256"))
+            path = in_memory or image_files.resolve(spec.image.path, folder, url, "style", spec.image.get("sha256"))
             for mask in (spec.mask, spec.style_mask):
                 if mask is not None and mask.path:
-                    images.resolve(mask.path, folder, what="mask")
+                    image_files.resolve(mask.path, folder, what="mask")
             styles.append(StyleSource(spec, path, images.header_size(path, limit)))
-        init = images.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
+        init = image_files.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
         return cls(
             content,
             images.header_size(content, limit),
