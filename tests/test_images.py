@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_exp import image_files, images
+from nst_exp import image_files, images, srgb
 from nst_exp.errors import NstError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ def test_modes_no_format_writes_keep_mid_grey(mode):
         image, expected = grey_image("HSV"), 0.5
     else:  # premultiplied: 50% grey at 50% opacity is stored as 64; over white it is 0.5 * 0.5 + 0.5
         image, expected = Image.frombytes(mode, (4, 4), bytes([64] * (len(mode) - 1) + [128]) * 16), 0.75
-    assert images.to_tensor(images.to_rgb(image)).mean().item() == pytest.approx(expected, abs=0.01)
+    assert images.to_tensor(srgb.to_rgb(image)).mean().item() == pytest.approx(expected, abs=0.01)
 
 
 def test_float_images_in_0_255_and_out_of_range(tmp_path):
@@ -386,7 +386,7 @@ def test_lab_pixels_are_converted_as_cie_lab(tmp_path):
 def test_a_broken_or_mismatched_profile_warns_and_loads_as_stored(tmp_path, caplog):
     Image.new("RGB", (4, 4), (200, 30, 30)).save(tmp_path / "broken.png", icc_profile=b"not a profile")
     Image.new("L", (4, 4), 128).save(tmp_path / "grey.png", icc_profile=rgb_profile("rgb", SRGB_RED, SRGB_GREEN, SRGB_BLUE, 1.0))
-    with caplog.at_level(logging.WARNING, logger="nst_exp.images"):
+    with caplog.at_level(logging.WARNING, logger="nst_exp.srgb"):
         red = images.load(tmp_path / "broken.png", 4).mean((2, 3))[0]
         grey = images.load(tmp_path / "grey.png", 4).mean().item()
     assert red.tolist() == pytest.approx([200 / 255, 30 / 255, 30 / 255], abs=1e-6)
