@@ -21,14 +21,13 @@ The estimate counts float32 tensors the optimisation keeps alive at its peak:
   On CUDA the count is used as it is (not measured here: no GPU).
 
 It is compared with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
-on the CPU ``MemAvailable`` of /proc/meminfo (and the cgroup's limit, if lower).
+on the CPU ``MemAvailable`` of /proc/meminfo (and the cgroup's limit, if lower),
+as nst_exp.device_memory reads them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,14 +35,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from nst_exp import device_memory
+from nst_exp.device_memory import UNKNOWN_FREE
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.images import fit_size, scaled_side
-
-try:
-    import resource
-except ImportError:  # Windows: no ru_maxrss; the peak is unknown there (peak_rss_bytes)
-    resource = None
 
 log = logging.getLogger(__name__)
 
@@ -190,84 +186,6 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def available(device: torch.device) -> int:
-    """Bytes free on ``device`` now: CUDA's free memory, or the CPU's available memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    free = _meminfo_available()
-    limit = cgroup_room()
-    return min(free, limit) if limit is not None else free
-
-
-def _meminfo_available() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES, Windows no sysconf
-        return UNKNOWN_FREE
-
-
-NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
-UNKNOWN_FREE = 1 << 62  # what _meminfo_available returns where the OS does not say: the guard cannot refuse
-
-
-def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Room left under this process's own cgroup memory limits, or None without any.
-
-    ``proc_cgroup`` names the process's cgroups: v2's ``0::/path`` ->
-    ``root/path/memory.max`` and ``memory.current``; v1's memory controller
-    (``N:memory:/path``) -> ``root/memory/path/memory.limit_in_bytes`` and
-    ``memory.usage_in_bytes``. Every level from the process's cgroup up to the
-    mount's root counts (a parent's limit binds its children too) and the
-    smallest room wins. A path not visible under ``root`` (a container without
-    its own cgroup namespace) falls back to the mount's root, which is then the
-    container's cgroup.
-    """
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
-    rooms: list[int] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:
-            rooms += _rooms_up(root, path, "memory.max", "memory.current")
-        elif "memory" in controllers.split(","):
-            rooms += _rooms_up(root / "memory", path, "memory.limit_in_bytes", "memory.usage_in_bytes")
-    return min(rooms) if rooms else None
-
-
-def _rooms_up(mount: Path, path: str, limit_file: str, usage_file: str) -> list[int]:
-    """limit - usage at each level from ``mount/path`` up to ``mount`` that has a limit."""
-    folder = mount / path.strip("/")
-    if not folder.is_dir():
-        folder = mount
-    rooms = []
-    while True:
-        limit = _read_bytes(folder / limit_file)
-        if limit is not None and limit < NO_LIMIT:
-            rooms.append(max(limit - (_read_bytes(folder / usage_file) or 0), 0))
-        if folder == mount or folder == folder.parent:
-            return rooms
-        folder = folder.parent
-
-
-def _read_bytes(path: Path) -> int | None:
-    """A cgroup file's number of bytes; None if absent, unreadable or 'max'."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
 def smallest_size(
     factor: int,
     content_size: tuple[int, int],
@@ -337,8 +255,8 @@ class Guard:
         self.optimizer, self.content_layers = optimizer, list(content_layers)
         self.content_size, self.style_sizes, self.style_scale = tuple(content_size), list(style_sizes), style_scale
         self.estimate = self.estimate_at(image_size)
-        self.free = available(device)
-        self.before = current_bytes(device)
+        self.free = device_memory.available(device)
+        self.before = device_memory.reset_peak(device)
 
     def shapes(self, size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
         """(H, W) of the content and of each style image at ``image_size=size``, as the run loads them."""
@@ -413,7 +331,7 @@ class Guard:
 
     def measured(self) -> dict[str, int | float | None]:
         """The estimate beside the measured peak, for metrics.json."""
-        peak = max(peak_bytes(self.device), self.before or 0)  # another thread may shrink RSS after the reset
+        peak = max(device_memory.peak_bytes(self.device), self.before or 0)  # another thread may shrink RSS after the reset
         return {
             "memory_estimate_bytes": self.estimate.total,
             "memory_free_bytes": self.free if self.free < UNKNOWN_FREE else None,  # None: the system does not say
@@ -423,54 +341,3 @@ class Guard:
                 (self.before + self.estimate.total - peak) / peak if peak and self.before is not None else None
             ),
         }
-
-
-def current_bytes(device: torch.device) -> int | None:
-    """Memory in use now, where a new peak measurement starts: CUDA's reserved memory, or the RSS."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return int(torch.cuda.memory_reserved(device))
-    global _PEAK_BEFORE_RESET
-    try:
-        _PEAK_BEFORE_RESET = max(_PEAK_BEFORE_RESET, peak_rss_bytes())
-        Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
-        return proc_status_bytes("VmRSS")
-    except OSError:
-        return None  # no reset: the peak would include the network's construction
-
-
-_PEAK_BEFORE_RESET = 0  # the highest VmHWM that current_bytes reset
-
-
-def process_peak_rss_bytes() -> int:
-    """The peak RSS of the whole process so far, across the resets current_bytes makes."""
-    return max(_PEAK_BEFORE_RESET, peak_rss_bytes())
-
-
-def peak_bytes(device: torch.device) -> int:
-    """Peak memory since ``current_bytes``: CUDA's reserved peak, or the peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_reserved(device))
-    return peak_rss_bytes()
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak RSS: VmHWM where /proc has it, else ru_maxrss.
-
-    ru_maxrss also keeps the peak of what the process was before exec: a child
-    forked from a large process (a benchmark, a launcher) would report its parent's size.
-    """
-    try:
-        return proc_status_bytes("VmHWM")
-    except (OSError, StopIteration):
-        pass
-    if resource is None:
-        return 0  # Windows: unknown; metrics.json then shows no measured peak for the CPU
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def proc_status_bytes(field: str) -> int:
-    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; OSError or StopIteration without it."""
-    status = Path("/proc/self/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith(f"{field}:"))

@@ -12,8 +12,7 @@ from conftest import make_config
 from omegaconf import OmegaConf
 from PIL import Image
 
-import nst_exp.memory
-from nst_exp import images, memory
+from nst_exp import device_memory, images, memory
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
 from nst_exp.problem import check_image_size
@@ -67,7 +66,7 @@ def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkey
     extractor = vgg19.extractor(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
     lbfgs = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100})
     free = memory.estimate(extractor, 18, 24, lbfgs, ["relu4_2"], "cpu", [(24, 18)]).total
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
+    monkeypatch.setattr(device_memory, "available", lambda device: free)
     with pytest.raises(NstError) as refused:
         run(make_config([*tiny, "image_size=48"]), out_dir=tmp_path / "run")
     message = str(refused.value)
@@ -80,7 +79,7 @@ def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkey
 
 
 def test_guard_can_be_overridden(tiny, monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: 1)
+    monkeypatch.setattr(device_memory, "available", lambda device: 1)
     with caplog.at_level(logging.WARNING, logger="nst_exp.memory"):
         run(make_config([*tiny, "memory_guard=false"]), out_dir=tmp_path / "run")
     assert "memory_guard=false, going on although image_size=32 needs about" in caplog.text
@@ -100,12 +99,12 @@ def test_metrics_record_the_estimate_beside_the_measured_peak(tiny, tmp_path):
 def test_available_memory_on_the_cpu_is_what_meminfo_says(monkeypatch, tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24683656 kB\nMemFree:  1 kB\nMemAvailable:   2000 kB\n")
-    real_path = memory.Path
-    monkeypatch.setattr(memory, "Path", lambda p: meminfo if p == "/proc/meminfo" else real_path(p))
-    monkeypatch.setattr(memory, "cgroup_room", lambda: None)
-    assert memory.available(torch.device("cpu")) == 2000 * 1024
-    monkeypatch.setattr(memory, "cgroup_room", lambda: 1000)
-    assert memory.available(torch.device("cpu")) == 1000
+    real_path = device_memory.Path
+    monkeypatch.setattr(device_memory, "Path", lambda p: meminfo if p == "/proc/meminfo" else real_path(p))
+    monkeypatch.setattr(device_memory, "cgroup_room", lambda: None)
+    assert device_memory.available(torch.device("cpu")) == 2000 * 1024
+    monkeypatch.setattr(device_memory, "cgroup_room", lambda: 1000)
+    assert device_memory.available(torch.device("cpu")) == 1000
 
 
 # --- The process's own cgroup limits, in fake cgroup trees -------------------------------------
@@ -127,9 +126,9 @@ def test_cgroup_v2_takes_the_smallest_room_up_to_the_root(tmp_path):
         "user.slice/job.scope/memory.max": str(8 * GIB), "user.slice/job.scope/memory.current": str(1 * GIB),
         "other.slice/memory.max": "1024", "other.slice/memory.current": "0",  # not ours
     })
-    assert memory.cgroup_room(proc, root) == 1 * GIB  # the parent's 4 GiB limit with 3 GiB used binds
+    assert device_memory.cgroup_room(proc, root) == 1 * GIB  # the parent's 4 GiB limit with 3 GiB used binds
     (root / "user.slice/memory.max").write_text("max")
-    assert memory.cgroup_room(proc, root) == 7 * GIB
+    assert device_memory.cgroup_room(proc, root) == 7 * GIB
 
 
 def test_cgroup_v1_memory_controller_and_no_limit(tmp_path):
@@ -140,9 +139,9 @@ def test_cgroup_v1_memory_controller_and_no_limit(tmp_path):
         "memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "no limit"
         "memory/job/memory.limit_in_bytes": str(2 * GIB), "memory/job/memory.usage_in_bytes": str(GIB // 2),
     })
-    assert memory.cgroup_room(proc, root) == 3 * GIB // 2
+    assert device_memory.cgroup_room(proc, root) == 3 * GIB // 2
     (root / "memory/job/memory.limit_in_bytes").write_text("9223372036854771712")
-    assert memory.cgroup_room(proc, root) is None
+    assert device_memory.cgroup_room(proc, root) is None
 
 
 def test_cgroup_path_not_visible_falls_back_to_the_mount_root(tmp_path):
@@ -150,8 +149,8 @@ def test_cgroup_path_not_visible_falls_back_to_the_mount_root(tmp_path):
     proc.write_text("0::/docker/abc123\n")  # a host path, as seen in a container without a cgroup namespace
     root = tmp_path / "sys"
     cgroup_tree(root, {"memory.max": str(2 * GIB), "memory.current": str(GIB)})
-    assert memory.cgroup_room(proc, root) == GIB
-    assert memory.cgroup_room(tmp_path / "absent", root) is None
+    assert device_memory.cgroup_room(proc, root) == GIB
+    assert device_memory.cgroup_room(tmp_path / "absent", root) is None
 
 
 # --- The style images' pass --------------------------------------------------------------------
@@ -190,7 +189,7 @@ def test_guard_advice_accounts_for_the_styles_and_passes_the_check(vgg19, monkey
         extractor, (640, 480), size, LBFGS, ["relu4_2"], CPU, style_sizes=[(300, 400)], style_scale=scale
     )
     free = memory.estimate(extractor, 96, 128, LBFGS, ["relu4_2"], "cpu").total  # 128 px without styles
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
+    monkeypatch.setattr(device_memory, "available", lambda device: free)
     guard = guard_at(256, 3.0)
     with pytest.raises(NstError, match="is the largest that fits") as refused:
         guard.check(True)
@@ -237,7 +236,7 @@ def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_pat
 
 def test_a_system_that_does_not_say_how_much_is_free_is_not_refused(vgg19, monkeypatch, caplog, tmp_path):
     """macOS and Windows: no /proc and no SC_AVPHYS_PAGES; the guard says it checks nothing."""
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: memory.UNKNOWN_FREE)
+    monkeypatch.setattr(device_memory, "available", lambda device: device_memory.UNKNOWN_FREE)
     guard = memory.Guard(vgg19.extractor(["relu1_1"]), (640, 480), 4096, LBFGS, [], CPU)
     with caplog.at_level(logging.INFO, logger="nst_exp.memory"):
         guard.check(True)
