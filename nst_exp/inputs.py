@@ -131,15 +131,36 @@ class Inputs:
         )
 
     def shape(self, size: int) -> tuple[int, int]:
-        """(H, W) of the content at long side ``size``, from its header."""
+        """(H, W) of the content at long side ``size``, from its header: the shape ``load`` gives it."""
         return images.fit_size(*self.content_size, size)
 
     def style_shapes(self, size: int) -> list[tuple[int, int]]:
-        """(H, W) of each style image when the content's long side is ``size``."""
+        """(H, W) of each style image when the content's long side is ``size``, from their headers."""
         return [images.fit_size(*source.size, self.style_size(size)) for source in self.styles]
 
     def style_size(self, size: int) -> int:
+        """The long side of every style image when the content's is ``size`` (``style_scale`` applied)."""
         return images.scaled_side(size, self.style_scale)
+
+    def smallest_size(self, factor: int) -> int:
+        """The smallest image_size at which the content and every style image are at least ``factor`` px on both sides.
+
+        ``factor`` is how many times the deepest layer shrinks its input
+        (``FeatureExtractor.downsampling``); the shapes are ``shape`` and
+        ``style_shapes``. Both grow with the size, so the search doubles, then bisects.
+        """
+
+        def seen(size: int) -> bool:
+            return all(min(shape) >= factor for shape in (self.shape(size), *self.style_shapes(size)))
+
+        high = max(1, factor)
+        while not seen(high):
+            high *= 2
+        low = high // 2  # seen(low) is False, or low is 0
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if seen(middle) else (middle, high)
+        return high
 
     def load(self, size: int, color: ColorControl) -> StageInputs:
         """Content at long side ``size``, each style at ``style_scale`` times that, masks at their sizes."""

@@ -1,4 +1,4 @@
-"""The memory guard: estimate a run's peak memory before it starts, refuse what cannot fit.
+"""A run's peak memory, estimated before it starts (nst_exp.memory_guard refuses what cannot fit).
 
 The estimate counts float32 tensors the optimisation keeps alive at its peak:
 
@@ -20,28 +20,19 @@ The estimate counts float32 tensors the optimisation keeps alive at its peak:
   384 px; docs/long-runs.md gives the error at 128, 256 and 512 px.
   On CUDA the count is used as it is (not measured here: no GPU).
 
-It is compared with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
+The guard compares it with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
 on the CPU ``MemAvailable`` of /proc/meminfo (and the cgroup's limit, if lower),
 as nst_exp.device_memory reads them.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
-import torch
 from torch import nn
 
-from nst_exp import device_memory
-from nst_exp.device_memory import UNKNOWN_FREE
-from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
-from nst_exp.images import fit_size, scaled_side
-
-log = logging.getLogger(__name__)
 
 FLOAT_BYTES = 4
 GIB = 1024**3
@@ -184,160 +175,3 @@ def estimate(
 
 def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def smallest_size(
-    factor: int,
-    content_size: tuple[int, int],
-    style_sizes: Sequence[tuple[int, int]] = (),
-    style_scale: float = 1.0,
-) -> int:
-    """The smallest image_size at which content and every style image are at least ``factor`` pixels on both sides.
-
-    ``factor`` is how many times the deepest layer shrinks its input
-    (``FeatureExtractor.downsampling``); sizes are upright (width, height)
-    from ``images.header_size``; shapes are those ``images.load`` gives:
-    the content at long side ``image_size``, the styles at
-    ``max(1, round(style_scale * image_size))``. Both grow with image_size,
-    so the search doubles, then bisects.
-    """
-
-    def seen(size: int) -> bool:
-        style_side = scaled_side(size, style_scale)
-        shapes = [fit_size(*content_size, size), *(fit_size(*s, style_side) for s in style_sizes)]
-        return all(min(shape) >= factor for shape in shapes)
-
-    high = max(1, factor)
-    while not seen(high):
-        high *= 2
-    low = high // 2  # seen(low) is False, or low is 0
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if seen(middle) else (middle, high)
-    return high
-
-
-def largest_size(fits: Any, image_size: int) -> int:
-    """The largest image_size in 1..image_size for which ``fits(size)`` holds (0 if none)."""
-    low, high = 0, image_size
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-class Guard:
-    """Checks a run before it starts and explains an out-of-memory error during it.
-
-    Plain values, read from the config by the caller: ``content_size`` and
-    ``style_sizes`` are upright (width, height) from ``images.header_size``
-    (no decoding); the content is loaded at long side ``image_size``, each
-    style at ``max(1, round(style_scale * image_size))``; ``optimizer`` is the
-    optimizer's config (``_target_``, and ``history_size`` for L-BFGS).
-    """
-
-    def __init__(
-        self,
-        extractor: FeatureExtractor,
-        content_size: tuple[int, int],
-        image_size: int,
-        optimizer: Mapping[str, Any],
-        content_layers: Sequence[str],
-        device: torch.device,
-        *,
-        style_sizes: Sequence[tuple[int, int]] = (),
-        style_scale: float = 1.0,
-    ) -> None:
-        self.extractor, self.image_size, self.device = extractor, image_size, device
-        self.optimizer, self.content_layers = optimizer, list(content_layers)
-        self.content_size, self.style_sizes, self.style_scale = tuple(content_size), list(style_sizes), style_scale
-        self.estimate = self.estimate_at(image_size)
-        self.free = device_memory.available(device)
-        self.before = device_memory.reset_peak(device)
-
-    def shapes(self, size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-        """(H, W) of the content and of each style image at ``image_size=size``, as the run loads them."""
-        style_side = scaled_side(size, self.style_scale)
-        return fit_size(*self.content_size, size), [fit_size(*style, style_side) for style in self.style_sizes]
-
-    def estimate_at(self, size: int) -> Estimate:
-        content, styles = self.shapes(size)
-        return estimate(
-            self.extractor, content[0], content[1], self.optimizer, self.content_layers, self.device.type, styles
-        )
-
-    def smallest_size(self) -> int:
-        """The smallest image_size at which every requested layer sees a pixel of content and styles."""
-        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
-        return smallest_size(factor, self.content_size, self.style_sizes, self.style_scale)
-
-    def fitting_size(self) -> int:
-        """The largest image_size up to this one whose estimate fits the free memory (0 if none does)."""
-        fits = lambda size: self.estimate_at(size).total <= self.free  # noqa: E731
-        size = largest_size(fits, self.image_size)
-        while size > 0 and not fits(size):  # rounding can make the estimate dip: never suggest what fails
-            size -= 1
-        return size
-
-    def advice(self) -> str:
-        """What would fit: the largest image_size, and what L-BFGS's history costs."""
-        fitting = self.fitting_size()
-        advice = (
-            f"image_size={fitting} is the largest that fits"
-            if fitting and fitting >= self.smallest_size()
-            else "No image_size fits: free memory, use shallower layers or a smaller style_scale"
-        )
-        if "history_size" in self.optimizer:
-            pair = 2 * self.estimate.optimizer // optimizer_vectors(self.optimizer)
-            advice += f", or lower optimizer.history_size (each curvature pair costs {gib(pair)})"
-        return advice
-
-    def check(self, enabled: bool) -> None:
-        """Refuse (or, if not ``enabled``, warn) when the estimate exceeds the free memory."""
-        needs = f"image_size={self.image_size} needs about {self.estimate.describe()} on {self.device}"
-        if self.free >= UNKNOWN_FREE:
-            log.info("Memory: %s; this system does not say how much is free, so memory_guard checks nothing.", needs)
-            return
-        if self.estimate.total <= self.free:
-            log.info("Memory: %s; %s free.", needs, gib(self.free))
-            return
-        message = (
-            f"{needs}, but only {gib(self.free)} is free. {self.advice()}. "
-            "Or set memory_guard=false to try anyway."
-        )
-        if enabled:
-            raise NstError(f"Not enough memory: {message}")
-        log.warning("memory_guard=false, going on although %s", message)
-
-    def out_of_memory(self, message: str, out_dir: Path, kept: int | None) -> str:
-        """What to say when the run ran out of memory: the estimate, what was kept, what fits."""
-        checkpoint = (
-            f"The last checkpoint (iteration {kept}) is kept in {out_dir}: once memory is free, "
-            f"continue with python -m nst_exp resume={out_dir}."
-            if kept is not None
-            else f"No checkpoint was written yet (lower checkpoint.every); {out_dir}/result.png is the last image."
-        )
-        if self.free >= UNKNOWN_FREE:  # macOS, Windows: nothing to size the advice by
-            free, advice = "an amount the system does not report", "a smaller image_size"
-        else:
-            free, advice = gib(self.free), self.advice()
-        return (
-            f"{message}. The run was estimated to need {self.estimate.describe()} with {free} free "
-            f"on {self.device} at the start. {checkpoint} To start again with less: {advice}."
-        )
-
-    def measured(self) -> dict[str, int | float | None]:
-        """The estimate beside the measured peak, for metrics.json."""
-        peak = max(device_memory.peak_bytes(self.device), self.before or 0)  # another thread may shrink RSS after the reset
-        return {
-            "memory_estimate_bytes": self.estimate.total,
-            "memory_free_bytes": self.free if self.free < UNKNOWN_FREE else None,  # None: the system does not say
-            "memory_before_bytes": self.before,
-            "memory_peak_bytes": peak or None,  # None where it cannot be measured (Windows' CPU)
-            "memory_estimate_error": (
-                (self.before + self.estimate.total - peak) / peak if peak and self.before is not None else None
-            ),
-        }
