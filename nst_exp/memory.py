@@ -27,9 +27,12 @@ as nst_exp.device_memory reads them.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import torch
 from torch import nn
 
 from nst_exp.features import FeatureExtractor
@@ -38,9 +41,11 @@ FLOAT_BYTES = 4
 GIB = 1024**3
 LOOP_IMAGES = 8  # image-sized tensors the loop holds besides the optimizer's
 BACKWARD_ACTIVATIONS = 2  # largest activations alive at once as gradients during backward
-# Working vectors besides the stored state: L-BFGS's gradient, direction, previous gradient and
-# two temporaries of the two-loop recursion; Adam's two temporaries.
-OPTIMIZER_VECTORS = {"torch.optim.LBFGS": 5, "torch.optim.Adam": 4, "torch.optim.AdamW": 4}
+# Image-sized vectors an optimizer class keeps and works with, besides L-BFGS's curvature pairs: L-BFGS's
+# gradient, direction, previous gradient and two temporaries of the two-loop recursion; Adam's (and AdamW's)
+# two moments and two temporaries. Another torch.optim class counts as Adam.
+OPTIMIZER_VECTORS = {torch.optim.LBFGS: 5, torch.optim.Adam: 4, torch.optim.AdamW: 4}
+LBFGS_HISTORY = inspect.signature(torch.optim.LBFGS).parameters["history_size"].default  # torch's default
 # CPU overhead, fitted on peak RSS measured at 192 and 384 px (docs/long-runs.md).
 CPU_ACTIVATION_FACTOR = 2.0
 CPU_FIXED_BYTES = 40 * 1024**2
@@ -81,12 +86,20 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / GIB:.2f} GiB"
 
 
-def optimizer_vectors(optimizer: Any) -> int:
-    """Image-sized vectors the optimizer keeps and works with."""
-    target = str(optimizer.get("_target_", ""))
-    if target == "torch.optim.LBFGS":
-        return 2 * int(optimizer.get("history_size", 100)) + OPTIMIZER_VECTORS[target]
-    return OPTIMIZER_VECTORS.get(target, 4)
+def optimizer_vectors(optimizer: functools.partial) -> int:
+    """Image-sized vectors the optimizer keeps and works with.
+
+    ``optimizer`` is the factory ``trust.make_optimizer`` returns: the checked
+    torch.optim class (``optimizer.func``) and its keyword arguments.
+    """
+    return 2 * curvature_pairs(optimizer) + OPTIMIZER_VECTORS.get(optimizer.func, 4)
+
+
+def curvature_pairs(optimizer: functools.partial) -> int:
+    """The (s, y) pairs L-BFGS keeps (its ``history_size``); 0 for an optimizer without them."""
+    if optimizer.func is not torch.optim.LBFGS:
+        return 0
+    return int(optimizer.keywords.get("history_size", LBFGS_HISTORY))
 
 
 def _shapes(extractor: FeatureExtractor, height: int, width: int) -> Iterator[tuple[str, nn.Module, int, int]]:
@@ -123,7 +136,7 @@ def estimate(
     extractor: FeatureExtractor,
     height: int,
     width: int,
-    optimizer: Any,
+    optimizer: functools.partial,
     content_layers: Sequence[str],
     device_type: str,
     style_shapes: Sequence[tuple[int, int]] = (),

@@ -9,9 +9,10 @@ the run, and ``Guard.measured`` records the estimate beside the measured peak.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -20,7 +21,7 @@ from nst_exp.device_memory import UNKNOWN_FREE
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.inputs import Inputs
-from nst_exp.memory import Estimate, estimate, gib, optimizer_vectors
+from nst_exp.memory import Estimate, curvature_pairs, estimate, gib, optimizer_vectors
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Guard:
 
     ``inputs`` gives the images' shapes at any image_size from their file
     headers (no decoding), as the run will load them; ``optimizer`` is the
-    optimizer's config (``_target_``, and ``history_size`` for L-BFGS).
+    factory ``trust.make_optimizer`` returns (the optimizer's class and arguments).
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class Guard:
         extractor: FeatureExtractor,
         inputs: Inputs,
         image_size: int,
-        optimizer: Mapping[str, Any],
+        optimizer: functools.partial,
         content_layers: Sequence[str],
         device: torch.device,
     ) -> None:
@@ -88,7 +89,7 @@ class Guard:
             if fitting and fitting >= self.smallest_size()
             else "No image_size fits: free memory, use shallower layers or a smaller style_scale"
         )
-        if "history_size" in self.optimizer:
+        if curvature_pairs(self.optimizer):
             pair = 2 * self.estimate.optimizer // optimizer_vectors(self.optimizer)
             advice += f", or lower optimizer.history_size (each curvature pair costs {gib(pair)})"
         return advice

@@ -123,7 +123,9 @@ def synthesise_run(
             f"{out_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
-    guard = memory_guard.Guard(extractor, inputs, cfg.image_size, cfg.optimizer, settings.content_layers, device)
+    guard = memory_guard.Guard(
+        extractor, inputs, cfg.image_size, make_optimizer(cfg.optimizer), settings.content_layers, device
+    )
     guard.check(cfg.memory_guard)
     extractor.to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
     log.info(

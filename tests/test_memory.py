@@ -20,10 +20,11 @@ from nst_exp.inputs import Inputs, StyleSource
 from nst_exp.problem import check_image_size
 from nst_exp.run import run
 from nst_exp.styles import StyleSpec
+from nst_exp.trust import make_optimizer
 
 GIB = 1024**3
-LBFGS = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7})
-ADAM = OmegaConf.create({"_target_": "torch.optim.Adam"})
+LBFGS = make_optimizer(OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7}))
+ADAM = make_optimizer(OmegaConf.create({"_target_": "torch.optim.Adam"}))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_largest_size_is_the_last_that_fits():
 def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkeypatch, tmp_path, vgg19):
     # What a 24 px run (content 24 x 18, its style 18 x 24) needs is all there is.
     extractor = vgg19.extractor(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
-    lbfgs = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100})
+    lbfgs = make_optimizer(OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100}))
     free = memory.estimate(extractor, 18, 24, lbfgs, ["relu4_2"], "cpu", [(24, 18)]).total
     monkeypatch.setattr(device_memory, "available", lambda device: free)
     with pytest.raises(NstError) as refused:
