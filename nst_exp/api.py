@@ -107,10 +107,10 @@ def check_out_dir(out_dir: Path) -> None:
 
 def existing_file(image: str | Path, key: str) -> Path:
     """``image`` as an absolute path, or the NstError that names stylize's argument and says what is there instead."""
-    from nst_exp import images
+    from nst_exp import image_files
 
     path = Path(image).expanduser().resolve()
-    problem = images.not_a_file(path, f"{key} image", suffixes=images.image_suffixes())
+    problem = image_files.not_a_file(path, f"{key} image", suffixes=image_files.image_suffixes())
     if problem is None and not path.is_file():
         problem = f"'{path}' does not exist."
     if problem:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from nst_exp import images
+from nst_exp import image_files, images
 
 
 def rectangle(size: tuple[int, int], top: float, bottom: float, left: float, right: float) -> Tensor:
@@ -48,7 +48,7 @@ def rectangle(size: tuple[int, int], top: float, bottom: float, left: float, rig
 def mask_image(conf: Any, size: tuple[int, int], images_dir: str, max_pixels: int) -> Tensor:
     """The (H, W) mask in [0, 1] that ``conf`` (a MaskConf) describes, at ``size`` = (H, W)."""
     if conf.path:
-        path = images.resolve(conf.path, images_dir, what="mask")
+        path = image_files.resolve(conf.path, images_dir, what="mask")
         grey = images.open_rgb(path, max(size), max_pixels).convert("L")
         grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         mask = images.to_tensor(grey.convert("RGB"))[0, 0]

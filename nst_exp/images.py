@@ -1,164 +1,29 @@
-"""Finding, fetching, reading and writing images.
+"""Reading and writing images as tensors (nst_exp.image_files finds and fetches the files).
 
 Images enter as upright sRGB in [0, 1], whatever their file's mode (grey,
-palette, RGBA, CMYK, Lab, 16-bit, float), colour profile or EXIF orientation
-(see ``to_rgb``), already downscaled on the CPU to the size the run needs, so
+palette, RGBA, CMYK, Lab, 16-bit, float), colour profile (see
+``nst_exp.srgb.to_rgb``) or EXIF orientation, already downscaled on the CPU to the size the run needs, so
 a huge photo never reaches the device whole. ``header_size`` and ``fit_size``
 give the shape ``load`` will produce without decoding the pixels.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
-import os
-import stat
-import sys
-import urllib.error
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from nst_exp.errors import NstError
+from nst_exp.image_files import image_suffixes, not_a_file
 from nst_exp.results import atomic_write
-
-log = logging.getLogger(__name__)
+from nst_exp.srgb import to_rgb
 
 # Pillow's own decompression-bomb threshold (about 89 megapixels) unless the user raises it.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-def not_a_file(path: Path, what: str, example: str = "image.jpg", suffixes: Sequence[str] = ()) -> str | None:
-    """Why ``path`` cannot be read as a file (a directory, a FIFO, a device...), or None if it can or is absent.
-
-    ``suffixes`` picks the files a directory's message offers as examples
-    (all of them when empty); ``example`` stands in when it holds none.
-    """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        if path.is_symlink():
-            return f"'{path}' is a symbolic link to '{os.readlink(path)}', which does not exist. Fix or remove the link."
-        return None
-    except OSError as error:  # permission denied on a parent folder, a loop of links...
-        return f"'{path}' cannot be read ({error.strerror or error})."
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        try:
-            inside = sorted(
-                entry.name
-                for entry in path.iterdir()
-                if entry.is_file() and (not suffixes or entry.suffix.lower() in suffixes)
-            )[:3]
-        except OSError:
-            inside = []
-        examples = ", ".join(str(path / name) for name in inside) or f"{path / example} (it holds no {what} file now)"
-        return f"'{path}' is a directory, not {_article(what)} file: give the file inside it, e.g. {examples}."
-    kind = next(
-        (name for test, name in _SPECIAL_FILES if test(mode)),
-        "not a regular file",
-    )
-    return f"'{path}' is {kind}, not {_article(what)} file: give the path of a regular file."
-
-
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _article(what: str) -> str:
-    return f"an {what}" if what[:1] in "aeiou" else f"a {what}"
-
-
-def image_suffixes() -> tuple[str, ...]:
-    """File extensions Pillow can open, e.g. ``.jpg``, ``.png``."""
-    return tuple(sorted(Image.registered_extensions()))
-
-
-def resolve(
-    path: str, images_dir: str, url: str | None = None, what: str = "image", sha256: str | None = None
-) -> Path:
-    """The file for ``path``: absolute as given, else under ``images_dir``; fetched from ``url`` if missing.
-
-    ``sha256``: the digest the download must have (the config's ``sha256``);
-    None fetches without checking.
-
-    ``url`` belongs to the config's own ``path`` (a shipped content or style
-    whose file is downloaded on first use). Callers must pass it only while the
-    path is that config's own, and ``url=None`` when the user gave the path:
-    a user's file is never fetched, and a user's missing file is reported
-    missing instead of being replaced by the config's download under its name.
-
-    Something at ``path`` that is not a regular file (a directory, a FIFO, a
-    device, a dangling link) is refused by what it is, never fetched over.
-    """
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = Path(images_dir).expanduser() / candidate
-    problem = not_a_file(candidate, f"{what} image", suffixes=image_suffixes())
-    if problem:
-        raise NstError(f"The {what} image {problem}")
-    if candidate.is_file():
-        return candidate
-    fetch_error = ""
-    if url:
-        try:
-            fetch(url, candidate, sha256)
-            return candidate
-        except (urllib.error.URLError, OSError) as error:
-            fetch_error = f" Fetching it from {url} failed ({error})."
-    raise NstError(
-        f"The {what} image '{path}' was not found: looked for {candidate.resolve()} "
-        f"(images_dir={images_dir!r}, set with images_dir=... or the NST_IMAGES environment variable).{fetch_error} "
-        f"Put the file there, point images_dir at the folder that holds it, or give an absolute path "
-        f"with {what}.path=/path/to/image.jpg."
-    )
-
-
-def fetch(url: str, destination: Path, sha256: str | None = None) -> None:
-    """Download ``url`` to ``destination`` (torch.hub, with a progress bar on a terminal), checking ``sha256``.
-
-    The download lands under a temporary name and is renamed to ``destination``
-    only once its digest matches, so neither half a file nor a wrong one ever
-    carries the name; a mismatch deletes it and raises NstError.
-    """
-    log.info("Fetching %s -> %s", url, destination)
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.{os.getpid()}.download")
-    try:
-        torch.hub.download_url_to_file(url, str(partial), hash_prefix=None, progress=sys.stderr.isatty())
-        if sha256:
-            actual = file_sha256(partial)
-            if actual != sha256.lower():
-                raise NstError(
-                    f"The file downloaded from {url} has SHA-256 {actual}, not the expected {sha256.lower()}; "
-                    f"it was deleted. The address may serve a different file now: put the right file at "
-                    f"{destination} yourself, or, if the new file is the one you want, set the config's sha256 "
-                    f"to {actual} (or null to skip the check)."
-                )
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 hex digest of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        while chunk := data.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
@@ -258,108 +123,6 @@ def open_rgb(path: Path, long_side: int | None = None, max_pixels: int = DEFAULT
         ) from error
     image = to_rgb(image, str(path))
     return image.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else image
-
-
-def to_rgb(image: Image.Image, source: str = "the image") -> Image.Image:
-    """Any Pillow mode -> 8-bit sRGB; values kept on their scale, transparency composited on white.
-
-    Value scales: 8-bit modes as stored; 16-bit (``I;16*``, and mode ``I`` of a
-    PNG) over 65535; other ``I`` (32-bit integer, e.g. a TIFF) over 255 if no
-    value exceeds 255, else over 65535, refused beyond; ``F`` (float, e.g. a
-    32-bit TIFF) as [0, 1] if no value exceeds 1, else as [0, 255], refused
-    when negative, beyond 255 or not finite. So mid-grey is 0.5 in every mode,
-    except a float image in [0, 255] whose values all lie below 1 (nearly
-    black), which is read as [0, 1].
-
-    Colour: an embedded ICC profile other than sRGB (Adobe RGB, a linear or
-    wide-gamut profile, a CMYK press profile) is converted to sRGB with
-    littlecms, before any resizing. A profile that cannot be read or does not
-    fit the image's mode is ignored with a warning. Without a profile, Lab is
-    converted by Pillow as CIE Lab, CMYK by Pillow's plain formula (Adobe's
-    inverted CMYK JPEGs are un-inverted by Pillow's decoder).
-    """
-    icc, file_format = image.info.get("icc_profile"), image.format
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = _deep_to_grey(image, source, file_format)
-    elif image.mode == "La":  # premultiplied; Pillow converts it to nothing else
-        grey, alpha = np.asarray(image, dtype=np.float64).transpose(2, 0, 1)
-        grey = np.where(alpha > 0, np.clip(grey * 255.0 / np.maximum(alpha, 1), 0, 255), 0)
-        image = Image.fromarray(np.stack([grey + 0.5, alpha], -1).astype(np.uint8), "LA")
-    elif image.mode == "RGBa":
-        image = image.convert("RGBA")
-    elif image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode == "PA":
-        image = image.convert("RGBA")
-    image = _to_srgb(image, icc, source)
-    if image.mode in ("RGBA", "LA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
-
-
-def _deep_to_grey(image: Image.Image, source: str, file_format: str | None) -> Image.Image:
-    """A 16-bit, 32-bit integer or float greyscale image -> 8-bit L on the scale ``to_rgb`` documents."""
-    values = np.asarray(image, dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise NstError(f"{source} holds values that are not finite numbers (NaN or infinity). Re-export it.")
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if image.mode == "F":
-        if low < 0 or high > 255:
-            raise NstError(
-                f"{source} is a floating-point image with values from {low:g} to {high:g}; float images "
-                "are read in [0, 1] (or [0, 255]). Scale or tone-map it into [0, 1], or export it as "
-                "8- or 16-bit PNG."
-            )
-        peak = 1.0 if high <= 1.0 + 1e-6 else 255.0
-    else:
-        sixteen = image.mode.startswith("I;16") or file_format == "PNG"
-        if low < 0 or high > 65535:
-            raise NstError(
-                f"{source} is a 32-bit integer image with values from {low:g} to {high:g}; integer images "
-                "are read as 8-bit (0-255) or 16-bit (0-65535). Export it as 8- or 16-bit PNG."
-            )
-        peak = 65535.0 if sixteen or high > 255 else 255.0
-    return Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-
-
-SRGB = ImageCms.createProfile("sRGB")
-# An ICC profile's colour space -> the Pillow mode of the pixels it describes.
-PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK", "Lab": "LAB"}
-
-
-def _to_srgb(image: Image.Image, icc: bytes | None, source: str) -> Image.Image:
-    """``image`` (any mode ``to_rgb`` passes on) in sRGB, by its ICC profile; as it is without one."""
-    if icc:
-        try:
-            profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        except (OSError, ImageCms.PyCMSError) as error:
-            log.warning("%s: its embedded colour profile cannot be read (%s); colours are loaded as stored.", source, error)
-            return image
-    else:
-        return image
-    if "sRGB" in ImageCms.getProfileDescription(profile):
-        return image
-    alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
-    colour = image.convert(image.mode[:-1]) if alpha is not None else image
-    if colour.mode == "1":
-        colour = colour.convert("L")
-    space = profile.profile.xcolor_space.strip()
-    if PROFILE_MODES.get(space) != colour.mode:
-        log.warning(
-            "%s: its embedded colour profile is for %s pixels but the image is %s; colours are loaded as stored.",
-            source, space, colour.mode,
-        )
-        return image
-    try:
-        converted = ImageCms.profileToProfile(colour, profile, SRGB, outputMode="RGB")
-    except ImageCms.PyCMSError as error:
-        log.warning("%s: converting its colour profile to sRGB failed (%s); colours are loaded as stored.", source, error)
-        return image
-    if alpha is not None:
-        converted.putalpha(alpha)
-    return converted
 
 
 def to_tensor(image: Image.Image) -> Tensor:

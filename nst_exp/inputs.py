@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from nst_exp import images
+from nst_exp import image_files, images
 from nst_exp.color import ColorControl
 from nst_exp.errors import NstError
 from nst_exp.guidance import mask_image
@@ -101,19 +101,19 @@ class Inputs:
         """
         folder, limit, given = cfg.images_dir, cfg.max_image_pixels, dict(given or {})
         content_url = None if "content.path" in user_paths else cfg.content.url
-        content = given.get("content") or images.resolve(
+        content = given.get("content") or image_files.resolve(
             cfg.content.path, folder, content_url, "content", cfg.content.get("sha256")
         )
         styles = []
         for spec in style_specs(cfg):
             url = None if spec.key == "style" and "style.path" in user_paths else spec.image.url
             in_memory = given.get("style") if spec.key == "style" else None
-            path = in_memory or images.resolve(spec.image.path, folder, url, "style", spec.image.get("sha256"))
+            path = in_memory or image_files.resolve(spec.image.path, folder, url, "style", spec.image.get("sha256"))
             for mask in (spec.mask, spec.style_mask):
                 if mask is not None and mask.path:
-                    images.resolve(mask.path, folder, what="mask")
+                    image_files.resolve(mask.path, folder, what="mask")
             styles.append(StyleSource(spec, path, images.header_size(path, limit)))
-        init = images.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
+        init = image_files.resolve(cfg.init.path, folder, what="init") if cfg.init.kind == "file" else None
         return cls(
             content,
             images.header_size(content, limit),
@@ -125,15 +125,36 @@ class Inputs:
         )
 
     def shape(self, size: int) -> tuple[int, int]:
-        """(H, W) of the content at long side ``size``, from its header."""
+        """(H, W) of the content at long side ``size``, from its header: the shape ``load`` gives it."""
         return images.fit_size(*self.content_size, size)
 
     def style_shapes(self, size: int) -> list[tuple[int, int]]:
-        """(H, W) of each style image when the content's long side is ``size``."""
+        """(H, W) of each style image when the content's long side is ``size``, from their headers."""
         return [images.fit_size(*source.size, self.style_size(size)) for source in self.styles]
 
     def style_size(self, size: int) -> int:
+        """The long side of every style image when the content's is ``size`` (``style_scale`` applied)."""
         return images.scaled_side(size, self.style_scale)
+
+    def smallest_size(self, factor: int) -> int:
+        """The smallest image_size at which the content and every style image are at least ``factor`` px on both sides.
+
+        ``factor`` is how many times the deepest layer shrinks its input
+        (``FeatureExtractor.downsampling``); the shapes are ``shape`` and
+        ``style_shapes``. Both grow with the size, so the search doubles, then bisects.
+        """
+
+        def seen(size: int) -> bool:
+            return all(min(shape) >= factor for shape in (self.shape(size), *self.style_shapes(size)))
+
+        high = max(1, factor)
+        while not seen(high):
+            high *= 2
+        low = high // 2  # seen(low) is False, or low is 0
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if seen(middle) else (middle, high)
+        return high
 
     def load(self, size: int, color: ColorControl) -> StageInputs:
         """Content at long side ``size``, each style at ``style_scale`` times that, masks at their sizes."""

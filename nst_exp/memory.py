@@ -1,4 +1,4 @@
-"""The memory guard: estimate a run's peak memory before it starts, refuse what cannot fit.
+"""A run's peak memory, estimated before it starts (nst_exp.memory_guard refuses what cannot fit).
 
 The estimate counts float32 tensors the optimisation keeps alive at its peak:
 
@@ -20,40 +20,32 @@ The estimate counts float32 tensors the optimisation keeps alive at its peak:
   384 px; docs/long-runs.md gives the error at 128, 256 and 512 px.
   On CUDA the count is used as it is (not measured here: no GPU).
 
-It is compared with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
-on the CPU ``MemAvailable`` of /proc/meminfo (and the cgroup's limit, if lower).
+The guard compares it with what the device has free: on CUDA ``torch.cuda.mem_get_info``,
+on the CPU ``MemAvailable`` of /proc/meminfo (and the cgroup's limit, if lower),
+as nst_exp.device_memory reads them.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
+import functools
+import inspect
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
-from nst_exp.images import fit_size, scaled_side
-
-try:
-    import resource
-except ImportError:  # Windows: no ru_maxrss; the peak is unknown there (peak_rss_bytes)
-    resource = None
-
-log = logging.getLogger(__name__)
 
 FLOAT_BYTES = 4
 GIB = 1024**3
 LOOP_IMAGES = 8  # image-sized tensors the loop holds besides the optimizer's
 BACKWARD_ACTIVATIONS = 2  # largest activations alive at once as gradients during backward
-# Working vectors besides the stored state: L-BFGS's gradient, direction, previous gradient and
-# two temporaries of the two-loop recursion; Adam's two temporaries.
-OPTIMIZER_VECTORS = {"torch.optim.LBFGS": 5, "torch.optim.Adam": 4, "torch.optim.AdamW": 4}
+# Image-sized vectors an optimizer class keeps and works with, besides L-BFGS's curvature pairs: L-BFGS's
+# gradient, direction, previous gradient and two temporaries of the two-loop recursion; Adam's (and AdamW's)
+# two moments and two temporaries. Another torch.optim class counts as Adam.
+OPTIMIZER_VECTORS = {torch.optim.LBFGS: 5, torch.optim.Adam: 4, torch.optim.AdamW: 4}
+LBFGS_HISTORY = inspect.signature(torch.optim.LBFGS).parameters["history_size"].default  # torch's default
 # CPU overhead, fitted on peak RSS measured at 192 and 384 px (docs/long-runs.md).
 CPU_ACTIVATION_FACTOR = 2.0
 CPU_FIXED_BYTES = 40 * 1024**2
@@ -94,12 +86,20 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / GIB:.2f} GiB"
 
 
-def optimizer_vectors(optimizer: Any) -> int:
-    """Image-sized vectors the optimizer keeps and works with."""
-    target = str(optimizer.get("_target_", ""))
-    if target == "torch.optim.LBFGS":
-        return 2 * int(optimizer.get("history_size", 100)) + OPTIMIZER_VECTORS[target]
-    return OPTIMIZER_VECTORS.get(target, 4)
+def optimizer_vectors(optimizer: functools.partial) -> int:
+    """Image-sized vectors the optimizer keeps and works with.
+
+    ``optimizer`` is the factory ``trust.make_optimizer`` returns: the checked
+    torch.optim class (``optimizer.func``) and its keyword arguments.
+    """
+    return 2 * curvature_pairs(optimizer) + OPTIMIZER_VECTORS.get(optimizer.func, 4)
+
+
+def curvature_pairs(optimizer: functools.partial) -> int:
+    """The (s, y) pairs L-BFGS keeps (its ``history_size``); 0 for an optimizer without them."""
+    if optimizer.func is not torch.optim.LBFGS:
+        return 0
+    return int(optimizer.keywords.get("history_size", LBFGS_HISTORY))
 
 
 def _shapes(extractor: FeatureExtractor, height: int, width: int) -> Iterator[tuple[str, nn.Module, int, int]]:
@@ -136,7 +136,7 @@ def estimate(
     extractor: FeatureExtractor,
     height: int,
     width: int,
-    optimizer: Any,
+    optimizer: functools.partial,
     content_layers: Sequence[str],
     device_type: str,
     style_shapes: Sequence[tuple[int, int]] = (),
@@ -188,289 +188,3 @@ def estimate(
 
 def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def available(device: torch.device) -> int:
-    """Bytes free on ``device`` now: CUDA's free memory, or the CPU's available memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    free = _meminfo_available()
-    limit = cgroup_room()
-    return min(free, limit) if limit is not None else free
-
-
-def _meminfo_available() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES, Windows no sysconf
-        return UNKNOWN_FREE
-
-
-NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712)
-UNKNOWN_FREE = 1 << 62  # what _meminfo_available returns where the OS does not say: the guard cannot refuse
-
-
-def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Room left under this process's own cgroup memory limits, or None without any.
-
-    ``proc_cgroup`` names the process's cgroups: v2's ``0::/path`` ->
-    ``root/path/memory.max`` and ``memory.current``; v1's memory controller
-    (``N:memory:/path``) -> ``root/memory/path/memory.limit_in_bytes`` and
-    ``memory.usage_in_bytes``. Every level from the process's cgroup up to the
-    mount's root counts (a parent's limit binds its children too) and the
-    smallest room wins. A path not visible under ``root`` (a container without
-    its own cgroup namespace) falls back to the mount's root, which is then the
-    container's cgroup.
-    """
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
-    rooms: list[int] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:
-            rooms += _rooms_up(root, path, "memory.max", "memory.current")
-        elif "memory" in controllers.split(","):
-            rooms += _rooms_up(root / "memory", path, "memory.limit_in_bytes", "memory.usage_in_bytes")
-    return min(rooms) if rooms else None
-
-
-def _rooms_up(mount: Path, path: str, limit_file: str, usage_file: str) -> list[int]:
-    """limit - usage at each level from ``mount/path`` up to ``mount`` that has a limit."""
-    folder = mount / path.strip("/")
-    if not folder.is_dir():
-        folder = mount
-    rooms = []
-    while True:
-        limit = _read_bytes(folder / limit_file)
-        if limit is not None and limit < NO_LIMIT:
-            rooms.append(max(limit - (_read_bytes(folder / usage_file) or 0), 0))
-        if folder == mount or folder == folder.parent:
-            return rooms
-        folder = folder.parent
-
-
-def _read_bytes(path: Path) -> int | None:
-    """A cgroup file's number of bytes; None if absent, unreadable or 'max'."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def smallest_size(
-    factor: int,
-    content_size: tuple[int, int],
-    style_sizes: Sequence[tuple[int, int]] = (),
-    style_scale: float = 1.0,
-) -> int:
-    """The smallest image_size at which content and every style image are at least ``factor`` pixels on both sides.
-
-    ``factor`` is how many times the deepest layer shrinks its input
-    (``FeatureExtractor.downsampling``); sizes are upright (width, height)
-    from ``images.header_size``; shapes are those ``images.load`` gives:
-    the content at long side ``image_size``, the styles at
-    ``max(1, round(style_scale * image_size))``. Both grow with image_size,
-    so the search doubles, then bisects.
-    """
-
-    def seen(size: int) -> bool:
-        style_side = scaled_side(size, style_scale)
-        shapes = [fit_size(*content_size, size), *(fit_size(*s, style_side) for s in style_sizes)]
-        return all(min(shape) >= factor for shape in shapes)
-
-    high = max(1, factor)
-    while not seen(high):
-        high *= 2
-    low = high // 2  # seen(low) is False, or low is 0
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if seen(middle) else (middle, high)
-    return high
-
-
-def largest_size(fits: Any, image_size: int) -> int:
-    """The largest image_size in 1..image_size for which ``fits(size)`` holds (0 if none)."""
-    low, high = 0, image_size
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-class Guard:
-    """Checks a run before it starts and explains an out-of-memory error during it.
-
-    Plain values, read from the config by the caller: ``content_size`` and
-    ``style_sizes`` are upright (width, height) from ``images.header_size``
-    (no decoding); the content is loaded at long side ``image_size``, each
-    style at ``max(1, round(style_scale * image_size))``; ``optimizer`` is the
-    optimizer's config (``_target_``, and ``history_size`` for L-BFGS).
-    """
-
-    def __init__(
-        self,
-        extractor: FeatureExtractor,
-        content_size: tuple[int, int],
-        image_size: int,
-        optimizer: Mapping[str, Any],
-        content_layers: Sequence[str],
-        device: torch.device,
-        *,
-        style_sizes: Sequence[tuple[int, int]] = (),
-        style_scale: float = 1.0,
-    ) -> None:
-        self.extractor, self.image_size, self.device = extractor, image_size, device
-        self.optimizer, self.content_layers = optimizer, list(content_layers)
-        self.content_size, self.style_sizes, self.style_scale = tuple(content_size), list(style_sizes), style_scale
-        self.estimate = self.estimate_at(image_size)
-        self.free = available(device)
-        self.before = current_bytes(device)
-
-    def shapes(self, size: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-        """(H, W) of the content and of each style image at ``image_size=size``, as the run loads them."""
-        style_side = scaled_side(size, self.style_scale)
-        return fit_size(*self.content_size, size), [fit_size(*style, style_side) for style in self.style_sizes]
-
-    def estimate_at(self, size: int) -> Estimate:
-        content, styles = self.shapes(size)
-        return estimate(
-            self.extractor, content[0], content[1], self.optimizer, self.content_layers, self.device.type, styles
-        )
-
-    def smallest_size(self) -> int:
-        """The smallest image_size at which every requested layer sees a pixel of content and styles."""
-        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
-        return smallest_size(factor, self.content_size, self.style_sizes, self.style_scale)
-
-    def fitting_size(self) -> int:
-        """The largest image_size up to this one whose estimate fits the free memory (0 if none does)."""
-        fits = lambda size: self.estimate_at(size).total <= self.free  # noqa: E731
-        size = largest_size(fits, self.image_size)
-        while size > 0 and not fits(size):  # rounding can make the estimate dip: never suggest what fails
-            size -= 1
-        return size
-
-    def advice(self) -> str:
-        """What would fit: the largest image_size, and what L-BFGS's history costs."""
-        fitting = self.fitting_size()
-        advice = (
-            f"image_size={fitting} is the largest that fits"
-            if fitting and fitting >= self.smallest_size()
-            else "No image_size fits: free memory, use shallower layers or a smaller style_scale"
-        )
-        if "history_size" in self.optimizer:
-            pair = 2 * self.estimate.optimizer // optimizer_vectors(self.optimizer)
-            advice += f", or lower optimizer.history_size (each curvature pair costs {gib(pair)})"
-        return advice
-
-    def check(self, enabled: bool) -> None:
-        """Refuse (or, if not ``enabled``, warn) when the estimate exceeds the free memory."""
-        needs = f"image_size={self.image_size} needs about {self.estimate.describe()} on {self.device}"
-        if self.free >= UNKNOWN_FREE:
-            log.info("Memory: %s; this system does not say how much is free, so memory_guard checks nothing.", needs)
-            return
-        if self.estimate.total <= self.free:
-            log.info("Memory: %s; %s free.", needs, gib(self.free))
-            return
-        message = (
-            f"{needs}, but only {gib(self.free)} is free. {self.advice()}. "
-            "Or set memory_guard=false to try anyway."
-        )
-        if enabled:
-            raise NstError(f"Not enough memory: {message}")
-        log.warning("memory_guard=false, going on although %s", message)
-
-    def out_of_memory(self, message: str, out_dir: Path, kept: int | None) -> str:
-        """What to say when the run ran out of memory: the estimate, what was kept, what fits."""
-        checkpoint = (
-            f"The last checkpoint (iteration {kept}) is kept in {out_dir}: once memory is free, "
-            f"continue with python -m nst_exp resume={out_dir}."
-            if kept is not None
-            else f"No checkpoint was written yet (lower checkpoint.every); {out_dir}/result.png is the last image."
-        )
-        if self.free >= UNKNOWN_FREE:  # macOS, Windows: nothing to size the advice by
-            free, advice = "an amount the system does not report", "a smaller image_size"
-        else:
-            free, advice = gib(self.free), self.advice()
-        return (
-            f"{message}. The run was estimated to need {self.estimate.describe()} with {free} free "
-            f"on {self.device} at the start. {checkpoint} To start again with less: {advice}."
-        )
-
-    def measured(self) -> dict[str, int | float | None]:
-        """The estimate beside the measured peak, for metrics.json."""
-        peak = max(peak_bytes(self.device), self.before or 0)  # another thread may shrink RSS after the reset
-        return {
-            "memory_estimate_bytes": self.estimate.total,
-            "memory_free_bytes": self.free if self.free < UNKNOWN_FREE else None,  # None: the system does not say
-            "memory_before_bytes": self.before,
-            "memory_peak_bytes": peak or None,  # None where it cannot be measured (Windows' CPU)
-            "memory_estimate_error": (
-                (self.before + self.estimate.total - peak) / peak if peak and self.before is not None else None
-            ),
-        }
-
-
-def current_bytes(device: torch.device) -> int | None:
-    """Memory in use now, where a new peak measurement starts: CUDA's reserved memory, or the RSS."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return int(torch.cuda.memory_reserved(device))
-    global _PEAK_BEFORE_RESET
-    try:
-        _PEAK_BEFORE_RESET = max(_PEAK_BEFORE_RESET, peak_rss_bytes())
-        Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
-        return proc_status_bytes("VmRSS")
-    except OSError:
-        return None  # no reset: the peak would include the network's construction
-
-
-_PEAK_BEFORE_RESET = 0  # the highest VmHWM that current_bytes reset
-
-
-def process_peak_rss_bytes() -> int:
-    """The peak RSS of the whole process so far, across the resets current_bytes makes."""
-    return max(_PEAK_BEFORE_RESET, peak_rss_bytes())
-
-
-def peak_bytes(device: torch.device) -> int:
-    """Peak memory since ``current_bytes``: CUDA's reserved peak, or the peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_reserved(device))
-    return peak_rss_bytes()
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak RSS: VmHWM where /proc has it, else ru_maxrss.
-
-    ru_maxrss also keeps the peak of what the process was before exec: a child
-    forked from a large process (a benchmark, a launcher) would report its parent's size.
-    """
-    try:
-        return proc_status_bytes("VmHWM")
-    except (OSError, StopIteration):
-        pass
-    if resource is None:
-        return 0  # Windows: unknown; metrics.json then shows no measured peak for the CPU
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def proc_status_bytes(field: str) -> int:
-    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; OSError or StopIteration without it."""
-    status = Path("/proc/self/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith(f"{field}:"))

@@ -14,8 +14,6 @@ from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.inputs import Inputs, StageInputs
 from nst_exp.losses import GatysLoss, LossSettings
-from nst_exp.images import fit_size
-from nst_exp.memory import smallest_size
 from nst_exp.stages import Stage, StageSetup, upsample
 
 log = logging.getLogger(__name__)
@@ -88,9 +86,8 @@ class Problem:
         (a 1 x 5000 style image), shallower layers or a squarer image instead.
         """
         factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
-        styles = [source.size for source in self.inputs.styles]
-        needed = smallest_size(factor, self.inputs.content_size, styles, self.inputs.style_scale)
-        height, width = fit_size(*self.inputs.content_size, needed)
+        needed = self.inputs.smallest_size(factor)
+        height, width = self.inputs.shape(needed)
         practical = height * width <= self.inputs.max_pixels
         for stage in stages:
             setting, fix = size_fix(stage, stages, needed)

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_exp import images, memory, tensorboard_run
+from nst_exp import images, memory_guard, tensorboard_run
 from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
@@ -130,9 +130,8 @@ def synthesise_run(
             f"{run_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
-    guard = memory.Guard(
-        extractor, inputs.content_size, cfg.image_size, cfg.optimizer, settings.content_layers, device,
-        style_sizes=[source.size for source in inputs.styles], style_scale=inputs.style_scale,
+    guard = memory_guard.Guard(
+        extractor, inputs, cfg.image_size, make_optimizer(cfg.optimizer), settings.content_layers, device
     )
     guard.check(cfg.memory_guard)
     extractor.to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
@@ -210,7 +209,7 @@ def tensorboard_logger(
 
 
 def finish(
-    outcome: Outcome, result: Result, guard: memory.Guard, checkpointer: Checkpointer | None, where: Continuation
+    outcome: Outcome, result: Result, guard: memory_guard.Guard, checkpointer: Checkpointer | None, where: Continuation
 ) -> Result:
     """The run's result, or the exception that says how it stopped (its files are written already)."""
     if outcome.status == Status.OUT_OF_MEMORY:

@@ -27,7 +27,7 @@ import torchvision
 from torch import Tensor, nn
 
 from nst_exp.errors import NstError
-from nst_exp.images import not_a_file
+from nst_exp.image_files import not_a_file
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import make_config
 
-import nst_exp.images
+import nst_exp.image_files
 from nst_exp import checkpoint
 from nst_exp.__main__ import disk_message, kept_checkpoint
 from nst_exp.errors import NstError
@@ -104,7 +104,7 @@ def test_the_stop_message_names_the_checkpoint_that_is_really_there(tmp_path):
 
 def test_a_path_the_user_typed_is_never_fetched(tiny, monkeypatch):
     fetched = []
-    monkeypatch.setattr(nst_exp.images, "fetch", lambda url, destination: fetched.append(url))
+    monkeypatch.setattr(nst_exp.image_files, "fetch", lambda url, destination: fetched.append(url))
     overrides = [*tiny, "content.path=tubingen_typo.jpg", "style.path=style.png"]
     cfg = make_config([*overrides, "content=tubingen"])
     assert cfg.content.url  # the config's url stays, but belongs to the config's own file name

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_exp import images
+from nst_exp import image_files, images, srgb
 from nst_exp.errors import NstError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_decompression_bombs_are_refused_with_a_message(tmp_path, monkeypatch):
 
 def test_missing_image_names_file_folder_and_fix(tmp_path):
     with pytest.raises(NstError) as error:
-        images.resolve("nope.jpg", str(tmp_path), what="style")
+        image_files.resolve("nope.jpg", str(tmp_path), what="style")
     message = str(error.value)
     assert "The style image 'nope.jpg' was not found" in message
     assert str(tmp_path / "nope.jpg") in message and "NST_IMAGES" in message
@@ -121,7 +121,7 @@ def test_missing_image_names_file_folder_and_fix(tmp_path):
 
 def test_absolute_path_is_used_as_given(tmp_path):
     halves().save(tmp_path / "mine.png")
-    assert images.resolve(str(tmp_path / "mine.png"), "/nonexistent") == tmp_path / "mine.png"
+    assert image_files.resolve(str(tmp_path / "mine.png"), "/nonexistent") == tmp_path / "mine.png"
 
 
 @pytest.fixture
@@ -143,34 +143,34 @@ def test_missing_image_with_url_is_fetched_once(tmp_path, http_root):
     root, base = http_root
     halves().save(root / "painting.png")
     images_dir = tmp_path / "cache"
-    path = images.resolve("painting.png", str(images_dir), f"{base}/painting.png")
+    path = image_files.resolve("painting.png", str(images_dir), f"{base}/painting.png")
     assert path == images_dir / "painting.png"
     assert path.read_bytes() == (root / "painting.png").read_bytes()
     (root / "painting.png").unlink()  # the second use must not need the server
-    assert images.resolve("painting.png", str(images_dir), f"{base}/painting.png") == path
+    assert image_files.resolve("painting.png", str(images_dir), f"{base}/painting.png") == path
 
 
 def test_failed_fetch_says_what_to_do_and_leaves_no_partial_file(tmp_path, http_root):
     _, base = http_root
     with pytest.raises(NstError, match=r"Fetching it from .*/gone.png failed \(HTTP Error 404"):
-        images.resolve("gone.png", str(tmp_path / "cache"), f"{base}/gone.png", what="content")
+        image_files.resolve("gone.png", str(tmp_path / "cache"), f"{base}/gone.png", what="content")
     assert not any((tmp_path / "cache").glob("*"))
 
 
 def test_a_download_is_checked_against_its_sha256(tmp_path, http_root):
     root, base = http_root
     halves().save(root / "painting.png")
-    digest = images.file_sha256(root / "painting.png")
-    path = images.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", sha256=digest.upper())
-    assert images.file_sha256(path) == digest
+    digest = image_files.file_sha256(root / "painting.png")
+    path = image_files.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", sha256=digest.upper())
+    assert image_files.file_sha256(path) == digest
 
 
 def test_a_wrong_sha256_deletes_the_download_and_names_url_digests_and_fix(tmp_path, http_root):
     root, base = http_root
     halves().save(root / "painting.png")
-    actual, expected = images.file_sha256(root / "painting.png"), "0" * 64
+    actual, expected = image_files.file_sha256(root / "painting.png"), "0" * 64
     with pytest.raises(NstError) as error:
-        images.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", "style", sha256=expected)
+        image_files.resolve("painting.png", str(tmp_path / "cache"), f"{base}/painting.png", "style", sha256=expected)
     message = str(error.value)
     assert f"{base}/painting.png" in message and actual in message and expected in message
     assert "set the config's sha256" in message and "it was deleted" in message
@@ -228,7 +228,7 @@ def test_a_directory_is_named_as_such_and_never_fetched_over(tmp_path, counting_
     halves().save(folder / "starry.png")
     (folder / "notes.txt").write_text("not an image")
     with pytest.raises(NstError) as error:
-        images.resolve("paintings", str(tmp_path), url, what="style")
+        image_files.resolve("paintings", str(tmp_path), url, what="style")
     message = str(error.value)
     assert f"'{folder}' is a directory, not a style image file" in message
     assert f"give the file inside it, e.g. {folder / 'starry.png'}" in message and "notes.txt" not in message
@@ -239,7 +239,7 @@ def test_a_directory_is_named_as_such_and_never_fetched_over(tmp_path, counting_
 def test_an_empty_directory_says_it_holds_no_image(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NstError, match=r"is a directory, not a mask image file: .*holds no mask image file"):
-        images.resolve("empty", str(tmp_path), what="mask")
+        image_files.resolve("empty", str(tmp_path), what="mask")
 
 
 def test_fifo_device_and_dangling_link_are_named(tmp_path, counting_server):
@@ -253,7 +253,7 @@ def test_fifo_device_and_dangling_link_are_named(tmp_path, counting_server):
     ]
     for path, message in cases:
         with pytest.raises(NstError, match=re.escape(message)):
-            images.resolve(path, str(tmp_path), url, what="content")
+            image_files.resolve(path, str(tmp_path), url, what="content")
     assert requests == [] and not (tmp_path / "gone.png").exists()
 
 
@@ -308,7 +308,7 @@ def test_modes_no_format_writes_keep_mid_grey(mode):
         image, expected = grey_image("HSV"), 0.5
     else:  # premultiplied: 50% grey at 50% opacity is stored as 64; over white it is 0.5 * 0.5 + 0.5
         image, expected = Image.frombytes(mode, (4, 4), bytes([64] * (len(mode) - 1) + [128]) * 16), 0.75
-    assert images.to_tensor(images.to_rgb(image)).mean().item() == pytest.approx(expected, abs=0.01)
+    assert images.to_tensor(srgb.to_rgb(image)).mean().item() == pytest.approx(expected, abs=0.01)
 
 
 def test_float_images_in_0_255_and_out_of_range(tmp_path):
@@ -386,7 +386,7 @@ def test_lab_pixels_are_converted_as_cie_lab(tmp_path):
 def test_a_broken_or_mismatched_profile_warns_and_loads_as_stored(tmp_path, caplog):
     Image.new("RGB", (4, 4), (200, 30, 30)).save(tmp_path / "broken.png", icc_profile=b"not a profile")
     Image.new("L", (4, 4), 128).save(tmp_path / "grey.png", icc_profile=rgb_profile("rgb", SRGB_RED, SRGB_GREEN, SRGB_BLUE, 1.0))
-    with caplog.at_level(logging.WARNING, logger="nst_exp.images"):
+    with caplog.at_level(logging.WARNING, logger="nst_exp.srgb"):
         red = images.load(tmp_path / "broken.png", 4).mean((2, 3))[0]
         grey = images.load(tmp_path / "grey.png", 4).mean().item()
     assert red.tolist() == pytest.approx([200 / 255, 30 / 255, 30 / 255], abs=1e-6)

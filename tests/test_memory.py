@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +13,18 @@ from conftest import make_config
 from omegaconf import OmegaConf
 from PIL import Image
 
-import nst_exp.memory
-from nst_exp import images, memory
+from nst_exp import device_memory, images, memory, memory_guard
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
+from nst_exp.inputs import Inputs, StyleSource
 from nst_exp.problem import check_image_size
 from nst_exp.run import run
+from nst_exp.styles import StyleSpec
+from nst_exp.trust import make_optimizer
 
 GIB = 1024**3
-LBFGS = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7})
-ADAM = OmegaConf.create({"_target_": "torch.optim.Adam"})
+LBFGS = make_optimizer(OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 7}))
+ADAM = make_optimizer(OmegaConf.create({"_target_": "torch.optim.Adam"}))
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +60,17 @@ def test_max_pooling_counts_its_indices(vgg19):
 
 
 def test_largest_size_is_the_last_that_fits():
-    assert memory.largest_size(lambda size: size * size <= 1000, 512) == 31
-    assert memory.largest_size(lambda size: False, 512) == 0
-    assert memory.largest_size(lambda size: True, 512) == 512
+    assert memory_guard.largest_size(lambda size: size * size <= 1000, 512) == 31
+    assert memory_guard.largest_size(lambda size: False, 512) == 0
+    assert memory_guard.largest_size(lambda size: True, 512) == 512
 
 
 def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkeypatch, tmp_path, vgg19):
     # What a 24 px run (content 24 x 18, its style 18 x 24) needs is all there is.
     extractor = vgg19.extractor(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
-    lbfgs = OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100})
+    lbfgs = make_optimizer(OmegaConf.create({"_target_": "torch.optim.LBFGS", "history_size": 100}))
     free = memory.estimate(extractor, 18, 24, lbfgs, ["relu4_2"], "cpu", [(24, 18)]).total
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
+    monkeypatch.setattr(device_memory, "available", lambda device: free)
     with pytest.raises(NstError) as refused:
         run(make_config([*tiny, "image_size=48"]), out_dir=tmp_path / "run")
     message = str(refused.value)
@@ -80,8 +83,8 @@ def test_guard_refuses_with_the_estimate_and_the_largest_image_size(tiny, monkey
 
 
 def test_guard_can_be_overridden(tiny, monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: 1)
-    with caplog.at_level(logging.WARNING, logger="nst_exp.memory"):
+    monkeypatch.setattr(device_memory, "available", lambda device: 1)
+    with caplog.at_level(logging.WARNING, logger="nst_exp.memory_guard"):
         run(make_config([*tiny, "memory_guard=false"]), out_dir=tmp_path / "run")
     assert "memory_guard=false, going on although image_size=32 needs about" in caplog.text
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -100,12 +103,12 @@ def test_metrics_record_the_estimate_beside_the_measured_peak(tiny, tmp_path):
 def test_available_memory_on_the_cpu_is_what_meminfo_says(monkeypatch, tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24683656 kB\nMemFree:  1 kB\nMemAvailable:   2000 kB\n")
-    real_path = memory.Path
-    monkeypatch.setattr(memory, "Path", lambda p: meminfo if p == "/proc/meminfo" else real_path(p))
-    monkeypatch.setattr(memory, "cgroup_room", lambda: None)
-    assert memory.available(torch.device("cpu")) == 2000 * 1024
-    monkeypatch.setattr(memory, "cgroup_room", lambda: 1000)
-    assert memory.available(torch.device("cpu")) == 1000
+    real_path = device_memory.Path
+    monkeypatch.setattr(device_memory, "Path", lambda p: meminfo if p == "/proc/meminfo" else real_path(p))
+    monkeypatch.setattr(device_memory, "cgroup_room", lambda: None)
+    assert device_memory.available(torch.device("cpu")) == 2000 * 1024
+    monkeypatch.setattr(device_memory, "cgroup_room", lambda: 1000)
+    assert device_memory.available(torch.device("cpu")) == 1000
 
 
 # --- The process's own cgroup limits, in fake cgroup trees -------------------------------------
@@ -127,9 +130,9 @@ def test_cgroup_v2_takes_the_smallest_room_up_to_the_root(tmp_path):
         "user.slice/job.scope/memory.max": str(8 * GIB), "user.slice/job.scope/memory.current": str(1 * GIB),
         "other.slice/memory.max": "1024", "other.slice/memory.current": "0",  # not ours
     })
-    assert memory.cgroup_room(proc, root) == 1 * GIB  # the parent's 4 GiB limit with 3 GiB used binds
+    assert device_memory.cgroup_room(proc, root) == 1 * GIB  # the parent's 4 GiB limit with 3 GiB used binds
     (root / "user.slice/memory.max").write_text("max")
-    assert memory.cgroup_room(proc, root) == 7 * GIB
+    assert device_memory.cgroup_room(proc, root) == 7 * GIB
 
 
 def test_cgroup_v1_memory_controller_and_no_limit(tmp_path):
@@ -140,9 +143,9 @@ def test_cgroup_v1_memory_controller_and_no_limit(tmp_path):
         "memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "no limit"
         "memory/job/memory.limit_in_bytes": str(2 * GIB), "memory/job/memory.usage_in_bytes": str(GIB // 2),
     })
-    assert memory.cgroup_room(proc, root) == 3 * GIB // 2
+    assert device_memory.cgroup_room(proc, root) == 3 * GIB // 2
     (root / "memory/job/memory.limit_in_bytes").write_text("9223372036854771712")
-    assert memory.cgroup_room(proc, root) is None
+    assert device_memory.cgroup_room(proc, root) is None
 
 
 def test_cgroup_path_not_visible_falls_back_to_the_mount_root(tmp_path):
@@ -150,8 +153,8 @@ def test_cgroup_path_not_visible_falls_back_to_the_mount_root(tmp_path):
     proc.write_text("0::/docker/abc123\n")  # a host path, as seen in a container without a cgroup namespace
     root = tmp_path / "sys"
     cgroup_tree(root, {"memory.max": str(2 * GIB), "memory.current": str(GIB)})
-    assert memory.cgroup_room(proc, root) == GIB
-    assert memory.cgroup_room(tmp_path / "absent", root) is None
+    assert device_memory.cgroup_room(proc, root) == GIB
+    assert device_memory.cgroup_room(tmp_path / "absent", root) is None
 
 
 # --- The style images' pass --------------------------------------------------------------------
@@ -184,13 +187,21 @@ LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 CPU = torch.device("cpu")
 
 
+def sized_inputs(content_size, style_sizes=(), style_scale=1.0) -> Inputs:
+    """Inputs whose files are upright (width, height) as given: the guard and the size rule read nothing else."""
+    styles = tuple(
+        StyleSource(StyleSpec(f"style{i}", None, 1.0), Path(f"style{i}.png"), size) for i, size in enumerate(style_sizes)
+    )
+    return Inputs(Path("content.png"), content_size, styles, None, style_scale)
+
+
 def test_guard_advice_accounts_for_the_styles_and_passes_the_check(vgg19, monkeypatch):
     extractor = vgg19.extractor(LAYERS)
-    guard_at = lambda size, scale: memory.Guard(  # noqa: E731
-        extractor, (640, 480), size, LBFGS, ["relu4_2"], CPU, style_sizes=[(300, 400)], style_scale=scale
+    guard_at = lambda size, scale: memory_guard.Guard(  # noqa: E731
+        extractor, sized_inputs((640, 480), [(300, 400)], scale), size, LBFGS, ["relu4_2"], CPU
     )
     free = memory.estimate(extractor, 96, 128, LBFGS, ["relu4_2"], "cpu").total  # 128 px without styles
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: free)
+    monkeypatch.setattr(device_memory, "available", lambda device: free)
     guard = guard_at(256, 3.0)
     with pytest.raises(NstError, match="is the largest that fits") as refused:
         guard.check(True)
@@ -202,24 +213,20 @@ def test_guard_advice_accounts_for_the_styles_and_passes_the_check(vgg19, monkey
     assert guard_at(suggested, 3.0).estimate.styles > 0
 
 
-def test_guard_shapes_are_the_shapes_load_gives(vgg19, tmp_path):
+def test_input_shapes_are_the_shapes_load_gives(tmp_path):
     content, style = tmp_path / "content.png", tmp_path / "style.jpg"
     Image.new("RGB", (333, 777)).save(content)
     Image.new("RGB", (1001, 13)).save(style)
-    guard = memory.Guard(
-        vgg19.extractor(["relu1_1"]), images.header_size(content), 99, LBFGS, [], CPU,
-        style_sizes=[images.header_size(style)], style_scale=0.7,
-    )
-    shapes = guard.shapes(99)
-    assert shapes[0] == tuple(images.load(content, 99).shape[-2:])
-    assert shapes[1] == [tuple(images.load(style, round(0.7 * 99)).shape[-2:])]
+    inputs = sized_inputs(images.header_size(content), [images.header_size(style)], 0.7)
+    assert inputs.shape(99) == tuple(images.load(content, 99).shape[-2:])
+    assert inputs.style_shapes(99) == [tuple(images.load(style, round(0.7 * 99)).shape[-2:])]
 
 
 def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_path):
     extractor = vgg19.extractor(LAYERS)  # relu5_1 sees its input 16 times smaller
     content = tmp_path / "wide.png"
     Image.new("RGB", (1000, 10)).save(content)
-    size = memory.smallest_size(16, (1000, 10), [(1000, 10)], 0.1)
+    size = sized_inputs((1000, 10), [(1000, 10)], 0.1).smallest_size(16)
     for candidate, passes in ((size, True), (size - 1, False)):
         loaded = [images.load(content, candidate), images.load(content, max(1, round(0.1 * candidate)))]
         if passes:
@@ -232,14 +239,14 @@ def test_smallest_size_for_a_wide_content_and_a_small_style_scale(vgg19, tmp_pat
     # the runner's advice today, ceil(factor * size / short side) from the content alone, falls short
     at_32 = images.load(content, 32)
     assert math.ceil(16 * 32 / min(at_32.shape[-2:])) < size
-    assert memory.smallest_size(16, (640, 480)) == 21  # 21 * 480 / 640 = 15.75, which load rounds to 16
+    assert sized_inputs((640, 480)).smallest_size(16) == 21  # 21 * 480 / 640 = 15.75, which load rounds to 16
 
 
 def test_a_system_that_does_not_say_how_much_is_free_is_not_refused(vgg19, monkeypatch, caplog, tmp_path):
     """macOS and Windows: no /proc and no SC_AVPHYS_PAGES; the guard says it checks nothing."""
-    monkeypatch.setattr(nst_exp.memory, "available", lambda device: memory.UNKNOWN_FREE)
-    guard = memory.Guard(vgg19.extractor(["relu1_1"]), (640, 480), 4096, LBFGS, [], CPU)
-    with caplog.at_level(logging.INFO, logger="nst_exp.memory"):
+    monkeypatch.setattr(device_memory, "available", lambda device: device_memory.UNKNOWN_FREE)
+    guard = memory_guard.Guard(vgg19.extractor(["relu1_1"]), sized_inputs((640, 480)), 4096, LBFGS, [], CPU)
+    with caplog.at_level(logging.INFO, logger="nst_exp.memory_guard"):
         guard.check(True)
     assert caplog.records[-1].getMessage().endswith("this system does not say how much is free, so memory_guard checks nothing.")
     assert guard.measured()["memory_free_bytes"] is None

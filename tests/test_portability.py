@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nst_exp import memory
+from nst_exp import device_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 WITHOUT_POSIX = """
@@ -17,8 +17,8 @@ sys.modules["resource"] = None
 import nst_exp
 from nst_exp import compose
 assert compose("style=the_scream", "debug=quick").style.name == "the_scream"
-from nst_exp import lock, memory
-assert lock.fcntl is None and memory.resource is None
+from nst_exp import device_memory, lock
+assert lock.fcntl is None and device_memory.resource is None
 run_dir = sys.argv[1]
 print(os.getpid())
 with lock.RunLock(run_dir):
@@ -29,7 +29,7 @@ with lock.RunLock(run_dir):
         print(refused)
 with lock.RunLock(run_dir):  # released
     print(sorted(os.listdir(run_dir)))
-print(memory.peak_rss_bytes() > 0)  # /proc on this Linux
+print(device_memory.peak_rss_bytes() > 0)  # /proc on this Linux
 """
 
 
@@ -45,8 +45,8 @@ def test_nst_exp_works_without_fcntl_and_resource(tmp_path):
 
 
 def test_memory_where_the_system_does_not_say(monkeypatch, tmp_path):
-    monkeypatch.setattr(memory, "Path", lambda _: tmp_path / "absent")  # no /proc
-    monkeypatch.setattr(memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))  # macOS
-    assert memory._meminfo_available() == memory.UNKNOWN_FREE
-    monkeypatch.setattr(memory, "resource", None)  # Windows
-    assert memory.peak_rss_bytes() == 0
+    monkeypatch.setattr(device_memory, "Path", lambda _: tmp_path / "absent")  # no /proc
+    monkeypatch.setattr(device_memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))  # macOS
+    assert device_memory._meminfo_available() == device_memory.UNKNOWN_FREE
+    monkeypatch.setattr(device_memory, "resource", None)  # Windows
+    assert device_memory.peak_rss_bytes() == 0
