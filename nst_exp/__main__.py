@@ -88,7 +88,8 @@ def job(cfg: DictConfig) -> objective.Value:
     record = HydraRecord(cfg, out_dir)
     try:
         objective.check(cfg.objective, cfg.objective_weights)
-        validate(cfg)  # a refused run answers before torch loads (run() checks again, in milliseconds)
+        if not cfg.resume:  # a resume is validated as the saved config with its changes, once loaded
+            validate(cfg)  # a refused run answers before torch loads
         import torch
 
         from nst_exp.hardware import sweep_device
@@ -98,7 +99,9 @@ def job(cfg: DictConfig) -> objective.Value:
             cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())
         task = list(hydra_cfg.overrides.task)
         swept = swept_values(task, sweep_task(hydra_cfg.sweep.dir) if multirun else None)  # they name its run
-        result = run(cfg, out_dir, task, multirun, on_accept=record.write, waiting_since=waiting_since, swept=swept)
+        result = run(
+            cfg, out_dir, task, multirun, on_accept=record.write, waiting_since=waiting_since, swept=swept, checked=True
+        )
         return objective.select(result.metrics, cfg.objective, cfg.objective_weights)
     except NstError as error:
         log.error("%s", error)
@@ -197,10 +200,9 @@ def preflight(argv: list[str]) -> None:
     not parse is one message.
     """
     multirun = any(argument in cli_args.MULTIRUN_FLAGS for argument in argv)
-    if not multirun:
-        for argument in argv:
-            if argument.startswith("resume=") and argument != "resume=null":
-                check_run_dir(Path(argument.split("=", 1)[1]).expanduser())
+    for argument in argv:
+        if argument.startswith("resume=") and argument != "resume=null":
+            check_run_dir(Path(argument.split("=", 1)[1]).expanduser(), multirun)
     if cli_args.asks_for_information(argv):
         return
     cfg = check_command_line(argv, "config")

@@ -94,7 +94,6 @@ def continuation(
     cfg: DictConfig,
     out_dir: Path,
     overrides: Sequence[str] = (),
-    multirun: bool = False,
     dir_setting: str = "hydra.run.dir=... or hydra.sweep.dir=...",
 ) -> Continuation:
     """``resume=DIR``: DIR's checkpoint and saved config. Else a run dir holding this same run, or a fresh one.
@@ -102,7 +101,7 @@ def continuation(
     ``dir_setting``: how the caller picks another directory (the API's ``out_dir=...``), for the message.
     """
     if cfg.resume:
-        return _resume(Path(cfg.resume), overrides, multirun)
+        return _resume(Path(cfg.resume), overrides)
     out_dir = Path(out_dir)
     if not (cfg.checkpoint.auto_resume and checkpoint.exists(out_dir)):
         return Continuation(cfg, out_dir)
@@ -119,12 +118,7 @@ def continuation(
     return Continuation(cfg, out_dir, saved, finished)
 
 
-def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continuation:
-    if multirun:
-        raise NstError(
-            "resume= continues one run. To finish a sweep, run the same sweep again with "
-            "hydra.sweep.dir=<its dir>: finished jobs are skipped, unfinished ones continue."
-        )
+def _resume(run_dir: Path, overrides: Sequence[str]) -> Continuation:
     saved = checkpoint.load(run_dir)  # the caller has checked run_dir (check_run_dir) before locking it
     changes = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
     cfg = resumed_config(saved.config, changes)
@@ -143,8 +137,13 @@ def _resume(run_dir: Path, overrides: Sequence[str], multirun: bool) -> Continua
     return Continuation(cfg, run_dir, saved)
 
 
-def check_run_dir(run_dir: Path) -> None:
-    """``resume=`` must name one run's directory: say what it names instead, and what to do."""
+def check_run_dir(run_dir: Path, multirun: bool = False) -> None:
+    """``resume=`` must name one run's directory, in a single run: say what it names instead, and what to do."""
+    if multirun:
+        raise NstError(
+            "resume= continues one run. To finish a sweep, run the same sweep again with "
+            "hydra.sweep.dir=<its dir>: finished jobs are skipped, unfinished ones continue."
+        )
     if not run_dir.exists():
         raise NstError(
             f"resume={run_dir}: there is no such directory. Give the directory of the run to continue "

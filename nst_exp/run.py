@@ -1,6 +1,6 @@
 """One style transfer from a composed config: set up, synthesise, write the results.
 
-    validate(cfg)                      # every setting, before anything loads
+    validate(cfg)                      # every setting, before anything loads (resume=: check_run_dir)
     with RunLock(run_dir):             # one process per run directory
         where = continuation(...)      # resume=, a run dir holding this run, or a fresh start
         settings, inputs = ...         # the config read once, every input file found once
@@ -88,13 +88,13 @@ def run(
     startup = StartUp(asked=started if waiting_since is None else waiting_since, called=started)
     run_dir = Path(cfg.resume) if cfg.resume else (Path(out_dir) if out_dir is not None else None)
     if not checked and cfg.resume:
-        check_run_dir(run_dir)  # before the lock creates anything there; the saved config is validated on loading
+        check_run_dir(run_dir, multirun)  # before the lock creates anything there; the saved config is validated on loading
     elif not checked:
         validate(cfg)
     if run_dir is None:
         return synthesise_run(Continuation(cfg, None), overrides, given, startup, board)
     with RunLock(run_dir):
-        where = continuation(cfg, run_dir, overrides, multirun, dir_setting)
+        where = continuation(cfg, run_dir, overrides, dir_setting)
         if where.finished:
             log.info("%s already holds this run, %s: skipped (delete it to run again).", run_dir, where.saved.status)
             return result_in(run_dir)
@@ -130,8 +130,9 @@ def synthesise_run(
             f"{run_dir} holds a coarse-to-fine run; resuming one is not supported yet (its checkpoints "
             "hold one stage's image). Start it again in a new output dir."
         )
+    optimizer = make_optimizer(cfg.optimizer)  # the allowlisted optimizer class and its arguments
     guard = memory_guard.Guard(
-        extractor, inputs, cfg.image_size, make_optimizer(cfg.optimizer), settings.content_layers, device
+        extractor, inputs, cfg.image_size, optimizer, settings.content_layers, device
     )
     guard.check(cfg.memory_guard)
     extractor.to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
@@ -175,7 +176,7 @@ def synthesise_run(
         weights=[target.weight for target in final.styles],
     )
     with progress.logging_above():  # log lines print above the bar, not through it
-        outcome, records = synthesise(stages, problem, make_optimizer(cfg.optimizer), callbacks, start, score)
+        outcome, records = synthesise(stages, problem, optimizer, callbacks, start, score)
     outcome.seconds += where.seconds
 
     record = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -132,6 +133,9 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_corrupt
     saved = checkpoint.load(tmp_path / "run")
     assert (saved.state.iteration, saved.path.name) == (4, "previous.pt")  # the periodic one before
     assert (folder / "last.pt.unreadable").is_file()
+    # TensorBoard reads a folder's event files in name order: <whole seconds>.<host>.<pid>.<writer number>. In one
+    # process within one second the writer number decides, and 10 sorts before 9: resume in the next second.
+    time.sleep(1 - time.time() % 1)
     run(make_config([f"resume={tmp_path / 'run'}"]), overrides=[f"resume={tmp_path / 'run'}"])
     # the previous checkpoint holds the full L-BFGS state too: still the uninterrupted result
     assert torch.equal(final_image(tmp_path / "run"), final_image(tmp_path / "reference"))
