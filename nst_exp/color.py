@@ -67,8 +67,8 @@ def grey(luminance: Tensor) -> Tensor:
 
 
 def luminance(image: Tensor) -> Tensor:
-    """(B, 3, H, W) RGB -> (B, 1, H, W) Y."""
-    return rgb_to_yiq(image)[:, :1]
+    """(B, 3, H, W) RGB -> (B, 1, H, W) Y: ITU-R BT.601 luma, YIQ's first row."""
+    return _mix(image, RGB_TO_YIQ[:1])
 
 
 def match_luminance(style: Tensor, content: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
 from nst_exp.color import ColorControl
 from nst_exp.validation import validate
 from nst_exp.errors import NstError, RunFailed
+from nst_exp.picture_scores import score as picture_score
 from nst_exp.features import Network, load_model, summary
 from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
 from nst_exp.inputs import Inputs, user_path_keys
@@ -40,7 +41,6 @@ from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
 from nst_exp.optimize import Callback, Interrupted, Outcome
 from nst_exp.problem import Problem
-from nst_exp.evaluate import scores
 from nst_exp.results import Result, RunDir, Status, flatten, inputs_used
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import plan, synthesise
@@ -170,7 +170,7 @@ def synthesise_run(
         callbacks.append(checkpointer)
     callbacks.append(progress)
     score = partial(
-        scores,
+        picture_score,
         content=final.content if "content" in used else None,
         styles=[target.image for target in final.styles] if "style" in used else [],
         weights=[target.weight for target in final.styles],

@@ -11,16 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from nst_exp.errors import NstError
-from nst_exp.evaluate import (
-    color_distance,
-    content_ssim,
-    evaluate_run,
-    laplacian_pyramid,
-    luminance,
-    main,
-    scores,
-    style_swd,
-)
+from nst_exp.color import luminance
+from nst_exp.evaluate import evaluate_run, main
+from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, style_swd
 from nst_exp.images import open_rgb, save, to_tensor
 from nst_exp.results import RunDir, write_json
 from tests.conftest import pattern_image
@@ -79,12 +72,12 @@ def test_identical_images_score_perfectly(content: torch.Tensor, style: torch.Te
 
 
 def test_scores_are_python_floats_and_deterministic(content: torch.Tensor, style: torch.Tensor) -> None:
-    for score in (
+    for measure in (
         lambda: content_ssim(style, content),
         lambda: style_swd(content, [style], [1.0]),
         lambda: color_distance(content, [style], [1.0]),
     ):
-        first, second = score(), score()
+        first, second = measure(), measure()
         assert type(first) is float
         assert first == second
     assert style_swd(content, [style], [1.0], seed=1) != style_swd(content, [style], [1.0], seed=0)
@@ -208,9 +201,9 @@ def test_cli_rescores_a_sweep_and_keeps_other_keys(
 
 
 def test_only_the_images_a_run_was_made_with_are_scored(content: torch.Tensor, style: torch.Tensor) -> None:
-    assert set(scores(style, None, [style], [1.0])) == {"eval/style_swd", "eval/color_distance"}
-    assert set(scores(content, content, [], [])) == {"eval/content_ssim"}
-    assert scores(content, None, [], []) == {}
+    assert set(score(style, None, [style], [1.0])) == {"eval/style_swd", "eval/color_distance"}
+    assert set(score(content, content, [], [])) == {"eval/content_ssim"}
+    assert score(content, None, [], []) == {}
 
 
 def test_rescoring_a_content_reconstruction_drops_its_style_scores(
