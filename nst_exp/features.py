@@ -12,7 +12,6 @@ indices.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torchvision
 from torch import Tensor, nn
 
 from nst_exp.config import RESOLVED_PRECISIONS
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, did_you_mean
 from nst_exp.weights import apply_key_map, fit_state, imagenet_state, load_state_file, resolve_weights_file
 
 log = logging.getLogger(__name__)
@@ -71,9 +70,10 @@ def check_layers(requested: Sequence[str], known: Sequence[str], what: str, netw
     """Raise NstError naming the first unknown layer, the nearest known one and all known."""
     for layer in requested:
         if layer not in known:
-            close = difflib.get_close_matches(layer, known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise NstError(f"Unknown {what} '{layer}': {network} has no such layer.{hint} Known: {', '.join(known)}.")
+            raise NstError(
+                f"Unknown {what} '{layer}': {network} has no such layer.{did_you_mean(layer, known)} "
+                f"Known: {', '.join(known)}."
+            )
 
 
 def evaluation_layers(features: nn.Sequential, pooling: str) -> OrderedDict[str, nn.Module]:

@@ -9,7 +9,6 @@ Each error names the key, the value, what is allowed and the fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import math
 import typing
@@ -20,7 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 from omegaconf import OmegaConf
 
 from nst_exp.config import DEVICES, Config, conf_dir, device_kind
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, did_you_mean
 from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
 
@@ -398,8 +397,7 @@ def _optimizer_choices() -> str:
 
 def _unknown_key(key: str, known: Sequence[str], prefix: str, where: str = "") -> NstError:
     """``Unknown key 'bta'. Did you mean 'beta'? Known: alpha, beta, ...``"""
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    hint = did_you_mean(key, known, prefix)
     level = f" in {prefix.rstrip('.')}" if prefix else ""
     return NstError(
         f"Unknown key '{prefix}{key}'{where}.{hint} Known{level}: {', '.join(sorted(known))}. "

@@ -9,7 +9,7 @@ from conftest import make_config
 
 from nst_exp.config import conf_dir
 from nst_exp.validation import check_known_keys, validate, validate_numbers
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, did_you_mean, nearest
 
 EXPERIMENTS = sorted(path.stem for path in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 OPTIMIZERS = sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml"))
@@ -117,3 +117,17 @@ def test_values_at_the_edges_of_their_ranges_pass():
         "+optimizer.weight_decay=0", "+optimizer.amsgrad=true", "seed=18446744073709551615",
     ])
     validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "hint"),
+    [
+        ("bta", "", " Did you mean 'beta'?"),
+        ("image_evry", "log.", " Did you mean 'log.image_every'?"),  # the prefix names the level, as the key is typed
+        ("zzz", "", ""),  # nothing close: no suggestion
+    ],
+)
+def test_did_you_mean_names_the_nearest_known_name_or_nothing(name, prefix, hint):
+    known = ["alpha", "beta", "image_every", "scalars_every"]
+    assert did_you_mean(name, known, prefix) == hint
+    assert nearest(name, known) == (hint.split("'")[1].removeprefix(prefix) if hint else None)
