@@ -7,6 +7,7 @@ wrong type fails when the config is composed, naming the key.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from dataclasses import dataclass, field
@@ -15,10 +16,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
-
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class Choice(str, Enum):
@@ -109,47 +107,53 @@ class ImageConf:
     sha256: Optional[str] = None  # hex digest the download must have; null = not checked
 
 
-@dataclass
-class ModelConf:
-    name: str = "vgg19"  # label in logs and metrics
-    arch: str = "vgg19"  # torchvision architecture: vgg19, vgg16, vgg19_bn, vgg16_bn
-    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.(pth|safetensors) | package:<module>/<file>
-    pooling: Pooling = Pooling.avg  # avg (the paper's) | max (torchvision's)
-    key_map: List[List[str]] = field(default_factory=list)  # [[regex, replacement], ...] for other layouts
-    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # input normalisation
-    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))  # divides after the mean
-    channel_order: ChannelOrder = ChannelOrder.rgb  # input channel order the weights were trained on
-    description: str = "VGG-19 (the paper's architecture)"  # what it is, for logs and metrics
+# The schema gives each key its type (and, in nst_exp.validation, its range), not its value:
+# a key's default is written once, in the YAML that states it with its comment (conf/config.yaml,
+# conf/model/, conf/init/, conf/color/), which --help and docs/configuration.md read. Only what
+# no YAML states has a default here: a region's and a mask's unset keys, an image's url and sha256.
 
 
 @dataclass
-class InitConf:
-    kind: InitKind = InitKind.noise  # noise | content | style | file
-    path: Optional[str] = None  # for kind=file: image under images_dir, or absolute
+class ModelConf:  # conf/model/<name>.yaml
+    name: str = MISSING  # label in logs and metrics
+    arch: str = MISSING  # torchvision architecture: vgg19, vgg16, vgg19_bn, vgg16_bn
+    weights: str = MISSING  # imagenet | random | /path/to/state_dict.(pth|safetensors) | package:<module>/<file>
+    pooling: Pooling = MISSING  # avg (the paper's) | max (torchvision's)
+    key_map: List[List[str]] = MISSING  # [[regex, replacement], ...] for other layouts
+    mean: List[float] = MISSING  # input normalisation
+    std: List[float] = MISSING  # divides after the mean
+    channel_order: ChannelOrder = MISSING  # input channel order the weights were trained on
+    description: str = MISSING  # what it is, for logs and metrics
+
+
+@dataclass
+class InitConf:  # conf/init/<kind>.yaml
+    kind: InitKind = MISSING  # noise | content | style | file
+    path: Optional[str] = MISSING  # for kind=file: image under images_dir, or absolute
 
 
 @dataclass
 class LogConf:
-    scalars_every: int = 1  # iterations between TensorBoard scalar writes
-    image_every: int = 50  # iterations between intermediate images (files and TensorBoard); 0 = none
-    progress: bool = True  # progress bar (shown on a terminal only)
+    scalars_every: int = MISSING  # iterations between TensorBoard scalar writes
+    image_every: int = MISSING  # iterations between intermediate images (files and TensorBoard); 0 = none
+    progress: bool = MISSING  # progress bar (shown on a terminal only)
 
 
 @dataclass
 class CheckpointConf:
-    every: int = 100  # iterations between checkpoints; also written at Ctrl-C, SIGTERM, a NaN stop, the end
-    auto_resume: bool = True  # a run dir holding this run's checkpoint continues it; a finished run is skipped
+    every: int = MISSING  # iterations between checkpoints; also written at Ctrl-C, SIGTERM, a NaN stop, the end
+    auto_resume: bool = MISSING  # a run dir holding this run's checkpoint continues it; a finished run is skipped
 
 
 @dataclass
-class ColorConf:
-    mode: ColorMode = ColorMode.none  # none | luminance | histogram (Gatys et al. CVPR 2017, section 5)
-    histogram: HistogramMatch = HistogramMatch.pca  # mode=histogram: the linear colour map
-    match_luminance: bool = True  # mode=luminance: match the style's luminance mean and std to the content's
+class ColorConf:  # conf/color/<mode>.yaml
+    mode: ColorMode = MISSING  # none | luminance | histogram (Gatys et al. CVPR 2017, section 5)
+    histogram: HistogramMatch = MISSING  # mode=histogram: the linear colour map
+    match_luminance: bool = MISSING  # mode=luminance: match the style's luminance mean and std to the content's
 
 
 @dataclass
-class MaskConf:
+class MaskConf:  # a region's; no YAML states every key
     path: Optional[str] = None  # grey image, white = inside, under images_dir or absolute; null = the rectangle
     top: float = 0.0  # the rectangle, as fractions of the image's height ...
     bottom: float = 1.0
@@ -159,7 +163,7 @@ class MaskConf:
 
 
 @dataclass
-class RegionConf:
+class RegionConf:  # an entry of spatial.regions; no YAML states every key
     name: str = MISSING  # label in logs and TensorBoard
     mask: MaskConf = field(default_factory=MaskConf)  # where on the content image
     style: Optional[str] = None  # a conf/style name or an image file; null = no style term here
@@ -169,54 +173,70 @@ class RegionConf:
 
 @dataclass
 class SpatialConf:
-    regions: List[RegionConf] = field(default_factory=list)  # empty = no spatial control
-    propagation: Propagation = Propagation.downsample  # masks per layer: downsample | inside (eroded)
+    regions: List[RegionConf] = MISSING  # empty = no spatial control
+    propagation: Propagation = MISSING  # masks per layer: downsample | inside (eroded)
 
 
 @dataclass
 class CoarseToFineConf:
-    sizes: List[int] = field(default_factory=list)  # long sides of the stages before the one at image_size
-    iterations: List[int] = field(default_factory=list)  # per coarse stage; empty = `iterations` each
+    sizes: List[int] = MISSING  # long sides of the stages before the one at image_size
+    iterations: List[int] = MISSING  # per coarse stage; empty = `iterations` each
 
 
 @dataclass
-class Config:
+class Config:  # conf/config.yaml
     content: ImageConf = MISSING
     style: ImageConf = MISSING
-    styles: List[str] = field(default_factory=list)
-    style_blend: Optional[List[float]] = None
-    style_scale: float = 1.0
+    styles: List[str] = MISSING
+    style_blend: Optional[List[float]] = MISSING
+    style_scale: float = MISSING
     color: ColorConf = field(default_factory=ColorConf)
     spatial: SpatialConf = field(default_factory=SpatialConf)
     coarse_to_fine: CoarseToFineConf = field(default_factory=CoarseToFineConf)
-    tv_weight: float = 0.0
+    tv_weight: float = MISSING
     init: InitConf = field(default_factory=InitConf)
     optimizer: Any = MISSING
     model: ModelConf = field(default_factory=ModelConf)
     log: LogConf = field(default_factory=LogConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
-    alpha: float = 1.0
-    beta: float = 1e3
-    content_layers: List[str] = field(default_factory=lambda: ["relu4_2"])
-    style_layers: List[str] = field(
-        default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-    )
-    style_weights: Optional[List[float]] = None
-    loss: Convention = Convention.paper
-    image_size: int = 512
-    iterations: int = 500
-    seed: int = 0
-    device: str = "auto"
-    threads: Optional[int] = None  # CPU threads per job; None = torch's default
-    precision: Precision = Precision.auto  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
-    channels_last: Any = "auto"  # auto (on with bf16) | true | false: NHWC activations
-    compile: bool = False  # the network's pass through torch.compile
-    images_dir: str = "images"
-    max_image_pixels: int = 89_478_485
-    resume: Optional[str] = None  # a run dir to continue from its last checkpoint, with its saved config
-    memory_guard: bool = True  # refuse a run whose estimated peak memory exceeds what the device has free
-    objective: List[str] = field(default_factory=lambda: ["loss/total"])  # metrics.json keys a job returns to a sweeper
-    objective_weights: Optional[List[float]] = None  # one per objective: return their weighted sum; None = each value
+    alpha: float = MISSING
+    beta: float = MISSING
+    content_layers: List[str] = MISSING
+    style_layers: List[str] = MISSING
+    style_weights: Optional[List[float]] = MISSING
+    loss: Convention = MISSING
+    image_size: int = MISSING
+    iterations: int = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    threads: Optional[int] = MISSING  # CPU threads per job; None = torch's default
+    precision: Precision = MISSING  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
+    channels_last: Any = MISSING  # auto (on with bf16) | true | false: NHWC activations
+    compile: bool = MISSING  # the network's pass through torch.compile
+    images_dir: str = MISSING
+    max_image_pixels: int = MISSING
+    resume: Optional[str] = MISSING  # a run dir to continue from its last checkpoint, with its saved config
+    memory_guard: bool = MISSING  # refuse a run whose estimated peak memory exceeds what the device has free
+    objective: List[str] = MISSING  # metrics.json keys a job returns to a sweeper
+    objective_weights: Optional[List[float]] = MISSING  # one per objective: return their weighted sum; None = each value
+
+
+def default(key: str) -> Any:
+    """The default conf/config.yaml states for a dotted key: ``beta`` -> 1000.0, ``log.image_every`` -> 50.
+
+    Where a message suggests the default, and where code outside a composed
+    config needs the paper's settings (nst_exp.losses.LossSettings), it reads them here.
+    """
+    absent = object()
+    value = OmegaConf.select(_config_yaml(), key, default=absent)
+    if value is absent:
+        raise KeyError(f"conf/config.yaml states no {key!r}")
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+@functools.lru_cache(maxsize=1)
+def _config_yaml() -> DictConfig:
+    return OmegaConf.load(Path(conf_dir()) / "config.yaml")
 
 
 def register() -> None:

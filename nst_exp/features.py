@@ -296,7 +296,7 @@ def load_model(model: Any, seed: int) -> Network:
         seed=seed,
         mean=model.mean,
         std=model.std,
-        channel_order=model.get("channel_order", "rgb"),
+        channel_order=model.channel_order,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from nst_exp.config import DEVICES, Config, conf_dir, device_kind
+from nst_exp.config import DEVICES, Config, conf_dir, default, device_kind
 from nst_exp.errors import NstError, did_you_mean
 from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
@@ -257,7 +257,7 @@ def validate_numbers(cfg: Any, *, optimizer: bool = True) -> None:
         for key, value in _entries(cfg, pattern):
             problem = bound.problem(value)
             if problem:
-                advice = f"Use e.g. {key}={_schema_default(pattern)} (the default)." if fix == "default" else fix
+                advice = f"Use e.g. {key}={default(pattern)} (the default)." if fix == "default" else fix
                 raise NstError(f"{key}={value} {problem}. {key} must be {bound.describe()}. {advice}")
     if optimizer:
         _validate_optimizer_numbers(cfg.get("optimizer"))
@@ -307,15 +307,6 @@ def _entries(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, A
             yield from _entries(item, rest, item_key + ".")
         else:
             yield item_key, item
-
-
-def _schema_default(key: str) -> Any:
-    """The schema's default for a dotted key of ``Config`` (no list entries)."""
-    schema: Any = Config
-    for name in key.split("."):
-        found = next(f for f in dataclasses.fields(schema) if f.name == name)
-        schema = found.default_factory() if found.default is dataclasses.MISSING else found.default
-    return schema
 
 
 def _dotlist_value(value: Any) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 from conftest import make_config
+from omegaconf import MISSING, OmegaConf
 
-from nst_exp.config import conf_dir
+from nst_exp.config import ColorConf, Config, InitConf, ModelConf, conf_dir
+from nst_exp.normalize import NormalizeConfig
 from nst_exp.validation import check_known_keys, validate, validate_numbers
 from nst_exp.errors import NstError, did_you_mean, nearest
 
@@ -131,3 +135,41 @@ def test_did_you_mean_names_the_nearest_known_name_or_nothing(name, prefix, hint
     known = ["alpha", "beta", "image_every", "scalars_every"]
     assert did_you_mean(name, known, prefix) == hint
     assert nearest(name, known) == (hint.split("'")[1].removeprefix(prefix) if hint else None)
+
+
+# Each YAML file and the schema node it fills. ImageConf is not here: its url and sha256 are
+# optional (an image file named on the command line has neither), so the schema says null.
+FILLED_BY = [
+    ("config.yaml", Config), ("normalize.yaml", NormalizeConfig),
+    *((f"{group}/{path.name}", schema) for group, schema in (("model", ModelConf), ("init", InitConf), ("color", ColorConf))
+      for path in sorted((Path(conf_dir()) / group).glob("*.yaml"))),
+]
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return field.default_factory is not dataclasses.MISSING or field.default not in (dataclasses.MISSING, MISSING)
+
+
+def _stated_twice(node: dict, schema: type, groups: set, prefix: str = "") -> list[str]:
+    """Keys the YAML ``node`` states that the schema gives a default too, and keys neither states."""
+    found, hints = [], typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        key = prefix + field.name
+        if dataclasses.is_dataclass(hints[field.name]):
+            if field.name in node:
+                found += _stated_twice(node[field.name], hints[field.name], set(), key + ".")
+            elif field.name not in groups:
+                found.append(f"{key}: no YAML states it")
+        elif field.name in node and _has_default(field):
+            found.append(f"{key}: stated in the YAML and the schema")
+        elif field.name not in node and field.name not in groups and not _has_default(field):
+            found.append(f"{key}: no YAML states it")
+    return found
+
+
+@pytest.mark.parametrize(("yaml", "schema"), FILLED_BY, ids=[yaml for yaml, _ in FILLED_BY])
+def test_every_default_is_stated_once_in_the_yaml_and_the_schema_gives_only_its_type(yaml, schema):
+    """The YAML states each default beside its comment (--help reads it there); the schema does not repeat it."""
+    node = OmegaConf.to_container(OmegaConf.load(Path(conf_dir()) / yaml), resolve=False)
+    groups = {next(iter(entry)) for entry in node.pop("defaults", []) if isinstance(entry, dict)}
+    assert _stated_twice(node, schema, groups) == []
