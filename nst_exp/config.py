@@ -8,6 +8,7 @@ wrong type fails when the config is composed, naming the key.
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 from dataclasses import dataclass, field
@@ -85,6 +86,77 @@ RESOLVED_PRECISIONS = ("fp32", "bf16", "tf32")  # what a run computes in once au
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the GPU numbered N
 
 
+# What a number may be, beside its field (``bounded``): types are checked when the config is
+# composed; nst_exp.validation walks the schema and checks each bounded value (each entry of a
+# list) before anything loads, because a NaN weight only shows up as a "diverged" run and a
+# negative learning rate as torch's traceback.
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a numeric setting may be: a finite number (an integer if ``integer``) between ``low`` and ``high``."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False  # ``low`` itself is not allowed
+    high_open: bool = False  # nor ``high``
+    integer: bool = False
+    nullable: bool = False  # null is allowed
+
+    def describe(self) -> str:
+        """``a finite number >= 0``, ``an integer in [1, 10]``, ..."""
+        kind = "an integer" if self.integer else "a finite number"
+        low, high = (None if bound is None else _number(bound) for bound in (self.low, self.high))
+        if self.low is not None and self.high is not None:
+            text = f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {low}"
+        elif self.high is not None:
+            text = f"{kind} {'<' if self.high_open else '<='} {high}"
+        else:
+            text = kind
+        return text + (", or null" if self.nullable else "")
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with ``value`` (``is negative``, ``is NaN``...), or None if it is allowed."""
+        if value is None:
+            return None if self.nullable else "is null"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "is not a number"
+        if math.isnan(value):
+            return "is NaN (not a number)"
+        if math.isinf(value):
+            return "is infinite"
+        if self.integer and value != int(value):
+            return "is not an integer"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return "is negative" if value < 0 <= self.low else f"is {'' if value == self.low else 'below '}{_number(self.low)}"
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return f"is {'' if value == self.high else 'above '}{_number(self.high)}"
+        return None
+
+
+def _number(value: Any) -> str:
+    """1 for 1.0, 0.5 for 0.5, every digit of a large integer."""
+    return str(int(value)) if isinstance(value, int) or (isinstance(value, float) and value.is_integer()) else f"{value:g}"
+
+
+WEIGHT = Bound(low=0)
+POSITIVE = Bound(low=0, low_open=True)
+COUNT = Bound(low=0, integer=True)
+AT_LEAST_ONE = Bound(low=1, integer=True)
+SEED = Bound(low=0, high=2**64 - 1, integer=True)  # torch.manual_seed's range; a negative seed wraps to another
+
+
+def bounded(bound: Bound, fix: str | None = None, default: Any = MISSING) -> Any:
+    """A schema field whose number (each number, for a list) must be within ``bound``.
+
+    ``fix`` ends the error message; None advises the default conf/config.yaml states
+    (``Use e.g. beta=1000.0 (the default).``). ``default``: only for a key no YAML states.
+    """
+    return field(default=default, metadata={"bound": bound, "fix": fix})
+
+
 def device_kind(name: str) -> str | None:
     """``cuda`` for ``cuda`` and ``cuda:N``; ``auto``, ``cpu`` or ``mps`` as named; None for anything else."""
     if re.fullmatch(r"cuda:\d+", name):
@@ -120,8 +192,8 @@ class ModelConf:  # conf/model/<name>.yaml
     weights: str = MISSING  # imagenet | random | /path/to/state_dict.(pth|safetensors) | package:<module>/<file>
     pooling: Pooling = MISSING  # avg (the paper's) | max (torchvision's)
     key_map: List[List[str]] = MISSING  # [[regex, replacement], ...] for other layouts
-    mean: List[float] = MISSING  # input normalisation
-    std: List[float] = MISSING  # divides after the mean
+    mean: List[float] = bounded(Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406).")
+    std: List[float] = bounded(POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225).")
     channel_order: ChannelOrder = MISSING  # input channel order the weights were trained on
     description: str = MISSING  # what it is, for logs and metrics
 
@@ -134,14 +206,14 @@ class InitConf:  # conf/init/<kind>.yaml
 
 @dataclass
 class LogConf:
-    scalars_every: int = MISSING  # iterations between TensorBoard scalar writes
-    image_every: int = MISSING  # iterations between intermediate images (files and TensorBoard); 0 = none
+    scalars_every: int = bounded(COUNT)  # iterations between TensorBoard scalar writes
+    image_every: int = bounded(COUNT)  # iterations between intermediate images (files and TensorBoard); 0 = none
     progress: bool = MISSING  # progress bar (shown on a terminal only)
 
 
 @dataclass
 class CheckpointConf:
-    every: int = MISSING  # iterations between checkpoints; also written at Ctrl-C, SIGTERM, a NaN stop, the end
+    every: int = bounded(COUNT)  # iterations between checkpoints; also written at Ctrl-C, SIGTERM, a NaN stop, the end
     auto_resume: bool = MISSING  # a run dir holding this run's checkpoint continues it; a finished run is skipped
 
 
@@ -168,7 +240,7 @@ class RegionConf:  # an entry of spatial.regions; no YAML states every key
     mask: MaskConf = field(default_factory=MaskConf)  # where on the content image
     style: Optional[str] = None  # a conf/style name or an image file; null = no style term here
     style_mask: MaskConf = field(default_factory=MaskConf)  # which part of the style image; default all
-    weight: float = 1.0  # lambda_r; normalised to sum 1 over the styled regions
+    weight: float = bounded(WEIGHT, "Give each region a weight >= 0 (they are normalised to sum 1).", default=1.0)  # lambda_r
 
 
 @dataclass
@@ -179,8 +251,10 @@ class SpatialConf:
 
 @dataclass
 class CoarseToFineConf:
-    sizes: List[int] = MISSING  # long sides of the stages before the one at image_size
-    iterations: List[int] = MISSING  # per coarse stage; empty = `iterations` each
+    sizes: List[int] = bounded(AT_LEAST_ONE, (  # long sides of the stages before the one at image_size
+        "Give increasing sizes below image_size (say a quarter and a half of it), or coarse_to_fine.sizes=[] for one stage."
+    ))
+    iterations: List[int] = bounded(COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each.")
 
 
 @dataclass
@@ -188,37 +262,43 @@ class Config:  # conf/config.yaml
     content: ImageConf = MISSING
     style: ImageConf = MISSING
     styles: List[str] = MISSING
-    style_blend: Optional[List[float]] = MISSING
-    style_scale: float = MISSING
+    style_blend: Optional[List[float]] = bounded(WEIGHT, "Give one weight >= 0 per style, or style_blend=null for equal weights.")
+    style_scale: float = bounded(POSITIVE)
     color: ColorConf = field(default_factory=ColorConf)
     spatial: SpatialConf = field(default_factory=SpatialConf)
     coarse_to_fine: CoarseToFineConf = field(default_factory=CoarseToFineConf)
-    tv_weight: float = MISSING
+    tv_weight: float = bounded(WEIGHT)
     init: InitConf = field(default_factory=InitConf)
     optimizer: Any = MISSING
     model: ModelConf = field(default_factory=ModelConf)
     log: LogConf = field(default_factory=LogConf)
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
-    alpha: float = MISSING
-    beta: float = MISSING
+    alpha: float = bounded(WEIGHT)
+    beta: float = bounded(WEIGHT)
     content_layers: List[str] = MISSING
     style_layers: List[str] = MISSING
-    style_weights: Optional[List[float]] = MISSING
+    style_weights: Optional[List[float]] = bounded(
+        WEIGHT, "Give one weight >= 0 per style layer, or style_weights=null for 1/L each."
+    )
     loss: Convention = MISSING
-    image_size: int = MISSING
-    iterations: int = MISSING
-    seed: int = MISSING
+    image_size: int = bounded(AT_LEAST_ONE)
+    iterations: int = bounded(COUNT)
+    seed: int = bounded(SEED)
     device: str = MISSING
-    threads: Optional[int] = MISSING  # CPU threads per job; None = torch's default
+    threads: Optional[int] = bounded(  # CPU threads per job; None = torch's default
+        Bound(low=1, integer=True, nullable=True), "Use threads=null for torch's default."
+    )
     precision: Precision = MISSING  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
     channels_last: Any = MISSING  # auto (on with bf16) | true | false: NHWC activations
     compile: bool = MISSING  # the network's pass through torch.compile
     images_dir: str = MISSING
-    max_image_pixels: int = MISSING
+    max_image_pixels: int = bounded(AT_LEAST_ONE)
     resume: Optional[str] = MISSING  # a run dir to continue from its last checkpoint, with its saved config
     memory_guard: bool = MISSING  # refuse a run whose estimated peak memory exceeds what the device has free
     objective: List[str] = MISSING  # metrics.json keys a job returns to a sweeper
-    objective_weights: Optional[List[float]] = MISSING  # one per objective: return their weighted sum; None = each value
+    objective_weights: Optional[List[float]] = bounded(  # one per objective: return their weighted sum; None = each value
+        Bound(), "Give one finite weight per objective, or objective_weights=null."
+    )
 
 
 def default(key: str) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_config
 from omegaconf import MISSING, OmegaConf
 
-from nst_exp.config import ColorConf, Config, InitConf, ModelConf, conf_dir
+from nst_exp.config import WEIGHT, Bound, ColorConf, Config, InitConf, ModelConf, RegionConf, conf_dir
 from nst_exp.normalize import NormalizeConfig
 from nst_exp.validation import check_known_keys, validate, validate_numbers
 from nst_exp.errors import NstError, did_you_mean, nearest
@@ -173,3 +173,25 @@ def test_every_default_is_stated_once_in_the_yaml_and_the_schema_gives_only_its_
     node = OmegaConf.to_container(OmegaConf.load(Path(conf_dir()) / yaml), resolve=False)
     groups = {next(iter(entry)) for entry in node.pop("defaults", []) if isinstance(entry, dict)}
     assert _stated_twice(node, schema, groups) == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "name", "overrides", "bound", "message"),
+    [
+        (Config, "beta", ["beta=1e4"], Bound(low=0, high=5000),
+         r"beta=10000\.0 is above 5000\. beta must be a finite number in \[0, 5000\]\. Use e\.g\. beta=1000\.0 \(the default\)\.$"),
+        # a field of a list entry, with the fix written beside it
+        (RegionConf, "weight", ["experiment=spatial_sky", "spatial.regions.0.weight=6"], Bound(low=0, high=5),
+         r"spatial\.regions\[0\]\.weight=6\.0 is above 5\. spatial\.regions\[0\]\.weight must be a finite number in "
+         r"\[0, 5\]\. Give each region a weight >= 0 \(they are normalised to sum 1\)\.$"),
+    ],
+)
+def test_a_number_is_checked_against_the_bound_beside_its_field(monkeypatch, schema, name, overrides, bound, message):
+    """validate_numbers reads each bound from its schema field's metadata (config.bounded): change it there, and only there."""
+    field = next(f for f in dataclasses.fields(schema) if f.name == name)
+    assert field.metadata["bound"] == WEIGHT
+    cfg = make_config(overrides)
+    validate_numbers(cfg)  # within the shipped bound
+    monkeypatch.setattr(field, "metadata", {**field.metadata, "bound": bound})
+    with pytest.raises(NstError, match=message):
+        validate_numbers(cfg)
