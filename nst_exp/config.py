@@ -19,6 +19,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from nst_exp.errors import NstError
+
 
 class Choice(str, Enum):
     """A setting with fixed values: a wrong one fails when the config is composed, listing the options.
@@ -33,6 +35,18 @@ class Choice(str, Enum):
     @classmethod
     def values(cls) -> tuple[str, ...]:
         return tuple(member.value for member in cls)
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> Choice:
+        """``value`` (a member or its string) as a member; an unknown one is refused, naming ``what`` and the options.
+
+        For values that arrive without the schema (``GatysLoss(convention=...)``,
+        ``load_network(pooling=...)``); a composed config's are members already.
+        """
+        try:
+            return cls(getattr(value, "value", value))
+        except ValueError:
+            raise NstError(f"Unknown {what} '{value}'. Known: {', '.join(cls.values())}.") from None
 
 
 class Precision(Choice):

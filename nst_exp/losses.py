@@ -183,10 +183,8 @@ class LossSettings:
         object.__setattr__(self, "content_layers", tuple(self.content_layers))
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
         object.__setattr__(self, "style_weights", tuple(equal_style_weights(self.style_layers, self.style_weights)))
-        if self.convention not in Convention.values():
-            raise NstError(f"Unknown loss convention '{self.convention}'. Known: {', '.join(Convention.values())}.")
-        object.__setattr__(self, "convention", Convention(self.convention))
-        object.__setattr__(self, "propagation", Propagation(self.propagation))
+        object.__setattr__(self, "convention", Convention.parse(self.convention, "loss convention"))
+        object.__setattr__(self, "propagation", Propagation.parse(self.propagation, "spatial.propagation"))
         for key in ("alpha", "beta", "tv_weight"):
             object.__setattr__(self, key, float(getattr(self, key)))
 

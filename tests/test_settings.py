@@ -10,7 +10,7 @@ import pytest
 from conftest import make_config
 from omegaconf import MISSING, OmegaConf
 
-from nst_exp.config import WEIGHT, Bound, ColorConf, Config, InitConf, ModelConf, RegionConf, conf_dir
+from nst_exp.config import WEIGHT, Bound, ColorConf, Config, Convention, InitConf, ModelConf, RegionConf, conf_dir
 from nst_exp.normalize import NormalizeConfig
 from nst_exp.validation import check_known_keys, validate, validate_numbers
 from nst_exp.errors import NstError, did_you_mean, nearest
@@ -195,3 +195,10 @@ def test_a_number_is_checked_against_the_bound_beside_its_field(monkeypatch, sch
     monkeypatch.setattr(field, "metadata", {**field.metadata, "bound": bound})
     with pytest.raises(NstError, match=message):
         validate_numbers(cfg)
+
+
+def test_a_choice_parses_its_members_and_their_strings_and_refuses_the_rest():
+    assert Convention.parse("authors_code", "loss convention") is Convention.authors_code
+    assert Convention.parse(Convention.paper, "loss convention") is Convention.paper
+    with pytest.raises(NstError, match=r"^Unknown loss convention 'caffe'\. Known: paper, authors_code\.$"):
+        Convention.parse("caffe", "loss convention")
