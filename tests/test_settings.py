@@ -11,9 +11,9 @@ from conftest import make_config
 from omegaconf import MISSING, OmegaConf
 
 from nst_exp.config import WEIGHT, Bound, ColorConf, Config, Convention, InitConf, ModelConf, RegionConf, conf_dir
+from nst_exp.errors import NstError, did_you_mean, nearest
 from nst_exp.normalize import NormalizeConfig
 from nst_exp.validation import check_known_keys, validate, validate_numbers
-from nst_exp.errors import NstError, did_you_mean, nearest
 
 EXPERIMENTS = sorted(path.stem for path in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 OPTIMIZERS = sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml"))
