@@ -3,6 +3,13 @@
 The schema is registered as ``base_config`` in Hydra's ConfigStore and comes
 first in conf/config.yaml's defaults list, so a misspelt key or a value of the
 wrong type fails when the config is composed, naming the key.
+
+The schema gives each key its type and, for a number, its range (``bounded``),
+not its value: a key's default is written once, beside its comment, in the YAML
+that states it (conf/config.yaml, conf/model/, conf/init/, conf/color/), where
+--help and docs/configuration.md read it; ``default(key)`` reads it for code.
+Only what no YAML states has a default here: a region's and a mask's unset
+keys, an image's url and sha256.
 """
 
 from __future__ import annotations
@@ -190,12 +197,6 @@ class ImageConf:
     path: str = MISSING  # file name under images_dir, or an absolute path
     url: Optional[str] = None  # public address, fetched on first use if the file is missing
     sha256: Optional[str] = None  # hex digest the download must have; null = not checked
-
-
-# The schema gives each key its type (and, in nst_exp.validation, its range), not its value:
-# a key's default is written once, in the YAML that states it with its comment (conf/config.yaml,
-# conf/model/, conf/init/, conf/color/), which --help and docs/configuration.md read. Only what
-# no YAML states has a default here: a region's and a mask's unset keys, an image's url and sha256.
 
 
 @dataclass
