@@ -16,7 +16,6 @@ Torch-free: it runs before Hydra parses the command line.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nst_exp.config import Config, conf_dir
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, nearest
 from nst_exp.styles import IMAGE_SUFFIXES
 
 log = logging.getLogger("nst_exp")
@@ -229,12 +228,12 @@ def misspelt_key(args: Sequence[str]) -> None:
         key = re.split(r"[.@/]", argument.split("=", 1)[0], maxsplit=1)[0]
         if key in known:
             continue
-        close = difflib.get_close_matches(key, known, n=1)
-        if close:  # no near name: Hydra's own message says what it could not override
-            kind = "config group" if close[0] in groups else "key"
+        close = nearest(key, known)
+        if close is not None:  # no near name: Hydra's own message says what it could not override
+            kind = "config group" if close in groups else "key"
             raise NstError(
                 f"Could not override '{key}': nst_exp has no key or config group of that name. "
-                f"Did you mean {close[0]}= (the {kind})? Every key and group: nst-exp --help."
+                f"Did you mean {close}= (the {kind})? Every key and group: nst-exp --help."
             )
 
 

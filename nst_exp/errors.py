@@ -1,6 +1,8 @@
 """The exceptions nst_exp raises for problems a user can fix, and for a run a user stopped."""
 
+import difflib
 import signal
+from typing import Sequence
 
 
 class NstError(Exception):
@@ -43,3 +45,15 @@ def one_line(error: BaseException, limit: int = 160) -> str:
     """An exception's text on one line, at most ``limit`` characters: for a message that names a damaged file."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nearest(name: str, known: Sequence[str]) -> str | None:
+    """The known name closest to a misspelt ``name`` (difflib's judgement), or None when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Sequence[str], prefix: str = "") -> str:
+    """`` Did you mean 'beta'?`` for the known name nearest ``name`` (``prefix`` before it), or "" when none is close."""
+    close = nearest(name, known)
+    return f" Did you mean '{prefix}{close}'?" if close is not None else ""

@@ -12,7 +12,6 @@ indices.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from nst_exp.config import RESOLVED_PRECISIONS
-from nst_exp.errors import NstError
+from nst_exp.config import RESOLVED_PRECISIONS, ChannelOrder, Pooling
+from nst_exp.errors import NstError, did_you_mean
+from nst_exp.hardware import check_tf32
 from nst_exp.weights import apply_key_map, fit_state, imagenet_state, load_state_file, resolve_weights_file
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,10 @@ def check_layers(requested: Sequence[str], known: Sequence[str], what: str, netw
     """Raise NstError naming the first unknown layer, the nearest known one and all known."""
     for layer in requested:
         if layer not in known:
-            close = difflib.get_close_matches(layer, known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise NstError(f"Unknown {what} '{layer}': {network} has no such layer.{hint} Known: {', '.join(known)}.")
+            raise NstError(
+                f"Unknown {what} '{layer}': {network} has no such layer.{did_you_mean(layer, known)} "
+                f"Known: {', '.join(known)}."
+            )
 
 
 def evaluation_layers(features: nn.Sequential, pooling: str) -> OrderedDict[str, nn.Module]:
@@ -148,12 +149,7 @@ class FeatureExtractor(nn.Module):
                 f"precision={precision!r} is not one of {', '.join(RESOLVED_PRECISIONS)} "
                 "(resolve auto first: nst_exp.hardware.choose_speed)."
             )
-        device = self.mean.device
-        if precision == "tf32" and device.type != "cuda":
-            raise NstError(
-                f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
-                f"{device.type}. Use precision=fp32, or precision=bf16 where the CPU has bf16 instructions."
-            )
+        check_tf32(precision, self.mean.device.type)
         self.precision, self.channels_last = precision, channels_last
         self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self._layers = torch.compile(self._pass) if compile else self._pass
@@ -296,7 +292,7 @@ def load_model(model: Any, seed: int) -> Network:
         seed=seed,
         mean=model.mean,
         std=model.std,
-        channel_order=model.get("channel_order", "rgb"),
+        channel_order=model.channel_order,
     )
 
 
@@ -318,8 +314,8 @@ def load_network(
     """
     if arch not in ARCHITECTURES:
         raise NstError(f"Unknown model.arch '{arch}'. Known: {', '.join(ARCHITECTURES)}.")
-    if pooling not in ("avg", "max"):
-        raise NstError(f"model.pooling must be 'avg' (the paper's) or 'max', not '{pooling}'.")
+    pooling = Pooling.parse(pooling, "model.pooling")  # a composed config's are members already
+    channel_order = ChannelOrder.parse(channel_order, "model.channel_order")
     features = build_features(arch)
     if weights == "random":
         init_random(features, seed)
@@ -342,8 +338,6 @@ def load_network(
         first = features[0]
         with torch.no_grad():
             first.weight.copy_(first.weight.flip(1))  # BGR-trained filters, fed RGB
-    elif channel_order != "rgb":
-        raise NstError(f"model.channel_order must be 'rgb' or 'bgr', not '{channel_order}'.")
     modules = list(features)
     if 0 < covered < len(modules) and isinstance(modules[covered], nn.BatchNorm2d):
         covered -= 1  # a convolution without its batch norm computes something else

@@ -143,11 +143,7 @@ def choose_speed(requested_precision: Any, requested_channels_last: Any, caps: C
     """
     precision = _setting("precision", requested_precision, PRECISIONS)
     channels_last = _setting("channels_last", requested_channels_last, CHANNELS_LAST)
-    if precision == "tf32" and caps.device_type != "cuda":
-        raise NstError(
-            f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
-            f"{caps.device_type}. Use precision=fp32 or precision=auto."
-        )
+    check_tf32(precision, caps.device_type)
     used = ("bf16" if caps.native_bf16 else "fp32") if precision == "auto" else precision
     nhwc = used == "bf16" if channels_last == "auto" else channels_last == "true"
     head = used if precision == "auto" else f"{used} (as asked)"
@@ -156,6 +152,19 @@ def choose_speed(requested_precision: Any, requested_channels_last: Any, caps: C
     elif channels_last == "false" and used == "bf16":
         head += ", channels_last off (as asked)"
     return SpeedChoice(used, nhwc, f"{head}: {caps.why}")
+
+
+def check_tf32(precision: str, device_type: str) -> None:
+    """Refuse ``precision=tf32`` off CUDA: TensorFloat-32 runs on CUDA's tensor cores only.
+
+    The rule's one statement: choose_speed applies it to a run's settings before the
+    network loads, FeatureExtractor.speed to a network set up directly.
+    """
+    if precision == "tf32" and device_type != "cuda":
+        raise NstError(
+            f"precision=tf32 needs a CUDA GPU (TensorFloat-32 runs on its tensor cores); this run is on "
+            f"{device_type}. Use precision=fp32 or precision=auto (bf16 where the device runs it natively)."
+        )
 
 
 def _setting(key: str, value: Any, allowed: tuple[str, ...]) -> str:

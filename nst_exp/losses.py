@@ -27,7 +27,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from nst_exp.config import Convention, Propagation
+from nst_exp.config import Convention, Propagation, default
 from nst_exp.errors import NstError
 from nst_exp.features import FeatureExtractor
 from nst_exp.guidance import layer_guides
@@ -168,25 +168,24 @@ class LossSettings:
 
     ``style_weights`` are the w_l, resolved (1/L each when the config says null)
     and length-checked here, so the objective never sees a half-valid setting.
+    A field left out takes conf/config.yaml's default (the paper's settings).
     """
 
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    style_weights: tuple[float, ...] | None = None  # None = 1/L each
-    alpha: float = 1.0
-    beta: float = 1e3
-    convention: Convention = Convention.paper
-    propagation: Propagation = Propagation.downsample
-    tv_weight: float = 0.0
+    content_layers: tuple[str, ...] = tuple(default("content_layers"))
+    style_layers: tuple[str, ...] = tuple(default("style_layers"))
+    style_weights: tuple[float, ...] | None = default("style_weights")  # None = 1/L each
+    alpha: float = default("alpha")
+    beta: float = default("beta")
+    convention: Convention = Convention(default("loss"))
+    propagation: Propagation = Propagation(default("spatial.propagation"))
+    tv_weight: float = default("tv_weight")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "content_layers", tuple(self.content_layers))
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
         object.__setattr__(self, "style_weights", tuple(equal_style_weights(self.style_layers, self.style_weights)))
-        if self.convention not in Convention.values():
-            raise NstError(f"Unknown loss convention '{self.convention}'. Known: {', '.join(Convention.values())}.")
-        object.__setattr__(self, "convention", Convention(self.convention))
-        object.__setattr__(self, "propagation", Propagation(self.propagation))
+        object.__setattr__(self, "convention", Convention.parse(self.convention, "loss convention"))
+        object.__setattr__(self, "propagation", Propagation.parse(self.propagation, "spatial.propagation"))
         for key in ("alpha", "beta", "tv_weight"):
             object.__setattr__(self, key, float(getattr(self, key)))
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from nst_exp.cli_args import asks_for_information
 from nst_exp.config import ModelConf, conf_dir
@@ -66,15 +66,17 @@ PLAIN_ARCH = {"vgg19_bn": "vgg19", "vgg16_bn": "vgg16", "vgg19": "vgg19", "vgg16
 
 @dataclass
 class NormalizeConfig:
+    """conf/normalize.yaml's schema: types here, each default once in the YAML (as nst_exp.config.Config)."""
+
     model: ModelConf = field(default_factory=ModelConf)
-    images_dir: str = "images"  # folder of calibration images
-    image_size: int = 256  # long side each calibration image is resized to
-    max_images: int = 0  # use at most this many (sorted by name); 0 = all
-    output: Optional[str] = None  # weights file to write; null = <run dir>/<model.name>_normalised[_min<r>].pth
-    seed: int = 0  # seeds random weights
-    device: str = "auto"  # auto | cpu | cuda | mps
-    max_image_pixels: int = 89_478_485  # larger input files are refused
-    min_factor: float = 0.0  # no f below this times its layer's median f; 0 = the paper's rule
+    images_dir: str = MISSING  # folder of calibration images
+    image_size: int = MISSING  # long side each calibration image is resized to
+    max_images: int = MISSING  # use at most this many (sorted by name); 0 = all
+    output: Optional[str] = MISSING  # weights file to write; null = <run dir>/<model.name>_normalised[_min<r>].pth
+    seed: int = MISSING  # seeds random weights
+    device: str = MISSING  # auto | cpu | cuda | mps
+    max_image_pixels: int = MISSING  # larger input files are refused
+    min_factor: float = MISSING  # no f below this times its layer's median f; 0 = the paper's rule
 
 
 def register() -> None:

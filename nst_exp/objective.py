@@ -10,11 +10,10 @@ failed returns NaN in the same shape.
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Mapping, Sequence, Union
 
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, did_you_mean
 from nst_exp.results import FINAL_VALUES
 
 OBJECTIVES = FINAL_VALUES  # written to metrics.json by every run that finishes: final losses, then eval/* scores
@@ -30,10 +29,8 @@ def check(names: Sequence[str], weights: Sequence[float] | None = None) -> None:
         )
     for name in names:
         if name not in OBJECTIVES:
-            close = difflib.get_close_matches(str(name), OBJECTIVES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise NstError(
-                f"Unknown objective '{name}': metrics.json has no such key.{hint} "
+                f"Unknown objective '{name}': metrics.json has no such key.{did_you_mean(name, OBJECTIVES)} "
                 f"Known: {', '.join(OBJECTIVES)}."
             )
     if weights is not None and len(weights) != len(names):

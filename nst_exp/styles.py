@@ -16,7 +16,6 @@ Weights are normalised to sum 1, so beta keeps its meaning.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.config import ImageConf, conf_dir
 from nst_exp.validation import normalized_weights
-from nst_exp.errors import NstError
+from nst_exp.errors import NstError, did_you_mean
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -54,10 +53,8 @@ def style_image_conf(entry: str, key: str) -> DictConfig:
     if Path(entry).suffix.lower() in IMAGE_SUFFIXES or Path(entry).is_absolute():  # an absolute path is a file
         return OmegaConf.structured(ImageConf(name=Path(entry).stem, path=entry))
     known = known_styles()
-    close = difflib.get_close_matches(entry, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
     raise NstError(
-        f"{key}: unknown style '{entry}'.{hint} Known styles (conf/style/): {', '.join(known)}. "
+        f"{key}: unknown style '{entry}'.{did_you_mean(entry, known)} Known styles (conf/style/): {', '.join(known)}. "
         "Or give an image file, e.g. my_painting.jpg under images_dir."
     )
 

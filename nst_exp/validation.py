@@ -1,26 +1,24 @@
 """Checks on a composed config that its types cannot express, made before anything loads.
 
 Unknown keys (``+bta=1e4``) are refused with the nearest known one; every
-number is checked for its range and finiteness; then the checks that span
-several keys (styles and their blend, coarse-to-fine stages, spatial regions).
+number against the bound beside its schema field (nst_exp.config.bounded);
+then the checks that span several keys (styles and their blend, coarse-to-fine
+stages, spatial regions).
 Each error names the key, the value, what is allowed and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
-import math
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from nst_exp.config import DEVICES, Config, conf_dir, device_kind
-from nst_exp.errors import NstError
+from nst_exp.config import AT_LEAST_ONE, DEVICES, POSITIVE, WEIGHT, Bound, Config, conf_dir, default, device_kind
+from nst_exp.errors import NstError, did_you_mean
 from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
 
@@ -146,94 +144,9 @@ def validate_spatial(cfg: Any) -> None:
     normalized_weights(styled, "spatial.regions[*].weight")
 
 
-# Every numeric setting and what it may be. Types are checked when the config is composed;
-# the range and finiteness are checked here, before anything is loaded, because a NaN weight
-# only shows up as a "diverged" run and a negative learning rate as torch's traceback.
-
-
-@dataclass(frozen=True)
-class Bound:
-    """What a numeric setting may be: a finite number (an integer if ``integer``) between ``low`` and ``high``."""
-
-    low: Optional[float] = None
-    high: Optional[float] = None
-    low_open: bool = False  # ``low`` itself is not allowed
-    high_open: bool = False  # nor ``high``
-    integer: bool = False
-    nullable: bool = False  # null is allowed
-
-    def describe(self) -> str:
-        """``a finite number >= 0``, ``an integer in [1, 10]``, ..."""
-        kind = "an integer" if self.integer else "a finite number"
-        low, high = (None if bound is None else _number(bound) for bound in (self.low, self.high))
-        if self.low is not None and self.high is not None:
-            text = f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
-        elif self.low is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {low}"
-        elif self.high is not None:
-            text = f"{kind} {'<' if self.high_open else '<='} {high}"
-        else:
-            text = kind
-        return text + (", or null" if self.nullable else "")
-
-    def problem(self, value: Any) -> Optional[str]:
-        """What is wrong with ``value`` (``is negative``, ``is NaN``...), or None if it is allowed."""
-        if value is None:
-            return None if self.nullable else "is null"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "is not a number"
-        if math.isnan(value):
-            return "is NaN (not a number)"
-        if math.isinf(value):
-            return "is infinite"
-        if self.integer and value != int(value):
-            return "is not an integer"
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return "is negative" if value < 0 <= self.low else f"is {'' if value == self.low else 'below '}{_number(self.low)}"
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-            return f"is {'' if value == self.high else 'above '}{_number(self.high)}"
-        return None
-
-
-def _number(value: Any) -> str:
-    """1 for 1.0, 0.5 for 0.5, every digit of a large integer."""
-    return str(int(value)) if isinstance(value, int) or (isinstance(value, float) and value.is_integer()) else f"{value:g}"
-
-
-WEIGHT = Bound(low=0)
-POSITIVE = Bound(low=0, low_open=True)
-COUNT = Bound(low=0, integer=True)
-AT_LEAST_ONE = Bound(low=1, integer=True)
-SEED = Bound(low=0, high=2**64 - 1, integer=True)  # torch.manual_seed's range; a negative seed wraps to another
-
-# Dotted key ([*] = every entry of a list) -> what it may be, and the fix a message suggests
-# (``{key}`` is filled in; "default" looks the value up in the schema).
-NUMBERS: dict[str, tuple[Bound, str]] = {
-    "alpha": (WEIGHT, "default"),
-    "beta": (WEIGHT, "default"),
-    "tv_weight": (WEIGHT, "default"),
-    "style_scale": (POSITIVE, "default"),
-    "style_weights[*]": (WEIGHT, "Give one weight >= 0 per style layer, or style_weights=null for 1/L each."),
-    "style_blend[*]": (WEIGHT, "Give one weight >= 0 per style, or style_blend=null for equal weights."),
-    "spatial.regions[*].weight": (WEIGHT, "Give each region a weight >= 0 (they are normalised to sum 1)."),
-    "image_size": (AT_LEAST_ONE, "default"),
-    "iterations": (COUNT, "default"),
-    "seed": (SEED, "default"),
-    "threads": (Bound(low=1, integer=True, nullable=True), "Use threads=null for torch's default."),
-    "log.scalars_every": (COUNT, "default"),
-    "log.image_every": (COUNT, "default"),
-    "checkpoint.every": (COUNT, "default"),
-    "max_image_pixels": (AT_LEAST_ONE, "default"),
-    "coarse_to_fine.sizes[*]": (AT_LEAST_ONE, (
-        "Give increasing sizes below image_size (say a quarter and a half of it), or coarse_to_fine.sizes=[] for one stage."
-    )),
-    "coarse_to_fine.iterations[*]": (COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each."),
-    "model.mean[*]": (Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406)."),
-    "objective_weights[*]": (Bound(), "Give one finite weight per objective, or objective_weights=null."),
-    "model.std[*]": (POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225)."),
-}
-
-# Arguments of torch optimizers, checked wherever the optimizer's class takes them.
+# Arguments of torch optimizers, checked wherever the optimizer's class takes them. The optimizer
+# node is free-form (its keys are its class's arguments), so its bounds are here, by name; every
+# other number's bound is beside its schema field (nst_exp.config.bounded).
 OPTIMIZER_NUMBERS: dict[str, Bound] = {
     "lr": POSITIVE,
     "eps": POSITIVE,
@@ -254,12 +167,11 @@ def validate_numbers(cfg: Any, *, optimizer: bool = True) -> None:
 
     ``optimizer=False`` leaves out the optimizer's arguments (check_optimizer), which need its class.
     """
-    for pattern, (bound, fix) in NUMBERS.items():
-        for key, value in _entries(cfg, pattern):
-            problem = bound.problem(value)
-            if problem:
-                advice = f"Use e.g. {key}={_schema_default(pattern)} (the default)." if fix == "default" else fix
-                raise NstError(f"{key}={value} {problem}. {key} must be {bound.describe()}. {advice}")
+    for key, value, bound, fix in _bounded(cfg, Config):
+        problem = bound.problem(value)
+        if problem:
+            advice = fix or f"Use e.g. {key}={default(key)} (the default)."
+            raise NstError(f"{key}={value} {problem}. {key} must be {bound.describe()}. {advice}")
     if optimizer:
         _validate_optimizer_numbers(cfg.get("optimizer"))
 
@@ -272,9 +184,9 @@ def _validate_optimizer_numbers(optimizer: Any) -> None:
             problem = bound.problem(value)
             if problem:
                 name = pattern.split("[")[0]
-                default = defaults.get(name, inspect.Parameter.empty)
-                advice = "" if default is inspect.Parameter.empty else (
-                    f" Use e.g. optimizer.{name}={_dotlist_value(default)} ({target}'s default)."
+                given = defaults.get(name, inspect.Parameter.empty)
+                advice = "" if given is inspect.Parameter.empty else (
+                    f" Use e.g. optimizer.{name}={_dotlist_value(given)} ({target}'s default)."
                 )
                 raise NstError(
                     f"optimizer.{key}={value} {problem}. optimizer.{key} must be {bound.describe()} for {target}.{advice}"
@@ -290,6 +202,34 @@ def _validate_optimizer_numbers(optimizer: Any) -> None:
             f"optimizer.line_search_fn={optimizer.get('line_search_fn')!r} is not one {target} knows. "
             "Use optimizer.line_search_fn=null (one evaluation per iteration) or strong_wolfe."
         )
+
+
+def _bounded(node: Any, schema: type, prefix: str = "") -> Iterator[tuple[str, Any, Bound, Optional[str]]]:
+    """(dotted key, value, bound, fix) for each number a schema field bounds (config.bounded), in schema order.
+
+    A list field's entries are yielded one by one (``style_weights[2]``); nested nodes and
+    list entries (``spatial.regions[1].weight``) are walked; absent keys and null lists yield nothing.
+    """
+    hints = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        if not hasattr(node, "get") or field.name not in node:
+            continue
+        key, value, hint = f"{prefix}{field.name}", node.get(field.name), hints[field.name]
+        if _is_list(hint):
+            items = [] if value is None else [(f"{key}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            items = [(key, value)]
+        bound, inner = field.metadata.get("bound"), _schema_class(hint)
+        for item_key, item in items:
+            if bound is not None:
+                yield item_key, item, bound, field.metadata["fix"]
+            elif inner is not None and item is not None:
+                yield from _bounded(item, inner, item_key + ".")
+
+
+def _is_list(hint: Any) -> bool:
+    """True for ``List[...]`` and ``Optional[List[...]]``."""
+    return typing.get_origin(hint) is list or any(_is_list(arg) for arg in typing.get_args(hint))
 
 
 def _entries(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -308,15 +248,6 @@ def _entries(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, A
             yield from _entries(item, rest, item_key + ".")
         else:
             yield item_key, item
-
-
-def _schema_default(key: str) -> Any:
-    """The schema's default for a dotted key of ``Config`` (no list entries)."""
-    schema: Any = Config
-    for name in key.split("."):
-        found = next(f for f in dataclasses.fields(schema) if f.name == name)
-        schema = found.default_factory() if found.default is dataclasses.MISSING else found.default
-    return schema
 
 
 def _dotlist_value(value: Any) -> str:
@@ -398,8 +329,7 @@ def _optimizer_choices() -> str:
 
 def _unknown_key(key: str, known: Sequence[str], prefix: str, where: str = "") -> NstError:
     """``Unknown key 'bta'. Did you mean 'beta'? Known: alpha, beta, ...``"""
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    hint = did_you_mean(key, known, prefix)
     level = f" in {prefix.rstrip('.')}" if prefix else ""
     return NstError(
         f"Unknown key '{prefix}{key}'{where}.{hint} Known{level}: {', '.join(sorted(known))}. "

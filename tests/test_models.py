@@ -371,3 +371,16 @@ def test_the_network_summary_of_an_untrained_vgg19_does_not_contradict_itself():
         "are not meaningful, layers conv1_1 ... pool5; the paper's architecture (VGG-19), but untrained: the paper's "
         "alpha/beta ratios do not carry over."
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"pooling": "min"}, r"^Unknown model\.pooling 'min'\. Known: avg, max\.$"),
+        ({"channel_order": "rbg"}, r"^Unknown model\.channel_order 'rbg'\. Known: rgb, bgr\.$"),
+    ],
+)
+def test_a_choice_given_without_the_schema_is_refused_before_the_network_is_built(setting, message):
+    """load_network's plain values are checked once, by the schema's Enum (Choice.parse), listing its options."""
+    with pytest.raises(NstError, match=message):
+        load_network("vgg19", "random", **setting)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 from conftest import make_config
+from omegaconf import MISSING, OmegaConf
 
-from nst_exp.config import conf_dir
+from nst_exp.config import WEIGHT, Bound, ColorConf, Config, Convention, InitConf, ModelConf, RegionConf, conf_dir
+from nst_exp.errors import NstError, did_you_mean, nearest
+from nst_exp.normalize import NormalizeConfig
 from nst_exp.validation import check_known_keys, validate, validate_numbers
-from nst_exp.errors import NstError
 
 EXPERIMENTS = sorted(path.stem for path in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 OPTIMIZERS = sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml"))
@@ -117,3 +121,84 @@ def test_values_at_the_edges_of_their_ranges_pass():
         "+optimizer.weight_decay=0", "+optimizer.amsgrad=true", "seed=18446744073709551615",
     ])
     validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "hint"),
+    [
+        ("bta", "", " Did you mean 'beta'?"),
+        ("image_evry", "log.", " Did you mean 'log.image_every'?"),  # the prefix names the level, as the key is typed
+        ("zzz", "", ""),  # nothing close: no suggestion
+    ],
+)
+def test_did_you_mean_names_the_nearest_known_name_or_nothing(name, prefix, hint):
+    known = ["alpha", "beta", "image_every", "scalars_every"]
+    assert did_you_mean(name, known, prefix) == hint
+    assert nearest(name, known) == (hint.split("'")[1].removeprefix(prefix) if hint else None)
+
+
+# Each YAML file and the schema node it fills. ImageConf is not here: its url and sha256 are
+# optional (an image file named on the command line has neither), so the schema says null.
+FILLED_BY = [
+    ("config.yaml", Config), ("normalize.yaml", NormalizeConfig),
+    *((f"{group}/{path.name}", schema) for group, schema in (("model", ModelConf), ("init", InitConf), ("color", ColorConf))
+      for path in sorted((Path(conf_dir()) / group).glob("*.yaml"))),
+]
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return field.default_factory is not dataclasses.MISSING or field.default not in (dataclasses.MISSING, MISSING)
+
+
+def _stated_twice(node: dict, schema: type, groups: set, prefix: str = "") -> list[str]:
+    """Keys the YAML ``node`` states that the schema gives a default too, and keys neither states."""
+    found, hints = [], typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        key = prefix + field.name
+        if dataclasses.is_dataclass(hints[field.name]):
+            if field.name in node:
+                found += _stated_twice(node[field.name], hints[field.name], set(), key + ".")
+            elif field.name not in groups:
+                found.append(f"{key}: no YAML states it")
+        elif field.name in node and _has_default(field):
+            found.append(f"{key}: stated in the YAML and the schema")
+        elif field.name not in node and field.name not in groups and not _has_default(field):
+            found.append(f"{key}: no YAML states it")
+    return found
+
+
+@pytest.mark.parametrize(("yaml", "schema"), FILLED_BY, ids=[yaml for yaml, _ in FILLED_BY])
+def test_every_default_is_stated_once_in_the_yaml_and_the_schema_gives_only_its_type(yaml, schema):
+    """The YAML states each default beside its comment (--help reads it there); the schema does not repeat it."""
+    node = OmegaConf.to_container(OmegaConf.load(Path(conf_dir()) / yaml), resolve=False)
+    groups = {next(iter(entry)) for entry in node.pop("defaults", []) if isinstance(entry, dict)}
+    assert _stated_twice(node, schema, groups) == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "name", "overrides", "bound", "message"),
+    [
+        (Config, "beta", ["beta=1e4"], Bound(low=0, high=5000),
+         r"beta=10000\.0 is above 5000\. beta must be a finite number in \[0, 5000\]\. Use e\.g\. beta=1000\.0 \(the default\)\.$"),
+        # a field of a list entry, with the fix written beside it
+        (RegionConf, "weight", ["experiment=spatial_sky", "spatial.regions.0.weight=6"], Bound(low=0, high=5),
+         r"spatial\.regions\[0\]\.weight=6\.0 is above 5\. spatial\.regions\[0\]\.weight must be a finite number in "
+         r"\[0, 5\]\. Give each region a weight >= 0 \(they are normalised to sum 1\)\.$"),
+    ],
+)
+def test_a_number_is_checked_against_the_bound_beside_its_field(monkeypatch, schema, name, overrides, bound, message):
+    """validate_numbers reads each bound from its schema field's metadata (config.bounded): change it there, and only there."""
+    field = next(f for f in dataclasses.fields(schema) if f.name == name)
+    assert field.metadata["bound"] == WEIGHT
+    cfg = make_config(overrides)
+    validate_numbers(cfg)  # within the shipped bound
+    monkeypatch.setattr(field, "metadata", {**field.metadata, "bound": bound})
+    with pytest.raises(NstError, match=message):
+        validate_numbers(cfg)
+
+
+def test_a_choice_parses_its_members_and_their_strings_and_refuses_the_rest():
+    assert Convention.parse("authors_code", "loss convention") is Convention.authors_code
+    assert Convention.parse(Convention.paper, "loss convention") is Convention.paper
+    with pytest.raises(NstError, match=r"^Unknown loss convention 'caffe'\. Known: paper, authors_code\.$"):
+        Convention.parse("caffe", "loss convention")
