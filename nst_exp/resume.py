@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_exp import checkpoint
 from nst_exp.checkpoint import Checkpoint
-from nst_exp.config import Config
+from nst_exp.config import Config, default
 from nst_exp.errors import NstError
 from nst_exp.results import RunDir, Status, flatten
 from nst_exp.validation import validate
@@ -205,6 +205,15 @@ def resumed_config(saved: Mapping[str, Any], overrides: Sequence[str]) -> DictCo
             f"The checkpoint's config does not fit this version of nst_exp ({error}). "
             "Resume it with the version that started it, or start a new run."
         ) from error
+    for key in OmegaConf.missing_keys(merged):  # a setting added since the checkpoint was written
+        if "." not in key:
+            merged[key] = default(key)  # a top-level one takes conf/config.yaml's default
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise NstError(
+            f"The checkpoint's config lacks {', '.join(missing)}, which this version of nst_exp needs. "
+            "Resume it with the version that started it, or start a new run."
+        )
     merged.resume = None
     return merged
 

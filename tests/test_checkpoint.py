@@ -270,3 +270,16 @@ def make_config_with_hydra(overrides):
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default_or_says_what_it_lacks():
+    from omegaconf import OmegaConf
+
+    from nst_exp.resume import resumed_config
+
+    saved = OmegaConf.to_container(make_config([]), resolve=True, enum_to_str=True)
+    del saved["objective_weights"]  # a top-level setting added since: conf/config.yaml's default
+    assert resumed_config(saved, ["iterations=9"]).objective_weights is None
+    del saved["model"]["channel_order"]  # a network's setting: no default fits every network
+    with pytest.raises(NstError, match=r"lacks model\.channel_order, which this version of nst_exp needs"):
+        resumed_config(saved, [])
