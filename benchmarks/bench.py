@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 import nst_exp
 from nst_exp.color import ColorControl
 from nst_exp.config import conf_dir, register
-from nst_exp.features import load_model
+from nst_exp.features import load_configured_network
 from nst_exp.hardware import (
     CHANNELS_LAST, PRECISIONS, Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device,
 )
@@ -52,7 +52,7 @@ from nst_exp.inputs import Inputs
 from nst_exp.losses import LossSettings, gram_matrix, style_layer_loss
 from nst_exp.problem import Problem
 from nst_exp.results import TOTAL, RunDir
-from nst_exp.run import run
+from nst_exp.runner import run
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = CHECKOUT.parent / "shared" / "images"  # documented default: ../shared/images beside the checkout
@@ -79,7 +79,7 @@ def floor_timer(
     fp32 in NCHW is the floor; the keywords are FeatureExtractor.speed's, with
     ``precision`` already resolved (fp32, bf16, tf32).
     """
-    network = load_model(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
+    network = load_configured_network(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
     deepest = max(LossSettings.from_config(cfg).layers, key=network.layer_names.index)
     extractor = network.extractor([deepest]).to(device).speed(precision, channels_last, compile)
     image = torch.rand(shape, device=device, requires_grad=True)
@@ -89,12 +89,12 @@ def floor_timer(
 def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the run's objective (network, Gram matrices, losses), without
     the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
-    network = load_model(cfg.model, cfg.seed)
+    network = load_configured_network(cfg.model, cfg.seed)
     settings = LossSettings.from_config(cfg)
     speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))  # the settings a run would use
     extractor = network.extractor(settings.layers).to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
     problem = Problem(Inputs.from_config(cfg), settings, extractor, ColorControl(cfg.color))
-    objective = problem.objective(cfg.image_size)
+    objective = problem.loss(cfg.image_size)
     image = torch.rand(shape, device=device, requires_grad=True)
     return timer(lambda: objective(image).total.backward(), [image], device)
 
@@ -102,7 +102,7 @@ def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.devic
 def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the style terms alone (Gram matrices and E_l, eq. 4) on
     features of the run's shapes: the part of the objective the bare pass does not have."""
-    extractor = load_model(cfg.model, cfg.seed).extractor(cfg.style_layers).to(device)
+    extractor = load_configured_network(cfg.model, cfg.seed).extractor(cfg.style_layers).to(device)
     with torch.no_grad():
         features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device)).values()]
     targets = [gram_matrix(f.detach()) for f in features]

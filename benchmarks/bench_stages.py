@@ -33,7 +33,7 @@ import pandas as pd
 from nst_exp.hardware import describe_device, pick_device
 from nst_exp.report import read_scalars
 from nst_exp.results import CONTENT, STYLE, TOTAL, RunDir
-from nst_exp.run import run
+from nst_exp.runner import run
 
 from bench import config, default_images_dir  # benchmarks/bench.py, beside this file
 

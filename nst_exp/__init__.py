@@ -3,9 +3,9 @@
     from nst_exp import stylize, compose, run, Result, NstError
     result = stylize("photo.jpg", "painting.jpg", image_size=256, beta=1e4)
 
-``stylize`` and ``compose`` (nst_exp.api), the runner ``run`` (nst_exp.run), the
-sweep report ``report`` and ``read_sweep`` (nst_exp.report) and the picture
-scores ``evaluate_run`` and ``scores`` (nst_exp.evaluate) are imported on first
+``stylize`` and ``compose`` (nst_exp.api), the runner ``run`` (nst_exp.runner), the
+sweep report ``build_report`` and ``read_sweep`` (nst_exp.report) and the picture
+scores ``evaluate_run`` (nst_exp.evaluate) and ``score`` (nst_exp.picture_scores) are imported on first
 use, so ``import nst_exp`` stays light (no torch). docs/api.md is the reference.
 """
 
@@ -23,14 +23,12 @@ __version__ = "0.1.0"
 LAZY = {
     "compose": "nst_exp.api",
     "stylize": "nst_exp.api",
-    "run": "nst_exp.run",  # the module, callable as run() (nst_exp.callable_module)
-    "report": "nst_exp.report",  # the package, callable as report() (nst_exp.callable_module)
+    "run": "nst_exp.runner",
+    "build_report": "nst_exp.report",
     "read_sweep": "nst_exp.report",
     "evaluate_run": "nst_exp.evaluate",
-    "scores": "nst_exp.evaluate",
+    "score": "nst_exp.picture_scores",
 }
-# Names that are also submodules: the module itself is the public object, callable as its function.
-CALLABLE_MODULES = ("run", "report")
 
 __all__ = ["ConfigError", "NstError", "Result", *LAZY]
 
@@ -39,7 +37,7 @@ def __getattr__(name: str) -> Any:
     if name not in LAZY:
         raise AttributeError(f"module 'nst_exp' has no attribute '{name}'")
     module = importlib.import_module(LAZY[name])
-    return module if name in CALLABLE_MODULES else getattr(module, name)
+    return getattr(module, name)
 
 
 def __dir__() -> list[str]:

@@ -36,7 +36,7 @@ from nst_exp.lock import RunDirInUse
 from nst_exp.results import RunDir, nearest_existing
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
-from nst_exp.sweep import SweepEnded
+from nst_exp.sweep_summary import SweepEnded
 from nst_exp.tensorboard_run import swept_values, sweep_task
 from nst_exp.trust import check_command_line
 from nst_exp.validation import validate
@@ -93,7 +93,7 @@ def job(cfg: DictConfig) -> objective.Value:
         import torch
 
         from nst_exp.hardware import sweep_device
-        from nst_exp.run import run
+        from nst_exp.runner import run
 
         if multirun:  # on a machine with several GPUs, job n of a sweep takes GPU n % count
             cfg.device = sweep_device(cfg.device, hydra_cfg.job.get("num"), torch.cuda.device_count())

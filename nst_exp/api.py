@@ -72,7 +72,7 @@ def stylize(
     folder of such runs like a sweep. A folder already holding this run
     continues or returns it (``checkpoint.auto_resume``).
     """
-    from nst_exp.run import run  # torch loads here, not with compose()
+    from nst_exp.runner import run  # torch loads here, not with compose()
 
     given: dict[str, Image.Image] = {}
     typed = [*overrides, *(f"{key}={override_value(value)}" for key, value in keys.items())]

@@ -115,16 +115,16 @@ def match_histogram(style: Tensor, content: Tensor, variant: str = "pca") -> Ten
     return (_mix(centred, matrix) + content_mean.reshape(1, 3, 1, 1)).to(style.dtype)
 
 
-class LuminanceObjective(nn.Module):
-    """Evaluates ``objective`` on the image's channel mean shown in all three channels.
+class LuminanceLoss(nn.Module):
+    """Evaluates a loss on the image's channel mean shown in all three channels.
 
     The gradient is then the same in every channel, so an image that starts
     grey stays grey under L-BFGS or Adam, and that grey value is its luminance.
     """
 
-    def __init__(self, objective: nn.Module) -> None:
+    def __init__(self, loss: nn.Module) -> None:
         super().__init__()
-        self.objective = objective
+        self.objective = loss  # the attribute's name is in checkpoints' fingerprints (objective.<buffer>): kept
 
     def forward(self, image: Tensor) -> LossTerms:
         return self.objective(grey(image.mean(1, keepdim=True)))
@@ -160,8 +160,9 @@ class ColorControl:
             return match_histogram(image, content, self.variant)
         return image
 
-    def objective(self, objective: nn.Module) -> nn.Module:
-        return LuminanceObjective(objective) if self.mode == "luminance" else objective
+    def wrap_loss(self, loss: nn.Module) -> nn.Module:
+        """The loss the optimiser sees: ``loss`` itself, or for luminance transfer ``loss`` of the image's luminance."""
+        return LuminanceLoss(loss) if self.mode == "luminance" else loss
 
     def finish(self, image: Tensor, content: Tensor) -> Tensor:
         """The image to show: for luminance transfer, its luminance with the content's I and Q."""

@@ -282,7 +282,7 @@ def init_random(features: nn.Sequential, seed: int) -> None:
                 module.reset_parameters()
 
 
-def load_model(model: Any, seed: int) -> Network:
+def load_configured_network(model: Any, seed: int) -> Network:
     """``load_network`` for a ``model`` config (conf/model/<name>.yaml)."""
     return load_network(
         model.arch,

@@ -170,7 +170,7 @@ class Inputs:
             targets.append(StyleTarget(color.style(style, content), spec.weight, guide, style_guide, spec.name))
         return StageInputs(content, color.content(content), targets)
 
-    def start(self, kind: str, seed: int, content: Tensor) -> Tensor:
+    def initial_image(self, kind: str, seed: int, content: Tensor) -> Tensor:
         """The image a run starts from (init.kind), on the CPU, the content's size."""
         if kind == "noise":
             return torch.rand(content.shape, generator=torch.Generator().manual_seed(seed))

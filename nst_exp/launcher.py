@@ -9,7 +9,7 @@ with three changes:
   pool with a ``TerminatedWorkerError`` traceback and no summary. Here the jobs that had
   started and not finished are failed jobs (their ``metrics.json`` says the worker was
   killed), the jobs that had not started run in a new pool, and the sweep ends with
-  :class:`~nst_exp.sweep.SweepSummary`'s summary and exit 1. Finished jobs are kept.
+  :class:`~nst_exp.sweep_summary.SweepSummary`'s summary and exit 1. Finished jobs are kept.
 - SIGTERM to the sweep is passed on to the workers, so each running job saves a checkpoint
   as it does alone; the jobs not started do not start, and no worker outlives the sweep:
   run the same sweep again with ``hydra.sweep.dir=<its dir>`` to finish it.
@@ -93,7 +93,7 @@ class Launch:
             with sigterm_stops_workers(sweep_dir):
                 self.run_all(pending, joblib_cfg, returns, sweep_dir)
         except SweepTerminated:
-            from nst_exp.sweep import read_jobs, summary
+            from nst_exp.sweep_summary import read_jobs, summary
 
             print(summary(sweep_dir, read_jobs(sweep_dir)), file=sys.stderr, flush=True)
             print(f"Stopped by SIGTERM: every worker is stopped and no other job started. Run the same sweep again "

@@ -196,7 +196,7 @@ def save_state(state: Mapping[str, Tensor], path: Path) -> None:
 
 def normalize(cfg: Any, out_dir: Path) -> Path:
     """Compute the factors for ``cfg.model`` on ``cfg.images_dir``; write the weights and normalisation.json."""
-    from nst_exp.features import load_model
+    from nst_exp.features import load_configured_network
     from nst_exp.hardware import pick_device
 
     if cfg.model.arch not in PLAIN_ARCH:
@@ -206,7 +206,7 @@ def normalize(cfg: Any, out_dir: Path) -> Path:
                        "e.g. min_factor=0.01, or 0 for the paper's rule.")
     device = pick_device(cfg.device)
     batch = calibration_images(cfg.images_dir, cfg.image_size, cfg.max_images, cfg.max_image_pixels)
-    network = load_model(cfg.model, cfg.seed)
+    network = load_configured_network(cfg.model, cfg.seed)
     pairs = activation_layers(network.layers)
     extractor = network.extractor(list(pairs.values())).to(device)
     means = mean_activations(extractor, (image.to(device) for image in batch), pairs)

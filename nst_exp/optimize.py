@@ -133,13 +133,13 @@ def divergence_advice(optimizer: torch.optim.Optimizer) -> str:
 
 
 def optimize(
-    objective: GatysLoss,
+    loss: GatysLoss,
     init: Tensor | State,
     make_optimizer: Callable[[Sequence[Tensor]], torch.optim.Optimizer],
     iterations: int,
     callbacks: Iterable[Callback] = (),
 ) -> Outcome:
-    """Minimise ``objective`` over the image, from ``init`` or continuing a saved ``State``.
+    """Minimise ``loss`` over the image, from ``init`` or continuing a saved ``State``.
 
     A non-finite loss stops the loop and keeps the last image whose loss was
     finite; Ctrl-C, SIGTERM and an out-of-memory error stop it too. The caller
@@ -160,7 +160,7 @@ def optimize(
     def closure() -> Tensor:
         nonlocal evaluations, latest
         optimizer.zero_grad(set_to_none=True)
-        latest = objective(image)
+        latest = loss(image)
         latest.total.backward()
         evaluations += 1
         return latest.total
@@ -204,7 +204,7 @@ def optimize(
         seconds = time.perf_counter() - began
         current = State(image.detach(), done, evaluations, optimizer.state_dict() if consistent else None)
         good = State(last_good, good_iteration, evaluations, None)
-        outcome = _outcome(objective, current, good, status, message, last_values)
+        outcome = _outcome(loss, current, good, status, message, last_values)
         outcome.seconds, outcome.signal = seconds, stop.received
         for callback in callbacks:
             callback.on_end(outcome)
@@ -212,7 +212,7 @@ def optimize(
 
 
 def _outcome(
-    objective: GatysLoss, current: State, good: State, status: str, message: str, last_values: dict[str, float]
+    loss: GatysLoss, current: State, good: State, status: str, message: str, last_values: dict[str, float]
 ) -> Outcome:
     """The image to keep, its losses and the state to continue from, for each way the loop ends.
 
@@ -231,12 +231,12 @@ def _outcome(
     resumable = status != DIVERGED and current.optimizer is not None
     keep, state = (current, current) if resumable else (good, None)
     with torch.no_grad():
-        values = dict(loss_values(objective(keep.image)))
+        values = dict(loss_values(loss(keep.image)))
     if status == COMPLETED and not all(map(_finite, values.values())):
         status, keep = DIVERGED, good
         message = "The loss of the final image is not finite; kept the previous image."
         with torch.no_grad():
-            values = dict(loss_values(objective(keep.image)))
+            values = dict(loss_values(loss(keep.image)))
     if status == DIVERGED:
         state = good
     return Outcome(keep.image.detach(), values, done, evaluations, 0.0, status, message, state)

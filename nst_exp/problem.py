@@ -42,7 +42,7 @@ class Problem:
         self.init, self.seed = init, seed
         self._size: int | None = None
         self._inputs: StageInputs | None = None
-        self._objective: torch.nn.Module | None = None
+        self._loss: torch.nn.Module | None = None
 
     @property
     def device(self) -> torch.device:
@@ -51,32 +51,32 @@ class Problem:
     def stage_inputs(self, size: int) -> StageInputs:
         """The inputs at long side ``size`` (on the CPU), colour control applied."""
         if self._size != size:
-            self._size, self._inputs, self._objective = size, self.inputs.load(size, self.color), None
+            self._size, self._inputs, self._loss = size, self.inputs.load(size, self.color), None
         return self._inputs
 
-    def objective(self, size: int) -> torch.nn.Module:
-        """The objective at long side ``size`` (on the extractor's device), colour control applied."""
+    def loss(self, size: int) -> torch.nn.Module:
+        """The loss (the objective L_total) at long side ``size`` (on the extractor's device), colour control applied."""
         inputs = self.stage_inputs(size)
-        if self._objective is None:
+        if self._loss is None:
             moved = inputs.to(self.device)
             loss = GatysLoss(self.extractor, moved.network_content, moved.styles, self.settings)
-            self._objective = self.color.objective(loss)
-        return self._objective
+            self._loss = self.color.wrap_loss(loss)
+        return self._loss
 
     def setup(self, stage: Stage, previous: Tensor | None) -> StageSetup:
-        """Stage ``stage``'s objective and start: the init for the first, else ``previous`` upsampled."""
+        """Stage ``stage``'s loss and start: the init for the first, else ``previous`` upsampled."""
         inputs = self.stage_inputs(stage.size)
         if previous is None:
-            init = self.inputs.start(self.init, self.seed, inputs.content)
+            init = self.inputs.initial_image(self.init, self.seed, inputs.content)
             init = self.color.initial(init, self.init, inputs.content)
         else:
             init = upsample(previous.clamp(0, 1), tuple(inputs.content.shape[-2:]))  # the result as saved
-        objective = self.objective(stage.size)
+        loss = self.loss(stage.size)
         if stage.index == 1:
-            log.info("Objective: %s; colour: %s", objective.extra_repr(), self.color.describe())
+            log.info("Objective: %s; colour: %s", loss.extra_repr(), self.color.describe())
         log.info("Stage %d of %d: %d px, %d iterations", stage.index, stage.count, stage.size, stage.iterations)
         content = inputs.content.to(self.device)
-        return StageSetup(objective, init.to(self.device), functools.partial(self.color.finish, content=content))
+        return StageSetup(loss, init.to(self.device), functools.partial(self.color.finish, content=content))
 
     def check_sizes(self, stages: Sequence[Stage]) -> None:
         """Every layer must see at least one pixel of every image at every stage, from the file headers.

@@ -72,7 +72,7 @@ class Continuation:
         """Iterations at which earlier sessions of this run stopped, this one included."""
         return [*self.saved.resumed, self.saved.state.iteration] if self.saved is not None else []
 
-    def start(self, device: torch.device) -> State | None:
+    def resume_state(self, device: torch.device) -> State | None:
         """Where the optimisation picks up: the saved state (image and optimizer) on ``device``; None: a fresh start.
 
         The caller has checked the saved objective against this run's (``checkpoint.check_fingerprint``)

@@ -8,7 +8,7 @@ the configured init, every later one from the previous stage's result
 (clipped to [0, 1], as saved), upsampled bilinearly to its size. A plain run is one stage at image_size.
 
 The loop owns its stages, as pystiche's pyramid optimisation does: it asks a
-:class:`Problem` for each stage's objective and start, and a resumed run hands
+:class:`StageBuilder` for each stage's loss and start, and a resumed run hands
 it an explicit start (the checkpoint's state) for its first stage.
 
 Callbacks see one run: iteration numbers (TensorBoard's global step),
@@ -66,15 +66,15 @@ class StageAware(Protocol):
 
 
 class StageSetup(NamedTuple):
-    """What a stage runs: its objective, its start, and how to show its result (colour control)."""
+    """What a stage runs: its loss (the objective L_total), its start, and how to show its result (colour control)."""
 
-    objective: nn.Module
+    loss: nn.Module
     init: Tensor
     show: Callable[[Tensor], Tensor]
 
 
-class Problem(Protocol):
-    """Builds each stage: its objective and its start (the configured init, or the previous stage's result)."""
+class StageBuilder(Protocol):
+    """Builds each stage: its loss and its start (the configured init, or the previous stage's result)."""
 
     def setup(self, stage: Stage, previous: Tensor | None) -> StageSetup: ...
 
@@ -117,7 +117,7 @@ def _record(stage: Stage, outcome: Outcome, shown: Tensor) -> dict:
 
 def synthesise(
     stages: Sequence[Stage],
-    problem: Problem,
+    problem: StageBuilder,
     make_optimizer: Callable,
     callbacks: Sequence[Callback],
     start: State | None = None,
@@ -140,7 +140,7 @@ def synthesise(
         for callback in staged:
             callback.on_stage_start(stage)
         continued = _Continued(callbacks, stage, evaluations, seconds)
-        outcome = optimize(setup.objective, init, make_optimizer, stage.iterations, [continued])
+        outcome = optimize(setup.loss, init, make_optimizer, stage.iterations, [continued])
         evaluations, seconds = evaluations + outcome.evaluations, seconds + outcome.seconds
         shown = setup.show(outcome.image)
         records.append(_record(stage, outcome, shown))

@@ -9,7 +9,7 @@ checkpoint's saved config can set is checked against what its slot allows
   ``torch.optim.Optimizer``, made with ``_partial_: true`` (the image is given at
   run time); ``_args_``, ``_recursive_``, ``_convert_`` and nested ``_target_``
   nodes are refused.
-- ``hydra.callbacks.<name>``: nst_exp's callbacks (``nst_exp.sweep``) and Hydra's
+- ``hydra.callbacks.<name>``: nst_exp's callbacks (``nst_exp.sweep_summary``) and Hydra's
   own (``hydra.experimental.callbacks``).
 - ``hydra.launcher``, ``hydra.sweeper``: Hydra's plugins (Hydra checks them too);
   ``hydra.sweeper.sampler``: an ``optuna.samplers`` class.
@@ -46,7 +46,7 @@ INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_
 # A class in one module: the module's dotted name fixed, the class name one identifier.
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 OPTIMIZER_TARGET = re.compile(rf"torch\.optim\.({_NAME})")
-CALLBACK_MODULES = ("nst_exp.sweep", "hydra.experimental.callbacks")
+CALLBACK_MODULES = ("nst_exp.sweep_summary", "hydra.experimental.callbacks")
 PLUGIN_PREFIXES = ("hydra_plugins.", "hydra._internal.core_plugins.")
 SAMPLER_TARGET = re.compile(rf"optuna\.samplers\.({_NAME})")
 LOGGING_PREFIXES = ("logging.", "colorlog.")
@@ -139,7 +139,7 @@ def check_hydra_targets(hydra: Any, select: Callable[[str], Any] | None = None) 
                 continue
             raise NstError(
                 f"{path}._target_={target} is not allowed: a Hydra callback must be one of nst_exp's "
-                f"(nst_exp.sweep.SweepSummary, nst_exp.sweep.FailedTrials) or Hydra's own "
+                f"(nst_exp.sweep_summary.SweepSummary, nst_exp.sweep_summary.FailedTrials) or Hydra's own "
                 f"(hydra.experimental.callbacks.*). Drop {path}."
             )
         if path in ("hydra.launcher", "hydra.sweeper") and str(target).startswith(PLUGIN_PREFIXES):
@@ -149,7 +149,7 @@ def check_hydra_targets(hydra: Any, select: Callable[[str], Any] | None = None) 
         raise NstError(
             f"{path}._target_={target} is not allowed: Hydra makes objects only from its launcher and sweeper "
             "plugins (hydra_plugins.*), an Optuna sampler (hydra.sweeper.sampler: optuna.samplers.*) and "
-            "callbacks (nst_exp.sweep.*). Choose them with hydra/launcher=..., hydra/sweeper=... instead."
+            "callbacks (nst_exp.sweep_summary.*). Choose them with hydra/launcher=..., hydra/sweeper=... instead."
         )
     for tree in INSTANTIATED_TREES:  # an interpolation standing for a whole value may resolve to a node to make
         for path, value in _whole_interpolations(hydra.get(tree), f"hydra.{tree}"):

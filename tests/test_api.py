@@ -102,7 +102,7 @@ def test_stylize_into_out_dir_writes_a_run_the_report_reads(tmp_path, empty_cwd)
     sweep = nst_exp.read_sweep(tmp_path / "runs")
     assert sweep.swept == ["beta"] and list(sweep.jobs["status"]) == ["completed"] * 2
     assert nst_exp.evaluate_run(result.run_dir).keys() == {"eval/content_ssim", "eval/style_swd", "eval/color_distance"}
-    assert (nst_exp.report(tmp_path / "runs").written["index.html"]).is_file()
+    assert (nst_exp.build_report(tmp_path / "runs").written["index.html"]).is_file()
 
 
 def test_a_content_reconstruction_is_not_scored_against_the_painting(tmp_path, empty_cwd):
@@ -159,10 +159,12 @@ def test_a_quoted_path_reaches_the_config_unchanged():
 
 
 def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
-    import nst_exp.run
+    import nst_exp.report
+    import nst_exp.runner
 
-    assert nst_exp.run.run.__module__ == "nst_exp.run" and callable(nst_exp.run)  # the module, callable as run()
-    assert callable(nst_exp.report) and nst_exp.report.report.__module__ == "nst_exp.report.build"
+    # each public function under its own name, beside (not instead of) its module
+    assert nst_exp.run is nst_exp.runner.run and nst_exp.build_report is nst_exp.report.build_report
+    assert nst_exp.build_report.__module__ == "nst_exp.report.build" and nst_exp.score.__module__ == "nst_exp.picture_scores"
     code = "import sys, nst_exp; assert nst_exp.NstError and nst_exp.Result; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr

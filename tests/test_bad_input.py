@@ -15,7 +15,7 @@ from conftest import make_config
 from hydra.errors import ConfigCompositionException
 
 from nst_exp.errors import NstError
-from nst_exp.run import run
+from nst_exp.runner import run
 
 
 @pytest.mark.parametrize(

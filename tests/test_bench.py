@@ -111,7 +111,7 @@ def test_images_dir_defaults_to_nst_images_then_the_shared_folder_beside_the_che
 
 
 ALLOWED = {  # nst_exp's public modules the benchmarks may use; only names without a leading underscore
-    "nst_exp", "nst_exp.run", "nst_exp.features", "nst_exp.losses", "nst_exp.inputs", "nst_exp.problem", "nst_exp.color",
+    "nst_exp", "nst_exp.runner", "nst_exp.features", "nst_exp.losses", "nst_exp.inputs", "nst_exp.problem", "nst_exp.color",
     "nst_exp.hardware", "nst_exp.results", "nst_exp.report", "nst_exp.config",
 }
 

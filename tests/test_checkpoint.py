@@ -13,14 +13,14 @@ from conftest import make_config
 from tbparse import SummaryReader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import nst_exp.run
+import nst_exp.runner
 from nst_exp import checkpoint
 from nst_exp.errors import NstError, RunFailed
-from nst_exp.features import load_model
+from nst_exp.features import load_configured_network
 from nst_exp.losses import GatysLoss
 from nst_exp.optimize import Interrupted, State
 from nst_exp.report import read_scalars
-from nst_exp.run import run
+from nst_exp.runner import run
 
 _networks: dict[str, object] = {}
 
@@ -32,10 +32,10 @@ def quick(monkeypatch):
     def cached(*args, **kwargs):
         key = repr((args, sorted(kwargs.items())))
         if key not in _networks:
-            _networks[key] = load_model(*args, **kwargs)
+            _networks[key] = load_configured_network(*args, **kwargs)
         return _networks[key]
 
-    monkeypatch.setattr(nst_exp.run, "load_model", cached)
+    monkeypatch.setattr(nst_exp.runner, "load_configured_network", cached)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

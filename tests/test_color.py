@@ -11,7 +11,7 @@ from conftest import make_config
 from nst_exp import images
 from nst_exp.color import (
     ColorControl,
-    LuminanceObjective,
+    LuminanceLoss,
     colour_map,
     colour_statistics,
     grey,
@@ -20,7 +20,7 @@ from nst_exp.color import (
     rgb_to_yiq,
     yiq_to_rgb,
 )
-from nst_exp.run import run
+from nst_exp.runner import run
 
 # An 8-bit RGB value is within 0.5/255 of the true one; I and Q sum |coefficients| to 1.19 and 1.05.
 ROUNDING = 0.5 / 255 * 1.2
@@ -79,7 +79,7 @@ def test_luminance_objective_keeps_a_grey_image_grey():
         def forward(self, x):
             return (x[:, 0:1] * weights).pow(2).sum() + x[:, 2].sum()
 
-    LuminanceObjective(Probe())(image).backward()
+    LuminanceLoss(Probe())(image).backward()
     assert torch.allclose(image.grad[:, 0], image.grad[:, 1]) and torch.allclose(image.grad[:, 1], image.grad[:, 2])
 
 

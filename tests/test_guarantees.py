@@ -20,7 +20,7 @@ from nst_exp.errors import NstError
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.resume import check_run_dir
 from nst_exp.results import RunDir
-from nst_exp.run import run
+from nst_exp.runner import run
 
 
 def nst(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from nst_exp.errors import NstError
 from nst_exp.features import load_network
 from nst_exp.inputs import Inputs, StyleSource
 from nst_exp.problem import check_image_size
-from nst_exp.run import run
+from nst_exp.runner import run
 from nst_exp.styles import StyleSpec
 from nst_exp.trust import make_optimizer
 

@@ -23,7 +23,7 @@ from nst_exp.features import (
     load_network,
     synthesis_names,
 )
-from nst_exp.run import run
+from nst_exp.runner import run
 from nst_exp.weights import apply_key_map, fit_state, load_state_file
 
 CRAFT_PACKAGE = "easyocr_en_models"
@@ -362,10 +362,10 @@ def test_craft_transfer_keeps_structure_better_than_random_weights(tmp_path):
 
 
 def test_the_network_summary_of_an_untrained_vgg19_does_not_contradict_itself():
-    from nst_exp.features import load_model, summary
+    from nst_exp.features import load_configured_network, summary
 
     cfg = make_config(["model=vgg19", "model.weights=random"])
-    text = summary(cfg.model.name, cfg.model.description, load_model(cfg.model, seed=0))
+    text = summary(cfg.model.name, cfg.model.description, load_configured_network(cfg.model, seed=0))
     assert text == (
         "vgg19: VGG-19 (the paper's architecture). Architecture vgg19, weights random (seed 0); UNTRAINED, results "
         "are not meaningful, layers conv1_1 ... pool5; the paper's architecture (VGG-19), but untrained: the paper's "

@@ -13,7 +13,7 @@ import torch
 from conftest import make_config
 
 from nst_exp.errors import NstError
-from nst_exp.features import load_model, load_network
+from nst_exp.features import load_configured_network, load_network
 from nst_exp.onnx_weights import cache_dir, onnx_state, read_initializers
 
 onnx = pytest.importorskip("onnx", reason="the imagenet extra installs onnx: pip install -e '.[imagenet]'")
@@ -80,7 +80,7 @@ def test_initializers_are_read_by_name_and_only_floats_kept(block1, cache):
 
 def test_the_key_map_places_each_keras_layer_and_bgr_is_reversed_once(block1, cache):
     path, arrays = block1
-    network = load_model(caffe_model(path), seed=0)
+    network = load_configured_network(caffe_model(path), seed=0)
     assert network.layer_names == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
     conv1_1 = arrays[KERAS.format(b=1, c=1, kind="convolution/ReadVariableOp:0")]
     weight = network.layers["conv1_1"].weight.detach()
@@ -99,14 +99,14 @@ def test_rgb_networks_keep_the_file_order(block1, cache):
     path, arrays = block1
     model = caffe_model(path)
     model.channel_order = "rgb"
-    weight = load_model(model, seed=0).layers["conv1_1"].weight.detach()
+    weight = load_configured_network(model, seed=0).layers["conv1_1"].weight.detach()
     conv1_1 = arrays[KERAS.format(b=1, c=1, kind="convolution/ReadVariableOp:0")]
     torch.testing.assert_close(weight, torch.from_numpy(conv1_1), rtol=0, atol=0)
 
 
 def test_the_caffe_convention_is_rgb_mean_of_caffe_and_inputs_0_to_255(block1, cache):
     path, _ = block1
-    extractor = load_model(caffe_model(path), seed=0).extractor(["conv1_1"])
+    extractor = load_configured_network(caffe_model(path), seed=0).extractor(["conv1_1"])
     image = torch.rand(1, 3, 8, 8)
     bgr_0_255 = image.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).reshape(1, 3, 1, 1)
     keras_conv = torch.nn.functional.conv2d(
@@ -174,7 +174,7 @@ def test_without_the_onnx_library_the_message_says_what_to_install(block1, cache
     path, _ = block1
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(NstError, match=r"needs the 'onnx' library.*pip install -e '\.\[imagenet\]'"):
-        load_model(caffe_model(path), seed=0)
+        load_configured_network(caffe_model(path), seed=0)
 
 
 def test_vgg16_caffe_is_the_default_network():
@@ -195,7 +195,7 @@ def test_the_real_file_is_keras_imagenet_vgg16(cache):
     path = resolve_weights_file(model.weights)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == REAL_FILE_SHA256
     raw = read_initializers(path)
-    network = load_model(model, seed=0)
+    network = load_configured_network(model, seed=0)
     conv1_1 = network.layers["conv1_1"]
     torch.testing.assert_close(conv1_1.bias.detach()[:6], torch.tensor(CONV1_1_BIASES), rtol=0, atol=5e-5)
     file_weight = raw[KERAS.format(b=1, c=1, kind="convolution/ReadVariableOp:0")]

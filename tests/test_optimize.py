@@ -10,7 +10,7 @@ import torch
 from conftest import make_config
 from PIL import Image
 
-from nst_exp.run import run
+from nst_exp.runner import run
 from nst_exp.results import RunDir
 
 

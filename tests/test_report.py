@@ -22,7 +22,7 @@ from conftest import pattern_image
 from PIL import Image
 from tbparse import SummaryReader
 
-from nst_exp.report import Sweep, main, networks, read_sweep, report, swept_keys
+from nst_exp.report import Sweep, main, networks, read_sweep, build_report, swept_keys
 from nst_exp.report.figures import grid_layout
 from nst_exp.report.gallery import plot_job_curves
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
@@ -55,7 +55,7 @@ def grid_sweep(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(grid_sweep):
-    return report(grid_sweep)
+    return build_report(grid_sweep)
 
 
 @pytest.mark.slow
@@ -312,7 +312,7 @@ def evaluated(grid_sweep, tmp_path_factory):
         if metrics["status"] == "completed":
             metrics.update(zip(EVAL_KEYS, (0.9 - 0.2 * job, 0.05 + 0.01 * job, 10.0 + job)))
             path.write_text(json.dumps(metrics))
-    return report(copy)
+    return build_report(copy)
 
 
 @pytest.mark.slow
@@ -443,7 +443,7 @@ def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tm
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
     out = tmp_path / "published"
-    written = report(sweep, out, self_contained=True).written
+    written = build_report(sweep, out, self_contained=True).written
     assert written["jobs"] == out / "jobs"
     assert sorted(path.name for path in (out / "jobs").iterdir()) == ["0", "1", "2", "3"]
     for job in range(3):
@@ -470,7 +470,7 @@ def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
     out = tmp_path / "report"
-    first = report(sweep, out, self_contained=True).written
+    first = build_report(sweep, out, self_contained=True).written
     assert {"tradeoff.png", "jobs", "curves", "scalars.csv"} <= set(first)
     assert (out / "curves" / "job_2.png").is_file()
     shutil.rmtree(sweep / "2")  # a job gone from the sweep
@@ -478,7 +478,7 @@ def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_
         config = OmegaConf.load(path)
         config.beta = 0.0
         OmegaConf.save(config, path)
-    second = report(sweep, out, scalars=False).written
+    second = build_report(sweep, out, scalars=False).written
     assert "tradeoff.png" not in second and not (out / "tradeoff.png").exists()
     assert "scalars.csv" not in second and not (out / "scalars.csv").exists()
     assert f"every logged loss per step: the TensorBoard event files in {sweep}" in (out / "results.md").read_text()

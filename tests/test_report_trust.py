@@ -22,9 +22,9 @@ from markdown_it import MarkdownIt
 
 from nst_exp.errors import NstError
 from nst_exp.evaluate import main as evaluate_main
-from nst_exp.report import main, report
+from nst_exp.report import main, build_report
 from nst_exp.report.build import MANIFEST
-from nst_exp.run import result_in
+from nst_exp.runner import result_in
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # a real sweep in a subprocess, built once (about 15 s on 2 cores)
@@ -122,7 +122,7 @@ def test_results_md_shows_every_string_from_runs_as_text(made, tmp_path):
     for job, value in (("0", "'<b>bold</b>|pipe'"), ("1", "plain")):  # a swept value with markup
         overrides = sweep / job / ".hydra" / "overrides.yaml"
         overrides.write_text(overrides.read_text() + f"- +note={value}\n")
-    text = report(sweep, tmp_path / "out").written["results.md"].read_text()
+    text = build_report(sweep, tmp_path / "out").written["results.md"].read_text()
     assert "<" not in text  # no tag from a run, however the Markdown is rendered
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     assert not [token for token in tokens if token.type in ("html_inline", "html_block")]
@@ -149,8 +149,8 @@ def test_one_job_sweep_and_single_run_get_a_one_row_report(made, tmp_path, capsy
         table = pd.read_csv(out / "results.csv", dtype={"dir": str})
         assert list(table["dir"]) == ["0" if root == sweep else "."] and list(table["status"]) == ["completed"]
         assert {"figure.png", "losses.png", "index.html"} <= {path.name for path in out.iterdir()}
-    report(sweep, self_contained=True)  # into <sweep>/report, with copies of the jobs' records
-    assert list(report(sweep).sweep.jobs["dir"]) == ["0"]  # the copies are not jobs
+    build_report(sweep, self_contained=True)  # into <sweep>/report, with copies of the jobs' records
+    assert list(build_report(sweep).sweep.jobs["dir"]) == ["0"]  # the copies are not jobs
 
 
 def damage(sweep: Path) -> dict[int, str]:

@@ -6,7 +6,7 @@ import json
 
 from conftest import make_config
 
-from nst_exp.run import run
+from nst_exp.runner import run
 
 
 def test_run_writes_result_and_metrics(tmp_path, tiny):

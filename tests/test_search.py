@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from nst_exp import objective
 from nst_exp.errors import NstError
-from nst_exp.sweep import FailedTrials, TrialFailed
+from nst_exp.sweep_summary import FailedTrials, TrialFailed
 from nst_exp.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from nst_exp.errors import NstError
 from nst_exp.features import load_network
 from nst_exp.guidance import layer_guides, mask_image, propagate, rectangle
 from nst_exp.losses import GatysLoss, StyleTarget
-from nst_exp.run import run
+from nst_exp.runner import run
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 

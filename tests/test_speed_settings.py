@@ -12,7 +12,7 @@ from conftest import make_config
 from nst_exp.errors import NstError
 from nst_exp.features import load_network, tf32
 from nst_exp.results import RunDir
-from nst_exp.run import run
+from nst_exp.runner import run
 from test_optimize import first_and_last
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -106,7 +106,7 @@ def test_auto_on_a_bf16_machine_runs_bf16_and_agrees_with_fp32(tiny, monkeypatch
     A tiny random network after 6 iterations is not the trained network at 256 px the 1% target is
     about (docs/speed.md); this checks that auto really switches and stays near the fp32 result.
     """
-    import nst_exp.run as runner
+    import nst_exp.runner as runner
     from nst_exp.hardware import Capabilities
 
     monkeypatch.setattr(runner, "detect", lambda device: Capabilities("cpu", True, "this CPU has AMX-BF16 (mocked)"))

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nst_exp import images
 from nst_exp.errors import NstError
-from nst_exp.run import run
+from nst_exp.runner import run
 from nst_exp.stages import Stage, plan, upsample
 
 

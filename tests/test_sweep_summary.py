@@ -17,7 +17,7 @@ from conftest import make_config
 
 from nst_exp.report import main as report_main
 from nst_exp.report import read_sweep
-from nst_exp.sweep import FAILED_EXIT, SweepSummary, read_jobs, summary
+from nst_exp.sweep_summary import FAILED_EXIT, SweepSummary, read_jobs, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_a_sweep_without_job_folders_is_a_failure(tmp_path):
 
 def test_the_callback_is_registered_for_every_run():
     callbacks = make_config([], return_hydra_config=True).hydra.callbacks
-    assert [c._target_ for c in callbacks.values()] == ["nst_exp.sweep.SweepSummary"]
+    assert [c._target_ for c in callbacks.values()] == ["nst_exp.sweep_summary.SweepSummary"]
 
 
 @pytest.mark.slow

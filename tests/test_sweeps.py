@@ -14,8 +14,8 @@ from conftest import make_config, pattern_image
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the expansion `-m` itself uses
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from nst_exp.report import report
-from nst_exp.run import run
+from nst_exp.report import build_report
+from nst_exp.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 GROWING = [[f"relu{block}_1" for block in range(1, depth + 1)] for depth in range(1, 6)]
@@ -165,7 +165,7 @@ def test_cli_three_job_experiment_multirun(cli_images, tmp_path):
     layers = [Path(sweep / n / ".hydra" / "overrides.yaml").read_text() for n in jobs]
     assert [f"content_layers=[conv{b}_1]" in text for b, text in zip((1, 2, 3), layers)] == [True] * 3
     assert not (tmp_path / "outputs").exists()  # everything went under hydra.sweep.dir
-    built = report(sweep)
+    built = build_report(sweep)
     assert built.layout.shape == (1, 3) and built.layout.cols == ["conv1_1", "conv2_1", "conv3_1"]
     assert list(built.sweep.jobs["loss/style"]) == [0, 0, 0]  # content reconstructions: no style loss
 

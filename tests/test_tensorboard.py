@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nst_exp.report.sweep import read_scalars
-from nst_exp.run import run
+from nst_exp.runner import run
 from nst_exp.tensorboard_run import compact, log_dir, run_name, split_choices, sweep_task, swept_values, typed_values
 
 SWEPT = {"beta": "1e3", "log.progress": "false"}

@@ -24,8 +24,8 @@ from nst_exp.api import override_value
 from nst_exp.__main__ import preflight
 from nst_exp.errors import NstError
 from nst_exp.evaluate import evaluate_run
-from nst_exp.report import report
-from nst_exp.run import run
+from nst_exp.report import build_report
+from nst_exp.runner import run
 from nst_exp.validation import validate
 from nst_exp.weights import resolve_weights_file
 
@@ -97,7 +97,7 @@ def test_the_issues_example_leaves_the_victim_file_alone_and_is_one_line(tmp_pat
     [
         (["+hydra.callbacks.x._target_=os.system"], r"hydra\.callbacks\.x\._target_=os\.system is not allowed"),
         (["-m", "beta=1,2", "hydra.callbacks.sweep_summary._target_=builtins.exec"], r"sweep_summary\._target_="),
-        (["-m", "beta=1,2", f"hydra.callbacks.sweep_summary._target_=nst_exp.sweep.{'RunDir.METRICS'}"], r"not allowed"),
+        (["-m", "beta=1,2", f"hydra.callbacks.sweep_summary._target_=nst_exp.sweep_summary.{'RunDir.METRICS'}"], r"not allowed"),
         (["+hydra.callbacks.sweep_summary._args_=[1]"], r"sweep_summary\._args_ is not allowed"),
         (["-m", "hparams_search=balance", "hydra.sweeper.sampler._target_=builtins.exec"],
          r"hydra\.sweeper\.sampler\._target_=builtins\.exec is not allowed"),
@@ -226,7 +226,7 @@ def test_report_and_evaluate_never_resolve_a_shared_configs_interpolations(finis
         overrides = sweep / job / ".hydra" / "overrides.yaml"
         overrides.write_text(overrides.read_text() + f"- beta={beta}\n")
         assert "${oc.env:NST_TRUST_SECRET}" in config.read_text()
-    built = report(sweep, tmp_path / "out")
+    built = build_report(sweep, tmp_path / "out")
     assert built is not None
     written = [path for path in (tmp_path / "out").rglob("*") if path.is_file()]
     assert any(path.name == "results.csv" for path in written) and any(path.name == "index.html" for path in written)

@@ -10,7 +10,7 @@ from conftest import make_config
 
 from nst_exp.features import load_network
 from nst_exp.losses import GatysLoss, loss_values, total_variation
-from nst_exp.run import run
+from nst_exp.runner import run
 
 
 def test_total_variation_is_the_sum_of_squared_neighbour_differences():

@@ -27,7 +27,7 @@ Modules, each importing only those above it (none imports torch):
 - ``tables``: results.csv, results.md, scalars.csv;
 - ``figures``: the image grid and the loss curves; ``tradeoff``: tradeoff.png;
 - ``gallery``: index.html and its per-job loss curves;
-- ``build``: ``report()``, which writes all of the above; ``cli``: the command line.
+- ``build``: ``build_report()``, which writes all of the above; ``cli``: the command line.
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from nst_exp.callable_module import make_callable
 
 if TYPE_CHECKING:
-    from nst_exp.report.build import Report, report
+    from nst_exp.report.build import Report, build_report
     from nst_exp.report.cli import main
     from nst_exp.report.sweep import Sweep, networks, read_scalars, read_sweep, swept_keys
 
 # name -> the module defining it, imported on first use: `python -m nst_exp.report --help`
 # answers before pandas and matplotlib load.
-EXPORTS = {"Report": "build", "report": "build", "main": "cli", "Sweep": "sweep", "networks": "sweep",
+EXPORTS = {"Report": "build", "build_report": "build", "main": "cli", "Sweep": "sweep", "networks": "sweep",
            "read_scalars": "sweep", "read_sweep": "sweep", "swept_keys": "sweep"}
 
 __all__ = sorted(EXPORTS)
@@ -57,5 +56,3 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value  # once found, an ordinary attribute
     return value
 
-
-make_callable(__name__)  # `from nst_exp import report` is this package; calling it calls report()

@@ -1,4 +1,4 @@
-"""``report(sweep_dir)``: read a sweep and write its tables, figures and gallery page into one folder.
+"""``build_report(sweep_dir)``: read a sweep and write its tables, figures and gallery page into one folder.
 
 The report replaces only files it wrote: ``<out>/.nst_exp_report.json`` lists them (paths
 relative to ``out``), and a later report removes only listed files it does not write again,
@@ -45,7 +45,7 @@ class Report:
         return sorted(int(job) for job in damaged(self.sweep.jobs)["job"])
 
 
-def report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False,
+def build_report(root: Path | str, out: Path | str | None = None, *, self_contained: bool = False,
            scalars: bool = True) -> Report:
     """Read the sweep at ``root`` and write the tables and figures into ``out`` (default <root>/report).
 

@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not write scalars.csv (every logged loss per job and step; megabytes for a long "
                              "sweep, and TensorBoard reads the same values from the sweep)")
     args = parser.parse_args(argv)
-    from nst_exp.report.build import report  # pandas and matplotlib: only once there is a report to write
+    from nst_exp.report.build import build_report  # pandas and matplotlib: only once there is a report to write
     from nst_exp.report.gallery import GALLERY_FILE
     from nst_exp.report.tables import status_counts
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = report(args.sweep_dir, args.out, self_contained=args.self_contained, scalars=not args.no_scalars)
+        result = build_report(args.sweep_dir, args.out, self_contained=args.self_contained, scalars=not args.no_scalars)
     except NstError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

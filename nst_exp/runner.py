@@ -27,14 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_exp import images, memory_guard, tensorboard_run
-from nst_exp.callable_module import make_callable
 from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
 from nst_exp.color import ColorControl
 from nst_exp.validation import validate
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.picture_scores import score as picture_score
-from nst_exp.features import Network, load_model, summary
+from nst_exp.features import Network, load_configured_network, summary
 from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.lock import RunLock
@@ -118,7 +117,7 @@ def synthesise_run(
     speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
 
     loading = time.perf_counter()
-    network = load_network(cfg, settings)
+    network = prepare_network(cfg, settings)
     startup.network = time.perf_counter() - loading
     extractor = network.extractor(settings.layers)
     color = ColorControl(cfg.color)
@@ -142,16 +141,16 @@ def synthesise_run(
     )
 
     targets = time.perf_counter()
-    objective = problem.objective(stages[0].size)  # the content and style targets (kept): the network's first passes
+    loss = problem.loss(stages[0].size)  # the content and style targets (kept): the network's first passes
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     startup.targets = time.perf_counter() - targets
     checkpointed = run_dir is not None and len(stages) == 1  # a checkpoint holds one image size
-    objective_print = fingerprint(objective) if checkpointed else {}
+    loss_print = fingerprint(loss) if checkpointed else {}
     if where.saved is not None:  # a resumed run: the same objective (images, weights, network), the same random stream
-        check_fingerprint(where.saved.fingerprint, objective_print, run_dir.path)
+        check_fingerprint(where.saved.fingerprint, loss_print, run_dir.path)
         restore_rng(where.saved.rng)
-    start = where.start(device)
+    start = where.resume_state(device)
 
     final = problem.stage_inputs(stages[-1].size)
     used = inputs_used(cfg)  # saved, logged and scored: only the images the result was made with
@@ -165,7 +164,7 @@ def synthesise_run(
     if checkpointed:
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         checkpointer = Checkpointer(
-            run_dir.path, cfg.checkpoint.every, resolved, objective_print, where.seconds, where.resumed
+            run_dir.path, cfg.checkpoint.every, resolved, loss_print, where.seconds, where.resumed
         )
         callbacks.append(checkpointer)
     callbacks.append(progress)
@@ -251,9 +250,9 @@ def configure_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def load_network(cfg: DictConfig, settings: LossSettings) -> Network:
+def prepare_network(cfg: DictConfig, settings: LossSettings) -> Network:
     """The configured network with its weights, its layers checked against the objective's."""
-    network = load_model(cfg.model, cfg.seed)
+    network = load_configured_network(cfg.model, cfg.seed)
     log.info("Network: %s", summary(cfg.model.name, cfg.model.description, network))
     if not network.trained:
         log.warning("RANDOM WEIGHTS: %s is untrained (%s). Use it for tests only.", cfg.model.name, network.weights)
@@ -315,5 +314,3 @@ def metrics(
         "torch": torch.__version__,
     }
 
-
-make_callable(__name__)  # `from nst_exp import run` is this module; calling it calls run()
