@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nst_exp.errors import NstError
-from nst_exp.results import RunDir, Status, atomic_write
+from nst_exp.atomic import atomic_write
+from nst_exp.results import RunDir, Status
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

@@ -183,6 +183,11 @@ class FeatureExtractor(nn.Module):
                 return factor
         raise KeyError(layer)
 
+    @property
+    def deepest_downsampling(self) -> int:
+        """How many times the input is halved before the deepest requested layer: the smallest side that layer sees."""
+        return max(self.downsampling(layer) for layer in self.requested)
+
     def extra_repr(self) -> str:
         return f"layers={sorted(self.requested)}"
 

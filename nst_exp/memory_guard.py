@@ -70,7 +70,7 @@ class Guard:
 
     def smallest_size(self) -> int:
         """The smallest image_size at which every requested layer sees a pixel of content and styles."""
-        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
+        factor = self.extractor.deepest_downsampling
         return self.inputs.smallest_size(factor)
 
     def fitting_size(self) -> int:

@@ -50,7 +50,7 @@ from omegaconf import MISSING, DictConfig
 from nst_exp.cli_args import asks_for_information
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
-from nst_exp.results import write_json
+from nst_exp.atomic import write_json
 from nst_exp.help import app_help, print_page, register_help
 from nst_exp.styles import IMAGE_SUFFIXES
 from nst_exp.trust import check_command_line

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from nst_exp.errors import NstError
-from nst_exp.results import atomic_write
+from nst_exp.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ class Problem:
         sizes) at which every image is seen, or, where that size would exceed max_image_pixels
         (a 1 x 5000 style image), shallower layers or a squarer image instead.
         """
-        factor = max(self.extractor.downsampling(layer) for layer in self.extractor.requested)
+        factor = self.extractor.deepest_downsampling
         needed = self.inputs.smallest_size(factor)
         height, width = self.inputs.shape(needed)
         practical = height * width <= self.inputs.max_pixels

@@ -7,14 +7,14 @@ every file name and every metric key below is spelled once.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
+
+from nst_exp.atomic import atomic_write, write_json
 
 REPORT_MANIFEST = ".nst_exp_report.json"  # in a report folder: the files nst_exp.report wrote there
 
@@ -61,32 +61,6 @@ class Status(str, Enum):
 
 # A finished run's statuses: its result stands (a diverged run kept its last finite image) and it wrote result.png.
 FINISHED = (Status.COMPLETED, Status.DIVERGED)
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a per-process temp file beside ``path``; on success, flush it to disk and rename it over ``path``.
-
-    A kill or an error leaves ``path`` as it was and removes the temp file, so
-    no half-written file ever carries the final name or fills a disk.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(partial, mode) as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON atomically, NaN and inf as null."""
-    with atomic_write(path) as out:
-        out.write(json.dumps(finite_or_none(data), indent=2, sort_keys=False, default=str) + "\n")
 
 
 @dataclass(frozen=True)
@@ -281,17 +255,6 @@ def outside_reports(root: Path, folders: Iterable[Path]) -> list[Path]:
     """``folders`` (under ``root``), sorted, less those inside a report folder: a self-contained report's copies."""
     reports = {manifest.parent for manifest in Path(root).rglob(REPORT_MANIFEST)}
     return sorted(folder for folder in folders if not reports.intersection(folder.parents))
-
-
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN and inf (at any depth) replaced by None, as JSON wants."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def flatten(node: Any, prefix: str = "", lists_as_text: bool = False, private: bool = True) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from nst_exp.color import luminance
 from nst_exp.evaluate import evaluate_run, main
 from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, style_swd
 from nst_exp.images import open_rgb, save, to_tensor
-from nst_exp.results import RunDir, write_json
+from nst_exp.atomic import write_json
+from nst_exp.results import RunDir
 from tests.conftest import pattern_image
 
 SCORES = {"eval/content_ssim", "eval/style_swd", "eval/color_distance"}

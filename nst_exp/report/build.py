@@ -20,7 +20,7 @@ from nst_exp.report.sweep import Sweep, damaged, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
 from nst_exp.results import REPORT_MANIFEST as MANIFEST
-from nst_exp.results import write_json
+from nst_exp.atomic import write_json
 
 log = logging.getLogger(__name__)
 
