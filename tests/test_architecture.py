@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nst_exp"
@@ -59,3 +60,19 @@ def test_the_graph_sees_the_imports_it_checks():
     graph = imports()  # a check of nothing would pass: the runner imports what the tour says it does
     assert {"nst_exp.results", "nst_exp.stages", "nst_exp.problem", "nst_exp.picture_scores"} <= graph["nst_exp.runner"]
     assert "nst_exp.images" in graph["nst_exp.results"]  # a function-level import counts too
+
+
+def test_docs_code_lists_every_module_above_the_ones_it_imports():
+    """docs/code.md reads top to bottom: a module imports only modules listed below it (report/ counts as one)."""
+    doc = (PACKAGE.parent / "docs" / "code.md").read_text()
+
+    def unit(module: str) -> str:
+        return "nst_exp.report" if module.startswith("nst_exp.report") else module
+
+    order = list(dict.fromkeys(unit("nst_exp." + name.removesuffix(".py").removesuffix("/").replace("/", "."))
+                               for name in re.findall(r"`([\w/]+\.py|report/)`", doc)))
+    graph = imports()
+    assert not {unit(m) for m in graph} - set(order) - {"nst_exp"}, "docs/code.md lacks a module"
+    upward = [f"{module} -> {target}" for module, targets in graph.items() for target in targets
+              if unit(module) in order and unit(target) in order and order.index(unit(target)) < order.index(unit(module))]
+    assert not upward, f"imports of a module listed above: {upward}"
