@@ -26,7 +26,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nst_exp import checkpoint, cli_args, objective
 from nst_exp.config import conf_dir, register
@@ -87,9 +87,9 @@ def job(cfg: DictConfig) -> objective.Value:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record = HydraRecord(cfg, out_dir)
     try:
-        objective.check(cfg.objective, cfg.objective_weights)
-        if not cfg.resume:  # a resume is validated as the saved config with its changes, once loaded
-            validate(cfg)  # a refused run answers before torch loads
+        if multirun and not cfg.resume:  # a single run was validated before Hydra ran; a resume is, once loaded
+            objective.check(cfg.objective, cfg.objective_weights)
+            validate(cfg)  # a refused job answers before torch loads
         import torch
 
         from nst_exp.hardware import sweep_device
@@ -210,11 +210,23 @@ def preflight(argv: list[str]) -> None:
         return
     if any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in argv):
         return  # prints the config; writes nothing
+    if validated_here(cfg, argv):  # a refused run answers now, before Hydra composes the config twice more
+        settings = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+        objective.check(settings.objective, settings.objective_weights)
+        validate(settings)
     try:
         folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report
         return
     check_writable(folder, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+
+
+def validated_here(cfg: DictConfig, argv: list[str]) -> bool:
+    """A single run is validated by ``preflight``, as composed; a sweep's jobs (their own values) and a resume
+    (the saved config) by the job."""
+    resumed = any(argument.startswith("resume=") and argument != "resume=null" for argument in argv)
+    single = not any(argument in cli_args.MULTIRUN_FLAGS for argument in argv) and cfg.hydra.mode != RunMode.MULTIRUN
+    return single and not resumed
 
 
 def check_writable(folder: Path, key: str) -> None:

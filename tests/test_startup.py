@@ -7,7 +7,6 @@ them, even inside ``try: ... except ImportError``, is named on stderr and fails 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -106,7 +105,7 @@ def test_refused_run_sweep_and_resume_load_no_torch_and_the_report_reads_them(bl
     assert done.returncode == 2
     message = "beta=-1.0 is negative. beta must be a finite number >= 0. Use e.g. beta=1000.0 (the default)."
     assert message in done.stdout + done.stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == {"status": "failed", "message": message}
+    assert not (tmp_path / "run").exists()  # refused before Hydra composed it again or made its directory
 
     done = light(blocker, tmp_path, "-m", "nst_exp", "resume=nowhere")
     assert done.returncode == 2
