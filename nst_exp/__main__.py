@@ -88,7 +88,6 @@ def job(cfg: DictConfig) -> objective.Value:
     record = HydraRecord(cfg, out_dir)
     try:
         if multirun and not cfg.resume:  # a single run was validated before Hydra ran; a resume is, once loaded
-            objective.check(cfg.objective, cfg.objective_weights)
             validate(cfg)  # a refused job answers before torch loads
         import torch
 
@@ -211,9 +210,7 @@ def preflight(argv: list[str]) -> None:
     if any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in argv):
         return  # prints the config; writes nothing
     if validated_here(cfg, argv):  # a refused run answers now, before Hydra composes the config twice more
-        settings = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-        objective.check(settings.objective, settings.objective_weights)
-        validate(settings)
+        validate(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
     try:
         folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report

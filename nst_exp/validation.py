@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
+from nst_exp.objective import check as check_objective
 from nst_exp.config import AT_LEAST_ONE, DEVICES, POSITIVE, WEIGHT, Bound, Config, conf_dir, default, device_kind
 from nst_exp.errors import NstError, did_you_mean
 from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
@@ -35,6 +36,7 @@ def validate(cfg: Any) -> None:
     check_task_targets(plain, _optimizer_choices())  # before anything a config names is imported
     check_known_keys(cfg, optimizer=False)
     validate_numbers(cfg, optimizer=False)
+    check_objective(cfg.objective, cfg.objective_weights)  # what a job returns to a sweeper is a value it records
     if cfg.alpha == 0 and cfg.beta == 0:
         raise NstError("alpha and beta are both 0: there is nothing to optimise.")
     if device_kind(cfg.device) is None:
