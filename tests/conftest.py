@@ -1,7 +1,8 @@
 """Shared fixtures: tiny generated images and the overrides of a tiny run, composing the real configs offline,
 ``python -m nst_exp`` in a subprocess, and the command line's run and sweep, each made once per session.
 
-A test that starts a Python subprocess carries ``@pytest.mark.subprocess`` (``-m "not subprocess"`` skips it).
+A test that starts a Python subprocess carries ``@pytest.mark.subprocess`` (``-m "not subprocess"`` skips it);
+one that starts one without the marker fails, naming the marker.
 """
 
 from __future__ import annotations
@@ -147,3 +148,25 @@ def cli_sweep(tmp_path_factory) -> Made:
     args = ["-m", *tiny_overrides(write_images(cwd / "images")), "iterations=2", "beta=1e3,1e4,1e5",
             "hydra.sweep.dir=outputs/sweep"]
     return Made(run_cli(*args, cwd=cwd), args, cwd)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """A test without the ``subprocess`` marker (its fixtures included) may start no Python process."""
+    if item.get_closest_marker("subprocess"):
+        return (yield)
+    start = subprocess.Popen.__init__
+
+    def refused(self, args, *rest, **keywords):
+        single = isinstance(args, (str, bytes, os.PathLike))  # a shell line, or a program without arguments
+        program = Path(os.fsdecode(args).split()[0] if single else os.fsdecode(args[0])).name
+        if program.startswith("python") or program == Path(sys.executable).name:
+            raise AssertionError(f"{item.nodeid} starts a Python subprocess ({program}): mark it "
+                                 "@pytest.mark.subprocess (pyproject.toml), so that -m 'not subprocess' skips it")
+        start(self, args, *rest, **keywords)
+
+    subprocess.Popen.__init__ = refused
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__ = start
