@@ -10,8 +10,8 @@ import torch
 from conftest import make_config
 from PIL import Image
 
-from nst_exp.run import run
 from nst_exp.results import read_metrics
+from nst_exp.run import run
 
 
 def first_and_last(run_dir, tag):

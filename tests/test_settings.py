@@ -8,8 +8,8 @@ import pytest
 from conftest import make_config
 
 from nst_exp.config import conf_dir
-from nst_exp.validation import check_known_keys, validate, validate_numbers
 from nst_exp.errors import NstError
+from nst_exp.validation import check_known_keys, validate, validate_numbers
 
 EXPERIMENTS = sorted(path.stem for path in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 OPTIMIZERS = sorted(path.stem for path in (Path(conf_dir()) / "optimizer").glob("*.yaml"))

@@ -11,9 +11,9 @@ from conftest import make_config, pattern_image
 from nst_exp.color import ColorControl
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
+from nst_exp.inputs import Inputs
 from nst_exp.losses import GatysLoss, StyleTarget, gram_matrix, style_layer_loss
 from nst_exp.run import run
-from nst_exp.inputs import Inputs
 from nst_exp.styles import style_specs
 
 LAYERS = ["relu1_1", "relu2_1"]
