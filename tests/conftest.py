@@ -96,8 +96,7 @@ def child_env(**variables: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **variables}
 
 
-def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
-           ) -> subprocess.CompletedProcess:
+def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python <args>`` in ``cwd`` to its end, as a user runs it: exit status, stdout and stderr as text.
 
     ``env`` adds to (or replaces) variables of :func:`child_env`.
@@ -106,8 +105,7 @@ def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout
                           text=True, timeout=timeout)
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
-            ) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m nst_exp <args>`` in ``cwd`` (Hydra logs to stdout, errors go to stderr)."""
     return run_python("-m", "nst_exp", *args, cwd=cwd, env=env, timeout=timeout)
 
