@@ -34,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -46,7 +47,14 @@ from nst_exp.color import ColorControl
 from nst_exp.config import conf_dir, register
 from nst_exp.features import load_configured_network
 from nst_exp.hardware import (
-    CHANNELS_LAST, PRECISIONS, Capabilities, SpeedChoice, choose_speed, describe_device, detect, pick_device,
+    CHANNELS_LAST,
+    PRECISIONS,
+    Capabilities,
+    SpeedChoice,
+    choose_speed,
+    describe_device,
+    detect,
+    pick_device,
 )
 from nst_exp.inputs import Inputs
 from nst_exp.losses import LossSettings, gram_matrix, style_layer_loss

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from bench import config, default_images_dir  # benchmarks/bench.py, beside this file
 
 from nst_exp.hardware import describe_device, pick_device
 from nst_exp.report import read_scalars
 from nst_exp.results import CONTENT, STYLE, TOTAL, RunDir
 from nst_exp.runner import run
-
-from bench import config, default_images_dir  # benchmarks/bench.py, beside this file
 
 
 def loss_curve(out_dir: Path) -> pd.DataFrame:
@@ -141,7 +140,8 @@ def table(report: dict[str, Any]) -> str:
         f"| coarse to fine, {sizes} px | {staged['final_loss']:.6g} | {staged['seconds']:.1f} |",
         "",
         f"Coarse to fine reached the single-scale final loss after {when}.",
-        "Its final stage started at " + ", ".join(f"{tag} {value:.6g}" for tag, value in staged["final_stage_start"].items()) + ".",
+        "Its final stage started at "
+        + ", ".join(f"{tag} {value:.6g}" for tag, value in staged["final_stage_start"].items()) + ".",
     ])
 
 

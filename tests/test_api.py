@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, make_config, pattern_image, run_python
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -20,9 +18,6 @@ from nst_exp import ConfigError, NstError, Result, compose, stylize
 from nst_exp.api import override_value
 from nst_exp.config import conf_dir
 
-from conftest import make_config, pattern_image
-
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ("model=vgg19", "model.weights=random", "log.progress=false", "log.image_every=0")
 KEYS = {"image_size": 32, "iterations": 2}
 
@@ -158,6 +153,7 @@ def test_a_quoted_path_reaches_the_config_unchanged():
         assert compose(f"content.path={override_value(path)}").content.path == path
 
 
+@pytest.mark.subprocess
 def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
     import nst_exp.report
     import nst_exp.runner
@@ -166,7 +162,7 @@ def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
     assert nst_exp.run is nst_exp.runner.run and nst_exp.build_report is nst_exp.report.build_report
     assert nst_exp.build_report.__module__ == "nst_exp.report.build" and nst_exp.score.__module__ == "nst_exp.picture_scores"
     code = "import sys, nst_exp; assert nst_exp.NstError and nst_exp.Result; print('torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = run_python("-c", code, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
@@ -180,6 +176,7 @@ def test_the_public_names_and_that_import_nst_exp_does_not_import_torch():
 )
 def test_console_scripts_read_argv(script, module, args, capsys):
     import importlib
+
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -189,6 +186,7 @@ def test_console_scripts_read_argv(script, module, args, capsys):
     assert stop.value.code == 0 and "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.subprocess
 def test_hydra_console_scripts_answer_help(tmp_path):
     """nst-exp and nst-exp-normalize are Hydra apps: main() reads sys.argv."""
     import tomllib
@@ -198,8 +196,7 @@ def test_hydra_console_scripts_answer_help(tmp_path):
     assert scripts["nst-exp-normalize"] == "nst_exp.normalize:main"
     for entry in ("nst_exp.__main__", "nst_exp.normalize"):
         code = f"import sys; sys.argv = ['x', '--help']; from {entry} import main; main()"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = run_python("-c", code, cwd=tmp_path, timeout=120)
         assert done.returncode == 0, done.stderr
         assert list(tmp_path.iterdir()) == []
     # nst-exp-normalize's help is a page like nst-exp's: what it does, its own keys and group, examples.

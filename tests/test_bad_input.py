@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import child_env, make_config
 from hydra.errors import ConfigCompositionException
 
 from nst_exp.errors import NstError
@@ -26,7 +26,8 @@ from nst_exp.runner import run
         (["beta=-5"], "beta=-5.0 is negative"),
         (["alpha=0", "beta=0"], "alpha and beta are both 0"),
         (["content_layers=[conv9_1]"], "Unknown content layer 'conv9_1'"),
-        (["image_size=8"], r"image_size=8 is too small for layer 'relu5_1'.*Use image_size=21 or more"),  # the smallest that passes (test_memory)
+        # image_size=21: the smallest that passes (test_memory)
+        (["image_size=8"], r"image_size=8 is too small for layer 'relu5_1'.*Use image_size=21 or more"),
         (["style.path=missing.jpg"], "The style image 'missing.jpg' was not found"),
         (["init=file", "init.path=nowhere.png"], "The init image 'nowhere.png' was not found"),
         (["iterations=-1"], "iterations=-1 is negative. iterations must be an integer >= 0"),
@@ -79,11 +80,13 @@ def test_imagenet_weights_offline_fail_fast_with_instructions(tmp_path, tiny, mo
     assert "model.weights=/path/to/vgg19-dcbb9e9d.pth" in message and "model.weights=random" in message
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_saves_image_and_metrics(tmp_path, tiny):
     run_dir = tmp_path / "outputs" / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "nst_exp", *tiny, "iterations=100000", "log.image_every=1", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -95,7 +98,7 @@ def test_ctrl_c_saves_image_and_metrics(tmp_path, tiny):
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
     line = f"Saved in {run_dir}: result.png, metrics.json and the checkpoint {run_dir / 'checkpoints' / 'last.pt'}. "
-    assert f"Stopped by SIGINT after " in output and line + f"Continue: python -m nst_exp resume={run_dir}" in output
+    assert "Stopped by SIGINT after " in output and line + f"Continue: python -m nst_exp resume={run_dir}" in output
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["iterations"] >= 3

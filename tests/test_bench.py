@@ -7,22 +7,39 @@ what it says it does.
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import math
 from pathlib import Path
 
 import bench  # benchmarks/bench.py (conftest puts benchmarks/ on sys.path)
 import pytest
+from conftest import write_images
 
 
-def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir, capsys):
-    out = tmp_path / "bench.json"
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory) -> tuple[dict, Path, str]:
+    """bench.py at 32 px, both optimizers, the channels_last floor and the breakdown: its report, its --out file
+    and what it printed. Its memory column's runs are children forked from this process while it holds 3 GiB."""
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "bench.json"
     argv = [
-        "--sizes", "32", "--repeats", "2", "--evaluations", "2", "--images-dir", str(images_dir),
+        "--sizes", "32", "--repeats", "2", "--evaluations", "2", "--images-dir", str(write_images(folder / "images")),
         "--floor-variants", "channels_last", "--breakdown", "--out", str(out),
         "content.path=content.png", "style.path=style.png", "content_layers=[relu2_1]", "style_layers=[relu1_1]",
     ]
-    report = bench.main(argv)
+    ballast = b"\x01" * (3 * 2**30)  # 3 GiB, written, so resident in the parent the children fork from
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report = bench.main(argv)
+    assert len(ballast)  # held until the children ran
+    return report, out, printed.getvalue()
+
+
+@pytest.mark.subprocess
+def test_bench_writes_rows_for_every_optimizer_and_variant(bench_run):
+    report, out, printed = bench_run
     assert json.loads(out.read_text()) == report
     assert [(r["size"], r["image"], r["optimizer"]) for r in report["rows"]] == [(32, "32x24", "lbfgs"), (32, "32x24", "adam")]
     for row in report["rows"]:
@@ -34,16 +51,16 @@ def test_bench_writes_rows_for_every_optimizer_and_variant(tmp_path, images_dir,
     assert [(r["size"], r["part"]) for r in report["breakdown"]] == [(32, "objective"), (32, "style terms")]
     for row in report["breakdown"]:
         assert 0 < row["seconds"]["min"] <= row["seconds"]["median"] <= row["seconds"]["max"]
-    printed = capsys.readouterr().out
     assert "| 32 | 32x24 | adam |" in printed and "| 32 | channels_last |" in printed
     assert "| 32 | objective |" in printed and "| 32 | style terms |" in printed
 
 
-def test_bench_memory_is_the_childs_own_peak_not_its_parents(tiny):
-    """The child is forked from this process; its peak must not include this process's size."""
-    ballast = b"\x01" * (3 * 2**30)  # 3 GiB, written, so resident in the parent the child forks from
-    peak_mb = bench.peak_memory_mb([*tiny, "iterations=2", "device=cpu"])
-    assert len(ballast) and 200 < peak_mb < 2.5 * 1024  # a 32 px run: torch and a small network
+@pytest.mark.subprocess
+def test_bench_memory_is_the_childs_own_peak_not_its_parents(bench_run):
+    """The children are forked from this process (bench_run holds 3 GiB); a peak must not include its parent's size."""
+    report, _, _ = bench_run
+    for peak_mb in (row["peak_memory_mb"] for row in report["rows"]):
+        assert 200 < peak_mb < 2.5 * 1024  # a 32 px run: torch and a small network
 
 
 def resolved(caps, precisions, channels_last):

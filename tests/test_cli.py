@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+import pytest
+from conftest import run_cli
 from PIL import Image
 
-
-def nst(cwd: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nst_exp", *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+pytestmark = pytest.mark.subprocess
 
 
-def only_run_dir(cwd: Path) -> Path:
-    (metrics,) = (cwd / "outputs").rglob("metrics.json")
-    return metrics.parent
-
-
-def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
-    done = nst(tmp_path, *tiny, "iterations=4", "log.image_every=2", "hydra.run.dir=outputs/run")
+def test_cli_run_writes_image_metrics_and_tensorboard(cli_run):
+    """tiny, 4 iterations, a snapshot every 2 (the session's run, which test_guarantees also reads)."""
+    done = cli_run.done
     assert done.returncode == 0, done.stderr
-    run_dir = tmp_path / "outputs" / "run"
+    run_dir = cli_run.cwd / "outputs" / "run"
     with Image.open(run_dir / "result.png") as result:
         assert result.size == (32, 24)  # long side image_size, content's 4:3 aspect
     assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["iter_000002.png", "iter_000004.png"]
@@ -58,10 +44,11 @@ def test_cli_run_writes_image_metrics_and_tensorboard(tmp_path, tiny):
     assert (run_dir / "nst_exp.log").is_file() and not (run_dir / "__main__.log").exists()  # hydra.job.name
 
 
-def test_cli_multirun_three_jobs(tmp_path, tiny):
-    done = nst(tmp_path, "-m", *tiny, "iterations=2", "beta=1e3,1e4,1e5", "hydra.sweep.dir=outputs/sweep")
+def test_cli_multirun_three_jobs(cli_sweep):
+    """beta=1e3,1e4,1e5 (the session's sweep, which test_report_trust also reads)."""
+    done = cli_sweep.done
     assert done.returncode == 0, done.stderr
-    sweep = tmp_path / "outputs" / "sweep"
+    sweep = cli_sweep.cwd / "outputs" / "sweep"
     betas = sorted(json.loads((sweep / str(i) / "metrics.json").read_text())["status"] for i in range(3))
     assert betas == ["completed"] * 3
     for i, beta in enumerate(["1000.0", "10000.0", "100000.0"]):
@@ -69,7 +56,7 @@ def test_cli_multirun_three_jobs(tmp_path, tiny):
 
 
 def test_cli_user_error_is_one_clear_message(tmp_path, tiny):
-    done = nst(tmp_path, *tiny, "style_layers=[relu4_5]", "hydra.run.dir=outputs/run")
+    done = run_cli(*tiny, "style_layers=[relu4_5]", "hydra.run.dir=outputs/run", cwd=tmp_path)
     assert done.returncode == 2
     output = done.stderr + done.stdout
     assert "Unknown style layer 'relu4_5': vgg19 has no such layer. Did you mean 'relu4_" in output
@@ -80,14 +67,14 @@ def test_cli_user_error_is_one_clear_message(tmp_path, tiny):
 
 
 def test_cli_misspelt_key_fails_at_compose_time(tmp_path, tiny):
-    done = nst(tmp_path, *tiny, "alhpa=3")
+    done = run_cli(*tiny, "alhpa=3", cwd=tmp_path)
     assert done.returncode != 0
     assert "Could not override 'alhpa'" in done.stderr
     assert not (tmp_path / "outputs").exists()
 
 
 def test_help_says_what_nst_exp_is_its_keys_groups_and_examples(tmp_path):
-    done = nst(tmp_path, "--help")
+    done = run_cli("--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert text.startswith("nst_exp: neural style transfer as in Gatys et al.")

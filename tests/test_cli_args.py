@@ -9,22 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_config, pattern_image, run_cli
 from PIL import Image
 
-from conftest import make_config, pattern_image
 from nst_exp import __main__ as entry
 from nst_exp.cli_args import copy_result, parse, quoted
-from nst_exp.errors import NstError
-from test_cli import nst
 
 RUN = ["model.weights=random", "image_size=32", "iterations=2", "log.progress=false", "log.image_every=0"]
 
 
+@pytest.mark.subprocess
 def test_images_and_output_on_the_command_line_with_odd_names(tmp_path):
     """The README's one-liner: files named with '=', commas, spaces and a quote; the run dir as without -o."""
     photo = pattern_image(tmp_path / "my=photo, 1.png", (64, 48), seed=1)
     pattern_image(tmp_path / "it's,a=style.png", (48, 64), seed=2)
-    done = nst(tmp_path, photo.name, "it's,a=style.png", "-o", "out dir/result, 1.jpg", *RUN, "hydra.run.dir=runs/one")
+    done = run_cli(photo.name, "it's,a=style.png", "-o", "out dir/result, 1.jpg", *RUN, "hydra.run.dir=runs/one", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_dir = tmp_path / "runs" / "one"
     config = (run_dir / ".hydra" / "config.yaml").read_text()

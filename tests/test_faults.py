@@ -17,54 +17,33 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import ROOT, child_env, make_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
 from nst_exp.runner import run
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}  # as the reference run in this process
 STARTUP_TIMEOUT_S = 120
 
 
 @pytest.fixture
-def cli_run(images_dir):
+def long_run(tiny):
     """Overrides for a small CLI run that lasts long enough to be killed mid-way."""
-    return [
-        "model=vgg19",
-        "model.weights=random",
-        "image_size=32",
-        f"images_dir={images_dir}",
-        "content.path=content.png",
-        "style.path=style.png",
-        "log.progress=false",
-        "log.image_every=0",
-        "content_layers=[relu2_1]",
-        "style_layers=[relu1_1,relu2_1]",
-        "checkpoint.every=2",
-        "iterations=80",
-    ]
+    return [*tiny, "content_layers=[relu2_1]", "style_layers=[relu1_1,relu2_1]", "checkpoint.every=2", "iterations=80"]
 
 
 def start(*args: str) -> subprocess.Popen:
     """``python -m nst_exp *args`` in the checkout, output (Hydra logs to stdout) in one pipe."""
     return subprocess.Popen(
         [sys.executable, "-m", "nst_exp", *args],
-        cwd=REPO,
-        env=ENV,
+        cwd=ROOT,
+        env=child_env(**ONE_THREAD),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def nst_exp(*args: str) -> tuple[int, str]:
-    """Run the CLI to the end; its exit status and output."""
-    process = start(*args)
-    output, _ = process.communicate(timeout=300)
-    return process.returncode, output
 
 
 def kill_when(path: Path, *args: str) -> tuple[int, str]:
@@ -87,23 +66,25 @@ def saved(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_cli_with_a_checkpoint_and_resume_finishes_the_same_run(tmp_path, cli_run):
+@pytest.mark.subprocess
+def test_sigterm_stops_the_cli_with_a_checkpoint_and_resume_finishes_the_same_run(tmp_path, long_run):
     run_dir = tmp_path / "run"
-    status, output = kill_when(run_dir / "checkpoints" / "last.pt", *cli_run, f"hydra.run.dir={run_dir}")
+    status, output = kill_when(run_dir / "checkpoints" / "last.pt", *long_run, f"hydra.run.dir={run_dir}")
     assert status == 128 + signal.SIGTERM, output
     assert "Stopped by SIGTERM after" in output and f"Continue: python -m nst_exp resume={run_dir}" in output
     stopped = saved(run_dir)
     assert stopped["status"] == "interrupted" and 2 <= stopped["iteration"] < 80
     assert metrics(run_dir)["status"] == "interrupted" and (run_dir / "result.png").is_file()
 
-    status, output = nst_exp(f"resume={run_dir}")
+    done = run_cli(f"resume={run_dir}", cwd=ROOT, env=ONE_THREAD)
+    status, output = done.returncode, done.stdout + done.stderr
     assert status == 0, output
     assert f"from its checkpoint at iteration {stopped['iteration']}" in output
     assert "with the config saved there, not one composed now" in output
     assert metrics(run_dir)["status"] == "completed" and metrics(run_dir)["iterations"] == 80
 
     torch.set_num_threads(1)  # as the subprocesses: same arithmetic, same image
-    run(make_config(cli_run), out_dir=tmp_path / "reference")
+    run(make_config(long_run), out_dir=tmp_path / "reference")
     assert torch.equal(saved(run_dir)["image"], saved(tmp_path / "reference")["image"])
 
     events = EventAccumulator(str(run_dir))  # TensorBoard's reader honours the resumed run's purge_step
@@ -113,9 +94,10 @@ def test_sigterm_stops_the_cli_with_a_checkpoint_and_resume_finishes_the_same_ru
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_mid_job_keeps_finished_jobs_and_a_rerun_finishes_the_rest(tmp_path, cli_run):
+@pytest.mark.subprocess
+def test_a_sweep_killed_mid_job_keeps_finished_jobs_and_a_rerun_finishes_the_rest(tmp_path, long_run):
     sweep = tmp_path / "sweep"
-    args = ["-m", *cli_run, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *long_run, "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
     status, output = kill_when(sweep / "1" / "checkpoints" / "last.pt", *args)
     assert status == 128 + signal.SIGTERM, output
     assert metrics(sweep / "0")["status"] == "completed" and (sweep / "0" / "result.png").is_file()
@@ -124,7 +106,8 @@ def test_a_sweep_killed_mid_job_keeps_finished_jobs_and_a_rerun_finishes_the_res
     stopped_at = saved(sweep / "1")["iteration"]
     finished = (sweep / "0" / "result.png").stat().st_mtime_ns
 
-    status, output = nst_exp(*args)
+    done = run_cli(*args, cwd=ROOT, env=ONE_THREAD)
+    status, output = done.returncode, done.stdout + done.stderr
     assert status == 0, output
     assert "already holds this run, completed: skipped" in output
     assert (sweep / "0" / "result.png").stat().st_mtime_ns == finished

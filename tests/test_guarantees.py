@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import make_config, run_cli
 
 import nst_exp.image_files
 from nst_exp import checkpoint
@@ -23,18 +20,15 @@ from nst_exp.results import RunDir
 from nst_exp.runner import run
 
 
-def nst(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nst_exp", *arguments], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_a_refused_run_leaves_the_other_runs_record_alone(tmp_path, tiny):
-    first = nst(tmp_path, *tiny, "beta=100", "hydra.run.dir=outputs/run")
+@pytest.mark.subprocess
+def test_a_refused_run_leaves_the_other_runs_record_alone(tmp_path, cli_run):
+    """The first run is the session's (beta=100, in outputs/run), copied; the same command with beta=1000 is refused."""
+    first = cli_run.done
     assert first.returncode == 0, first.stderr
+    cli_run.copy(tmp_path)
     record = (tmp_path / "outputs" / "run" / ".hydra" / "config.yaml").read_text()
     metrics = (tmp_path / "outputs" / "run" / "metrics.json").read_text()
-    refused = nst(tmp_path, *tiny, "beta=1000", "hydra.run.dir=outputs/run")
+    refused = run_cli(*cli_run.args, "beta=1000", cwd=tmp_path)
     assert refused.returncode == 2
     assert "already holds a different run (beta is 100.0 there and 1000.0 now)" in refused.stderr + refused.stdout
     assert (tmp_path / "outputs" / "run" / ".hydra" / "config.yaml").read_text() == record
@@ -42,8 +36,9 @@ def test_a_refused_run_leaves_the_other_runs_record_alone(tmp_path, tiny):
     assert (tmp_path / "outputs" / "run" / "metrics.json").read_text() == metrics
 
 
+@pytest.mark.subprocess
 def test_resume_of_a_missing_directory_is_refused_before_anything_is_created(tmp_path):
-    done = nst(tmp_path, "resume=outputs/runs/nowhere")
+    done = run_cli("resume=outputs/runs/nowhere", cwd=tmp_path)
     assert done.returncode == 2
     assert "resume=outputs/runs/nowhere: there is no such directory" in done.stderr
     assert not (tmp_path / "outputs").exists()
@@ -73,8 +68,9 @@ def test_resume_with_fewer_iterations_than_done_is_refused_and_keeps_the_checkpo
     assert after == before
 
 
+@pytest.mark.subprocess
 def test_a_config_that_does_not_compose_exits_2(tmp_path, tiny):
-    done = nst(tmp_path, *tiny, "precision=fp16")
+    done = run_cli(*tiny, "precision=fp16", cwd=tmp_path)
     assert done.returncode == 2
     assert "Invalid value 'fp16', expected one of [auto, fp32, bf16, tf32]" in done.stderr
     assert not (tmp_path / "outputs").exists()
@@ -121,9 +117,10 @@ def test_metrics_record_the_speed_setting_and_what_ran(tmp_path, tiny):
     assert result.metrics == metrics
 
 
+@pytest.mark.subprocess
 def test_a_run_dir_where_a_file_stands_is_one_message_before_anything_runs(tmp_path, tiny):
     (tmp_path / "taken").write_text("")
-    done = nst(tmp_path, *tiny, "hydra.run.dir=taken/run")
+    done = run_cli(*tiny, "hydra.run.dir=taken/run", cwd=tmp_path)
     assert done.returncode == 2
     assert f"{tmp_path / 'taken'} is a file, not a folder. Remove or rename that file" in done.stderr
     assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr

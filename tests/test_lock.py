@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, child_env
 
 from nst_exp.errors import NstError
 from nst_exp.lock import LOCK_FILE, RunDirInUse, RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
 HOLD = (
     "import sys, time\n"
     "from nst_exp.lock import RunLock\n"
@@ -28,12 +28,13 @@ def holder(run_dir: Path) -> subprocess.Popen:
     """A real second process that takes the lock and keeps it; returns once it holds it."""
     child = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(run_dir)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True,
     )
     assert child.stdout.readline().strip() == "locked"
     return child
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
 def test_a_second_process_is_refused_until_the_holder_is_gone(tmp_path, stop):
     run_dir = tmp_path / "run"

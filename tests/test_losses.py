@@ -117,7 +117,8 @@ def test_blended_styles_weight_each_styles_loss():
     content, s1, s2, x = (torch.rand(1, 3, 16, 16, generator=generator) for _ in range(4))
 
     def style_loss(styles):
-        return GatysLoss(extractor, content, styles, content_layers=[], style_layers=["relu1_1"], alpha=1.0, beta=1.0)(x).style.item()
+        loss = GatysLoss(extractor, content, styles, content_layers=[], style_layers=["relu1_1"], alpha=1.0, beta=1.0)
+        return loss(x).style.item()
 
     blended = style_loss([(s1, 0.7), (s2, 0.3)])
     assert blended == pytest.approx(0.7 * style_loss([(s1, 1.0)]) + 0.3 * style_loss([(s2, 1.0)]), rel=1e-5)
@@ -127,4 +128,5 @@ def test_unknown_convention_is_refused():
     network = load_network("vgg19", "random", seed=0)
     image = torch.rand(1, 3, 16, 16)
     with pytest.raises(NstError, match="Unknown loss convention 'caffe'. Known: paper, authors_code"):
-        GatysLoss(network.extractor(["relu1_1"]), image, [(image, 1.0)], content_layers=[], style_layers=["relu1_1"], convention="caffe")
+        GatysLoss(network.extractor(["relu1_1"]), image, [(image, 1.0)], content_layers=[], style_layers=["relu1_1"],
+                  convention="caffe")

@@ -127,7 +127,9 @@ def test_min_factor_keeps_rare_filters_from_being_amplified_past_it():
 
 
 def test_min_factor_is_recorded_and_names_the_network(tmp_path, calibration):
-    cfg = normalize_config(["model=vgg19", "model.weights=random", f"images_dir={calibration}", "image_size=32", "min_factor=0.5"])
+    cfg = normalize_config(
+        ["model=vgg19", "model.weights=random", f"images_dir={calibration}", "image_size=32", "min_factor=0.5"]
+    )
     path = normalize(cfg, tmp_path)
     assert path.name == "vgg19_normalised_min0.5.pth"
     record = json.loads((tmp_path / "normalisation.json").read_text())

@@ -8,6 +8,7 @@ from tqdm.std import tqdm as text_bar
 from nst_exp import progress
 
 
+@pytest.mark.subprocess
 def test_a_notebook_without_ipywidgets_shows_a_text_bar_and_no_warning(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -22,7 +23,8 @@ def test_a_notebook_without_ipywidgets_shows_a_text_bar_and_no_warning(tmp_path)
         "print(type(bar.bar).__module__)",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    resources = {"metadata": {"path": str(tmp_path)}}
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources).execute()
     outputs = notebook.cells[1].outputs
     stderr = "".join(output.get("text", "") for output in outputs if output.get("name") == "stderr")
     stdout = "".join(output.get("text", "") for output in outputs if output.get("name") == "stdout")

@@ -34,7 +34,8 @@ def keras_vgg_onnx(path: Path, blocks: dict[tuple[int, int], tuple[int, int]], s
     rng = np.random.default_rng(seed)
     arrays = {}
     for (b, c), (out, inp) in blocks.items():
-        arrays[KERAS.format(b=b, c=c, kind="convolution/ReadVariableOp:0")] = rng.standard_normal((out, inp, 3, 3)).astype(np.float32)
+        kernel = rng.standard_normal((out, inp, 3, 3)).astype(np.float32)
+        arrays[KERAS.format(b=b, c=c, kind="convolution/ReadVariableOp:0")] = kernel
         arrays[KERAS.format(b=b, c=c, kind="Squeeze:0")] = rng.standard_normal(out).astype(np.float32)
     arrays["functional_1/dense_1/Cast/ReadVariableOp:0"] = rng.standard_normal((8, 4)).astype(np.float32)
     initializers = [numpy_helper.from_array(a, name) for name, a in arrays.items()]

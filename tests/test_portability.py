@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import pytest
+from conftest import run_python
 
 from nst_exp import device_memory
 
-ROOT = Path(__file__).resolve().parents[1]
 WITHOUT_POSIX = """
 import os, sys
 sys.modules["fcntl"] = None  # import fcntl raises ImportError, as on Windows
@@ -33,14 +30,15 @@ print(device_memory.peak_rss_bytes() > 0)  # /proc on this Linux
 """
 
 
+@pytest.mark.subprocess
 def test_nst_exp_works_without_fcntl_and_resource(tmp_path):
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", WITHOUT_POSIX, str(run_dir)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_python("-c", WITHOUT_POSIX, str(run_dir), cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     pid, refused, files, measured = done.stdout.splitlines()
     assert refused.startswith(f"{run_dir} is in use by process {pid} (started ")
-    assert refused.endswith(f"Wait for it to finish, or stop it (kill {pid}) and continue with python -m nst_exp resume={run_dir}.")
+    assert refused.endswith(
+        f"Wait for it to finish, or stop it (kill {pid}) and continue with python -m nst_exp resume={run_dir}.")
     assert files == "['.lock', '.lock.lck']" and measured == "True"
 
 

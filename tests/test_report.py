@@ -5,11 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import os
 import re
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from unittest.mock import patch
@@ -17,8 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
+from conftest import ROOT, run_cli, run_python, tiny_overrides, write_images
 from omegaconf import OmegaConf
-from conftest import pattern_image
 from PIL import Image
 from tbparse import SummaryReader
 
@@ -28,26 +25,15 @@ from nst_exp.report.gallery import plot_job_curves
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label
 from nst_exp.report.tradeoff import plot_tradeoff, point_labels
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory) -> Path:
     """A real 2 x 2 CLI sweep (style layers x image size) whose relu5_1-at-12-px job fails on purpose."""
     base = tmp_path_factory.mktemp("grid")
-    images = base / "images"
-    images.mkdir()
-    pattern_image(images / "content.png", (64, 48), seed=1)
-    pattern_image(images / "style.png", (48, 64), seed=2)
+    tiny = [o for o in tiny_overrides(write_images(base / "images")) if not o.startswith("image_size=")]
     sweep = base / "sweep"
-    command = [
-        sys.executable, "-m", "nst_exp", "-m", "style_layers=[relu1_1],[relu5_1]", "image_size=32,12",
-        "model=vgg19", "model.weights=random", "iterations=2", f"images_dir={images}", "content.path=content.png",
-        "style.path=style.png", "log.progress=false", "log.image_every=0", f"hydra.sweep.dir={sweep}",
-    ]
-    result = subprocess.run(
-        command, cwd=base, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600
-    )
+    result = run_cli("-m", "style_layers=[relu1_1],[relu5_1]", "image_size=32,12", *tiny, "iterations=2",
+                     f"hydra.sweep.dir={sweep}", cwd=base)
     assert result.returncode == 1, result.stderr[-3000:]  # the sweep summary's exit: one job failed
     assert "Sweep finished: 3 completed, 1 failed (job 3: see " in result.stderr
     return sweep
@@ -59,6 +45,7 @@ def built(grid_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_table_has_every_job_sorted_by_the_swept_keys(built, grid_sweep):
     table = pd.read_csv(built.written["results.csv"])
     assert built.sweep.swept == ["style_layers", "image_size"]
@@ -77,6 +64,7 @@ def test_table_has_every_job_sorted_by_the_swept_keys(built, grid_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_per_step_scalars_come_from_tensorboard(built, grid_sweep):
     scalars = pd.read_csv(built.written["scalars.csv"])
     total = scalars[scalars["tag"] == "loss/total"]
@@ -88,6 +76,7 @@ def test_per_step_scalars_come_from_tensorboard(built, grid_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_markdown_table_lists_every_job_and_the_network(built):
     text = built.written["results.md"].read_text()
     tables = re.findall(r"(?:^\|.*\n)+", text, flags=re.MULTILINE)  # each block of table lines
@@ -103,6 +92,7 @@ def test_markdown_table_lists_every_job_and_the_network(built):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_figure_grid_is_laid_out_by_the_swept_keys(built):
     layout = built.layout
     assert layout.shape == (2, 2)
@@ -117,6 +107,7 @@ def test_figure_grid_is_laid_out_by_the_swept_keys(built):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_loss_curves_plot_every_logged_loss(built):
     assert built.loss_tags == ["loss/total", "loss/content", "loss/style"]
     with Image.open(built.written["losses.png"]) as plot:
@@ -124,6 +115,7 @@ def test_loss_curves_plot_every_logged_loss(built):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_job_is_listed_with_its_last_logged_losses(grid_sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(grid_sweep, copy, ignore=shutil.ignore_patterns("report"))
@@ -136,6 +128,7 @@ def test_killed_job_is_listed_with_its_last_logged_losses(grid_sweep, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
     hparams = SummaryReader(str(grid_sweep), extra_columns={"dir_name"}).hparams
     layers = hparams[hparams["tag"] == "style_layers"].set_index("dir_name")["value"].to_dict()
@@ -146,6 +139,7 @@ def test_tensorboard_hparams_compare_the_jobs(grid_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_line_report(grid_sweep, tmp_path, capsys, caplog):
     with caplog.at_level(logging.INFO):
         assert main([str(grid_sweep), "--out", str(tmp_path / "out")]) == 0
@@ -316,6 +310,7 @@ def evaluated(grid_sweep, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_picture_metrics_are_columns_of_both_tables(evaluated):
     table = pd.read_csv(evaluated.written["results.csv"])
     assert set(EVAL_KEYS) <= set(table.columns)
@@ -330,6 +325,7 @@ def test_picture_metrics_are_columns_of_both_tables(evaluated):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_score_metrics_json_lacks_does_not_come_back_from_tensorboard(evaluated, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
@@ -343,6 +339,7 @@ def test_a_score_metrics_json_lacks_does_not_come_back_from_tensorboard(evaluate
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_tradeoff_plot_shows_every_measured_job(evaluated):
     assert evaluated.tradeoff_jobs == [0, 1, 2]  # the failed job has no picture metrics
     path = evaluated.written["tradeoff.png"]
@@ -405,6 +402,7 @@ def assert_links_resolve(page: Page, folder: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_gallery_links_each_jobs_files_and_every_link_resolves(evaluated):
     out = evaluated.written["index.html"].parent
     page = read_page(evaluated.written["index.html"])
@@ -421,6 +419,7 @@ def test_gallery_links_each_jobs_files_and_every_link_resolves(evaluated):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_gallery_is_one_sortable_table(evaluated):
     page = read_page(evaluated.written["index.html"])
     headers = [" ".join(text.split()).replace("/ ", "/") for text in page.headers]
@@ -432,6 +431,7 @@ def test_gallery_is_one_sortable_table(evaluated):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_gallery_links_still_resolve_after_the_sweep_is_moved(evaluated, tmp_path):
     moved = tmp_path / "elsewhere" / "sweep"
     shutil.copytree(evaluated.sweep.root, moved)
@@ -439,6 +439,7 @@ def test_gallery_links_still_resolve_after_the_sweep_is_moved(evaluated, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
@@ -466,6 +467,7 @@ def test_self_contained_report_stands_alone_once_the_sweep_is_gone(evaluated, tm
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated.sweep.root, sweep, ignore=shutil.ignore_patterns("report"))
@@ -491,11 +493,12 @@ def test_a_report_written_again_keeps_nothing_of_the_earlier_one(evaluated, tmp_
 REPORT_PACKAGE = ROOT / "nst_exp" / "report"
 
 
+@pytest.mark.subprocess
 def test_report_package_imports_no_torch():
     modules = [f"nst_exp.report.{path.stem}" for path in REPORT_PACKAGE.glob("*.py") if path.stem != "__main__"]
     code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n" \
            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_python("-c", code, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
 

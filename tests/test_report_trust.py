@@ -1,23 +1,20 @@
 """Opening someone else's sweep (#21): the report writes only what it owns, escapes what it shows,
 and reports every damaged or unusual run directory as a row instead of dying.
 
-One real two-job sweep (vgg19 with random weights, 32 px, 2 iterations) is built once; each
-test copies it and damages the copy.
+One real two-job sweep (vgg19 with random weights, 32 px, 2 iterations: the first two jobs of the session's
+sweep, conftest.cli_sweep) is built once; each test copies it and damages the copy.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import pattern_image
+from conftest import run_python
 from markdown_it import MarkdownIt
 
 from nst_exp.errors import NstError
@@ -26,27 +23,18 @@ from nst_exp.report import main, build_report
 from nst_exp.report.build import MANIFEST
 from nst_exp.runner import result_in
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # a real sweep in a subprocess, built once (about 15 s on 2 cores)
+# a real sweep made in a subprocess once per session (conftest.cli_sweep: about 15 s on 2 cores)
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
-    """A real sweep, beta=1e3,1e4: jobs 0 and 1, both completed."""
-    base = tmp_path_factory.mktemp("made")
-    images = base / "images"
-    images.mkdir()
-    pattern_image(images / "content.png", (48, 40), seed=1)
-    pattern_image(images / "style.png", (40, 48), seed=2)
-    command = [
-        sys.executable, "-m", "nst_exp", "-m", "beta=1e3,1e4", "model=vgg19", "model.weights=random", "iterations=2",
-        "image_size=32", f"images_dir={images}", "content.path=content.png", "style.path=style.png",
-        "log.progress=false", "log.image_every=0", f"hydra.sweep.dir={base / 'sweep'}",
-    ]
-    result = subprocess.run(command, cwd=base, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return base / "sweep"
+def made(cli_sweep, tmp_path_factory) -> Path:
+    """A real sweep, beta=1e3,1e4: jobs 0 and 1, both completed (the session's sweep, test_cli's, less its job 2)."""
+    assert cli_sweep.done.returncode == 0, cli_sweep.done.stderr[-3000:]
+    source = cli_sweep.cwd / "outputs" / "sweep"
+    sweep = tmp_path_factory.mktemp("made") / "sweep"
+    shutil.copytree(source, sweep, ignore=lambda folder, names: ["2"] if Path(folder) == source else [])
+    return sweep
 
 
 def copy_of(made: Path, tmp_path: Path, jobs: int = 2) -> Path:
@@ -196,8 +184,7 @@ def test_each_damaged_job_is_a_flagged_row_and_the_rest_is_reported(made, tmp_pa
     assert "damaged" not in rows[0] and all("damaged: " in rows[job] for job in expected)
     assert "--help" not in said.err
     assert "Exit status: 0 when every job could be read; 1 when" in " ".join(
-        subprocess.run([sys.executable, "-m", "nst_exp.report", "--help"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split())
+        run_python("-m", "nst_exp.report", "--help", cwd=tmp_path).stdout.split())
 
 
 def test_damaged_runs_are_named_by_evaluate_and_a_rerun_and_the_others_scored(made, tmp_path, capsys):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from conftest import make_config, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
@@ -19,7 +17,6 @@ from nst_exp.errors import NstError
 from nst_exp.sweep_summary import FailedTrials, TrialFailed
 from nst_exp.validation import validate
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"status": "completed", "loss/total": 12.5, "eval/content_ssim": 0.6, "eval/style_swd": 40.0}
 
 
@@ -110,18 +107,11 @@ def test_a_finite_return_is_left_as_it_is(tmp_path):
     assert returned.status == JobStatus.COMPLETED and returned.return_value == (0.5, 30.0)
 
 
-def nst_exp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m nst_exp <args>`` from the checkout, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "nst_exp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_refuses_an_unknown_objective_before_the_run(tiny, tmp_path):
     run_dir = tmp_path / "run"
-    result = nst_exp(*tiny, "objective=[eval/ssim]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_cli(*tiny, "objective=[eval/ssim]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     said = result.stdout + result.stderr  # Hydra's log goes to stdout
     assert result.returncode == 2
     assert "Unknown objective 'eval/ssim'" in said and "Known: loss/total" in said
@@ -131,13 +121,14 @@ def test_cli_refuses_an_unknown_objective_before_the_run(tiny, tmp_path):
 def search(tiny: list[str], sweep: Path, trials: int, *extra: str) -> subprocess.CompletedProcess:
     """``python -m nst_exp -m hparams_search=balance`` at tiny size: ``trials`` runs of 2 iterations."""
     small = [override for override in tiny if not override.startswith("iterations=")]
-    return nst_exp(
+    return run_cli(
         "-m", "hparams_search=balance", f"hydra.sweeper.n_trials={trials}", *small, "iterations=2",
         f"hydra.sweep.dir={sweep}", *extra, cwd=sweep.parent,
     )
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_three_trial_search_writes_the_front(tiny, tmp_path):
     sweep = tmp_path / "sweep"
     result = search(tiny, sweep, 3)
@@ -156,6 +147,7 @@ def test_three_trial_search_writes_the_front(tiny, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_failed_trials_are_recorded_and_the_search_goes_on(tiny, tmp_path):
     """Every job fails (no content image): each is a failed trial, the front is empty, the exit status 1."""
     sweep = tmp_path / "sweep"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_config
+from test_optimize import first_and_last
 
 from nst_exp.errors import NstError
 from nst_exp.features import load_network, tf32
 from nst_exp.results import RunDir
 from nst_exp.runner import run
-from test_optimize import first_and_last
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_2"]
@@ -81,6 +81,7 @@ def test_tf32_switch_sets_and_restores_cuda_flags(enabled):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess  # torch.compile's workers, where it has more than one CPU
 def test_compile_gives_the_same_features():
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     small = load_network("vgg19", "random", seed=0).extractor(["relu1_1", "relu2_1"])

@@ -31,7 +31,8 @@ def test_plan_runs_coarse_sizes_then_image_size():
         (["coarse_to_fine.sizes=[32,16]"], "must be increasing positive sizes below image_size=32"),
         (["coarse_to_fine.sizes=[16,32]"], "must be increasing positive sizes below image_size=32"),
         (["coarse_to_fine.sizes=[16]", "coarse_to_fine.iterations=[1,2]"], "has 2 values for 1 coarse stages"),
-        (["coarse_to_fine.sizes=[16]", "coarse_to_fine.iterations=[-1]"], r"coarse_to_fine.iterations\[0\]=-1 is negative.*must be an integer >= 0"),
+        (["coarse_to_fine.sizes=[16]", "coarse_to_fine.iterations=[-1]"],
+         r"coarse_to_fine.iterations\[0\]=-1 is negative.*must be an integer >= 0"),
         (["coarse_to_fine.sizes=[8]"], r"coarse_to_fine.sizes\[0\]=8 is too small for layer"),
     ],
 )

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, child_env, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib.pyplot")
 TRIED = "tried to import:"
 
@@ -49,26 +49,26 @@ def blocker(tmp_path_factory) -> Path:
 def light(blocker: Path, cwd: Path, *args: str, blocked=HEAVY, env=None) -> subprocess.CompletedProcess:
     """``python *args`` in ``cwd`` with the ``blocked`` modules refused; fails the test if one was tried."""
     environment = {
-        **os.environ, **(env or {}),
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]),
         "NST_TEST_BLOCKED": " ".join(blocked),
         "NST_IMAGES": str(cwd),
     }
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120)
+    done = run_python(*args, cwd=cwd, env=environment, timeout=120)
     assert TRIED not in done.stderr, done.stderr[-3000:]
     return done
 
 
+@pytest.mark.subprocess
 def test_the_blocker_refuses_torch(blocker, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", "import torch"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": str(blocker), "NST_TEST_BLOCKED": " ".join(HEAVY)},
-    )
+    done = run_python("-c", "import torch", cwd=tmp_path, timeout=60,
+                      env={"PYTHONPATH": str(blocker), "NST_TEST_BLOCKED": " ".join(HEAVY)})
     assert done.returncode == 1
     assert "ImportError: torch is blocked by tests/test_startup.py" in done.stderr
     assert f"{TRIED} ['torch']" in done.stderr
 
 
+@pytest.mark.subprocess
 def test_help_config_and_info_load_no_torch(blocker, tmp_path):
     done = light(blocker, tmp_path, "-m", "nst_exp", "--help")
     assert done.returncode == 0, done.stderr
@@ -85,6 +85,7 @@ def test_help_config_and_info_load_no_torch(blocker, tmp_path):
     assert not (tmp_path / "outputs").exists()  # none of them made a run directory
 
 
+@pytest.mark.subprocess
 def test_shell_completion_loads_no_torch(blocker, tmp_path):
     done = light(blocker, tmp_path, "-m", "nst_exp", "-sc", "query=bash", env={"COMP_LINE": "nst-exp style=the_"})
     assert done.returncode == 0, done.stderr
@@ -93,6 +94,7 @@ def test_shell_completion_loads_no_torch(blocker, tmp_path):
     assert done.stdout.split() == ["beta="]
 
 
+@pytest.mark.subprocess
 def test_compose_loads_no_torch(blocker, tmp_path):
     code = "from nst_exp import compose; cfg = compose('style=the_scream', 'beta=1e4'); print(cfg.style.name, cfg.beta)"
     done = light(blocker, tmp_path, "-c", code)
@@ -100,6 +102,7 @@ def test_compose_loads_no_torch(blocker, tmp_path):
     assert done.stdout == "the_scream 10000.0\n"
 
 
+@pytest.mark.subprocess
 def test_refused_run_sweep_and_resume_load_no_torch_and_the_report_reads_them(blocker, tmp_path):
     done = light(blocker, tmp_path, "-m", "nst_exp", "beta=-1", "hydra.run.dir=run")
     assert done.returncode == 2
@@ -123,6 +126,7 @@ def test_refused_run_sweep_and_resume_load_no_torch_and_the_report_reads_them(bl
     assert (tmp_path / "sweep" / "report" / "results.csv").is_file()
 
 
+@pytest.mark.subprocess
 def test_normalize_help_loads_no_torch(blocker, tmp_path):
     done = light(blocker, tmp_path, "-m", "nst_exp.normalize", "--help")
     assert done.returncode == 0, done.stderr
@@ -162,6 +166,7 @@ def test_help_prints_what_hydras_help_prints(overrides):
     assert app_help(["--help", "--hydra-help"]) is None and app_help(["beta=1"]) is None  # Hydra's to answer
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("module", ["nst_exp", "nst_exp.normalize"])
 def test_help_to_a_reader_that_stops_early_is_no_error(module):
     """``nst-exp --help | head -1``: the reader is gone before the page is written; no BrokenPipeError."""
@@ -169,7 +174,7 @@ def test_help_to_a_reader_that_stops_early_is_no_error(module):
     os.close(read_end)  # nobody will read: the child's write fails with EPIPE
     try:
         done = subprocess.run([sys.executable, "-m", module, "--help"], stdout=write_end, stderr=subprocess.PIPE,
-                              text=True, timeout=120)
+                              text=True, timeout=120, env=child_env())
     finally:
         os.close(write_end)
     assert done.returncode == 0, done.stderr

@@ -11,6 +11,7 @@ from conftest import make_config, pattern_image
 from nst_exp.color import ColorControl
 from nst_exp.errors import NstError
 from nst_exp.features import load_network
+from nst_exp.inputs import Inputs
 from nst_exp.losses import GatysLoss, StyleTarget, gram_matrix, style_layer_loss
 from nst_exp.runner import run
 from nst_exp.inputs import Inputs

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import make_config
+from conftest import child_env, make_config, run_cli
 
 from nst_exp.report import main as report_main
 from nst_exp.report import read_sweep
 from nst_exp.sweep_summary import FAILED_EXIT, SweepSummary, read_jobs, summary
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def job(sweep: Path, name: str, overrides: list[str], metrics: dict | None) -> Path:
@@ -82,17 +80,10 @@ def test_the_callback_is_registered_for_every_run():
 
 
 @pytest.mark.slow
-def test_a_real_sweep_with_a_failed_job_says_so_and_exits_non_zero(images_dir, tmp_path, capsys):
+@pytest.mark.subprocess
+def test_a_real_sweep_with_a_failed_job_says_so_and_exits_non_zero(tiny, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    command = [
-        sys.executable, "-m", "nst_exp", "-m", "model=vgg19", "model.weights=random", "image_size=32", "iterations=2",
-        "log.progress=false", "log.image_every=0", f"images_dir={images_dir}", "content.path=content.png",
-        "style.path=style.png", "beta=1,-1", f"hydra.sweep.dir={sweep}",
-    ]
-    done = subprocess.run(
-        command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=600,
-    )
+    done = run_cli("-m", *tiny, "iterations=2", "beta=1,-1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == FAILED_EXIT, done.stderr[-3000:]
     assert (
         f"Sweep finished: 1 completed, 1 failed (job 1: see {sweep}/1/metrics.json); "
@@ -112,16 +103,14 @@ def test_a_real_sweep_with_a_failed_job_says_so_and_exits_non_zero(images_dir, t
     assert "1 jobs (1 failed)" in capsys.readouterr().out
 
 
-def joblib_sweep(images_dir: Path, sweep: Path, betas: str) -> subprocess.Popen:
+def joblib_sweep(tiny: list[str], sweep: Path, betas: str) -> subprocess.Popen:
     """A joblib sweep of long jobs (two at a time), started in the background."""
     command = [
         sys.executable, "-m", "nst_exp", "-m", f"beta={betas}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "model=vgg19", "model.weights=random", "image_size=32", "iterations=400", "checkpoint.every=5",
-        "log.progress=false", "log.image_every=0", f"images_dir={images_dir}", "content.path=content.png",
-        "style.path=style.png", f"hydra.sweep.dir={sweep}",
+        *tiny, "iterations=400", "checkpoint.every=5", f"hydra.sweep.dir={sweep}",
     ]
-    return subprocess.Popen(command, cwd=sweep.parent, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=sweep.parent, env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -136,9 +125,10 @@ def workers(process: subprocess.Popen) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_under_joblib_a_failed_job_and_a_killed_worker_are_failed_jobs_in_the_summary(images_dir, tmp_path):
+@pytest.mark.subprocess
+def test_under_joblib_a_failed_job_and_a_killed_worker_are_failed_jobs_in_the_summary(tiny, tmp_path):
     sweep = tmp_path / "sweep"
-    process = joblib_sweep(images_dir, sweep, "-1,1e3,1e4")  # job 0 refused at once, jobs 1 and 2 long
+    process = joblib_sweep(tiny, sweep, "-1,1e3,1e4")  # job 0 refused at once, jobs 1 and 2 long
     wait_for(lambda: all((sweep / job / "checkpoints" / "last.pt").is_file() for job in ("1", "2")), process)
     os.kill(workers(process)[0].pid, signal.SIGKILL)  # as the out-of-memory killer does
     stderr = process.communicate(timeout=120)[1]
@@ -155,9 +145,10 @@ def test_under_joblib_a_failed_job_and_a_killed_worker_are_failed_jobs_in_the_su
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_joblib_sweep_saves_the_running_jobs_and_leaves_no_process(images_dir, tmp_path):
+@pytest.mark.subprocess
+def test_sigterm_to_a_joblib_sweep_saves_the_running_jobs_and_leaves_no_process(tiny, tmp_path):
     sweep = tmp_path / "sweep"
-    process = joblib_sweep(images_dir, sweep, "1e3,1e4,1e5")
+    process = joblib_sweep(tiny, sweep, "1e3,1e4,1e5")
     wait_for(lambda: all((sweep / job / "checkpoints" / "last.pt").is_file() for job in ("0", "1")), process)
     children = psutil.Process(process.pid).children(recursive=True)
     assert len(workers(process)) == 2 and len(children) >= 3  # two workers and the resource trackers

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_config, pattern_image
+from conftest import make_config, run_cli, tiny_overrides, write_images
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the expansion `-m` itself uses
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nst_exp.report import build_report
 from nst_exp.runner import run
 
-ROOT = Path(__file__).resolve().parents[1]
 GROWING = [[f"relu{block}_1" for block in range(1, depth + 1)] for depth in range(1, 6)]
 EXPERIMENTS = ("fig1_content", "fig1_style", "fig2", "fig3", "init", "content_layer")
 
@@ -118,30 +114,10 @@ def test_each_experiment_runs_its_last_job_at_tiny_size(experiment, tiny, tmp_pa
         assert metrics["loss/content"] == 0
 
 
-def nst_exp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m nst_exp <args>`` from the checkout, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "nst_exp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture(scope="module")
 def cli_images(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("images")
-    pattern_image(folder / "content.png", (64, 48), seed=1)
-    pattern_image(folder / "style.png", (48, 64), seed=2)
-    return [
-        "model=vgg19",
-        "model.weights=random",
-        "image_size=32",
-        "iterations=2",
-        f"images_dir={folder}",
-        "content.path=content.png",
-        "style.path=style.png",
-        "log.progress=false",
-        "log.image_every=0",
-    ]
+    """tiny with 2 iterations, on images made once for this module's sweeps."""
+    return [*tiny_overrides(write_images(tmp_path_factory.mktemp("cli") / "images")), "iterations=2"]
 
 
 def statuses(sweep: Path) -> dict[str, dict]:
@@ -151,10 +127,11 @@ def statuses(sweep: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_three_job_experiment_multirun(cli_images, tmp_path):
     """fig1_content from raw conv outputs, three layers: a real `python -m nst_exp -m`."""
     sweep = tmp_path / "sweep"
-    result = nst_exp(
+    result = run_cli(
         "-m", "experiment=fig1_content", "content_layers=[conv1_1],[conv2_1],[conv3_1]", *cli_images,
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
@@ -171,11 +148,12 @@ def test_cli_three_job_experiment_multirun(cli_images, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_joblib_launcher_runs_two_jobs_with_threads_shared(cli_images, tmp_path):
     from joblib import cpu_count
 
     sweep = tmp_path / "sweep"
-    result = nst_exp(
+    result = run_cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *cli_images,
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
@@ -187,10 +165,11 @@ def test_joblib_launcher_runs_two_jobs_with_threads_shared(cli_images, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_submitit_local_launcher_runs_two_jobs(cli_images, tmp_path):
     """The submitit path that Slurm uses, on this machine (hydra/launcher=submitit_local)."""
     sweep = tmp_path / "sweep"
-    result = nst_exp(
+    result = run_cli(
         "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "threads=1", "seed=0,1",
         *cli_images, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )

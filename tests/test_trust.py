@@ -4,7 +4,6 @@ a weights package or a sweep never makes nst_exp import or call anything it name
 from __future__ import annotations
 
 import csv
-import os
 import re
 import signal
 import subprocess
@@ -14,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import child_env, make_config, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
 import nst_exp.weights
 from nst_exp import checkpoint, compose, stylize
-from nst_exp.api import override_value
 from nst_exp.__main__ import preflight
+from nst_exp.api import override_value
 from nst_exp.errors import NstError
 from nst_exp.evaluate import evaluate_run
 from nst_exp.report import build_report
@@ -29,7 +28,6 @@ from nst_exp.runner import run
 from nst_exp.validation import validate
 from nst_exp.weights import resolve_weights_file
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKER_MODULE = "nst_trust_probe"  # a module whose import writes a file: imported = code ran
 
 
@@ -77,15 +75,13 @@ def test_a_target_outside_its_slot_is_refused_before_anything_is_imported(probe,
     assert not probe.exists()  # the module a config named was never imported
 
 
+@pytest.mark.subprocess
 def test_the_issues_example_leaves_the_victim_file_alone_and_is_one_line(tmp_path, tiny):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    done = subprocess.run(
-        [sys.executable, "-m", "nst_exp", *tiny, "optimizer=adam", "~optimizer.lr", "~optimizer.betas",
-         "~optimizer.eps", "optimizer._target_=builtins.open", "optimizer._partial_=false",
-         "+optimizer._args_=['victim.txt','w']", "hydra.run.dir=run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    done = run_cli(*tiny, "optimizer=adam", "~optimizer.lr", "~optimizer.betas", "~optimizer.eps",
+                   "optimizer._target_=builtins.open", "optimizer._partial_=false",
+                   "+optimizer._args_=['victim.txt','w']", "hydra.run.dir=run", cwd=tmp_path, timeout=300)
     assert done.returncode == 2
     assert victim.read_text() == "precious"
     output = done.stdout + done.stderr
@@ -316,6 +312,7 @@ def test_the_reconstruction_experiments_with_an_empty_layer_list_pass(tiny):
         validate(make_config([*tiny, f"experiment={experiment}"]))
 
 
+@pytest.mark.subprocess
 def test_a_tab_in_a_users_yaml_is_one_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     style = tmp_path / "my_conf" / "style"
@@ -326,8 +323,7 @@ def test_a_tab_in_a_users_yaml_is_one_message(tmp_path, monkeypatch):
     message = str(refused.value)
     assert message.startswith(f"Cannot read the config file {style / 'mine.yaml'}, line 3, column 1: ")
     assert "replace the tab with spaces" in message and "\n" not in message
-    done = subprocess.run([sys.executable, "-m", "nst_exp", "--config-dir", "my_conf", "style=mine"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_cli("--config-dir", "my_conf", "style=mine", cwd=tmp_path, timeout=300)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "replace the tab" in done.stderr
 
 
@@ -355,7 +351,8 @@ def test_the_stop_line_advises_resume_only_when_a_checkpoint_is_on_disk(tmp_path
     for stop in cases:
         line = stop_message(stop, run_dir)
         assert line.endswith(f"Continue: python -m nst_exp resume={run_dir}") and str(folder / "previous.pt") in line
-    assert stop_message(KeyboardInterrupt(), None) == "Stopped by SIGINT. Interrupted before the run started: nothing was written."
+    before = stop_message(KeyboardInterrupt(), None)
+    assert before == "Stopped by SIGINT. Interrupted before the run started: nothing was written."
     assert "hydra.sweep.dir=outputs/multirun/x" in stop_message(KeyboardInterrupt(), run_dir, "outputs/multirun/x")
 
 
@@ -363,7 +360,7 @@ def interrupt(tmp_path, tiny, when: Path, signals: list[tuple[float, int]], *ext
     """Start the CLI, wait for ``when`` to exist, send each (delay, signal) in turn; exit status and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "nst_exp", *tiny, *extra, "hydra.run.dir=run"], cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        env=child_env(OMP_NUM_THREADS="1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.monotonic() + 120
@@ -376,6 +373,7 @@ def interrupt(tmp_path, tiny, when: Path, signals: list[tuple[float, int]], *ext
     return process.returncode, output
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("when", "signals", "status"),
     [

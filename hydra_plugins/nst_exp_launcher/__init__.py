@@ -5,7 +5,7 @@ kills is a failed job in the sweep's summary (exit 1), and SIGTERM stops every w
 this module at every start to find its plugins, so joblib and the rest load only when a sweep launches.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
