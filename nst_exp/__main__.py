@@ -37,7 +37,7 @@ from nst_exp.results import RunDir, nearest_existing
 from nst_exp.resume import check_run_dir
 from nst_exp.startup import process_start
 from nst_exp.sweep_summary import SweepEnded
-from nst_exp.tensorboard_run import swept_values, sweep_task
+from nst_exp.tensorboard_run import sweep_task, swept_values
 from nst_exp.trust import check_command_line
 from nst_exp.validation import validate
 

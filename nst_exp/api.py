@@ -13,9 +13,10 @@ uses. Errors are :class:`~nst_exp.errors.NstError` with the command line's messa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -28,10 +29,10 @@ from nst_exp.cli_args import quoted
 from nst_exp.config import conf_dir, register
 from nst_exp.errors import ConfigError, NstError
 from nst_exp.help import register_help
-from nst_exp.results import RunDir, Result, nearest_existing
+from nst_exp.results import Result, RunDir, nearest_existing
 
 # What stylize() takes as an image: a file, a PIL image, or a (3, H, W) / (1, 3, H, W) tensor in [0, 1].
-ImageLike = Union[str, Path, Image.Image, Any]
+ImageLike = str | Path | Image.Image | Any
 IN_MEMORY = "in_memory"  # the name an image given in memory has in logs and metrics.json
 # A value the override grammar reads as one plain string; anything else is quoted.
 PLAIN_VALUE = re.compile(r"[\w./~@:+-]+")

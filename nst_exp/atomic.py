@@ -6,8 +6,9 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any
 
 
 @contextlib.contextmanager

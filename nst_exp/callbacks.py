@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
 from nst_exp import checkpoint, images, progress, tensorboard_run
-from nst_exp.optimize import COMPLETED, DIVERGED, INTERRUPTED, Outcome, State, Step
+from nst_exp.optimize import COMPLETED, INTERRUPTED, Outcome, State, Step
 from nst_exp.results import CONTENT, EVAL_PREFIX, FINAL_VALUES, STYLE, TOTAL, RunDir
 from nst_exp.stages import Stage
 

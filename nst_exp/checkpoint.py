@@ -24,12 +24,13 @@ import logging
 import os
 import random
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from nst_exp.errors import NstError
 from nst_exp.atomic import atomic_write
+from nst_exp.errors import NstError
 from nst_exp.results import RunDir, Status
 
 if TYPE_CHECKING:

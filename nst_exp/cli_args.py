@@ -21,9 +21,9 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from nst_exp.config import Config, conf_dir
 from nst_exp.errors import NstError, nearest

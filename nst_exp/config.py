@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -116,8 +116,8 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # cuda:N: the GPU numbered N
 class Bound:
     """What a numeric setting may be: a finite number (an integer if ``integer``) between ``low`` and ``high``."""
 
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False  # ``low`` itself is not allowed
     high_open: bool = False  # nor ``high``
     integer: bool = False
@@ -137,7 +137,7 @@ class Bound:
             text = kind
         return text + (", or null" if self.nullable else "")
 
-    def problem(self, value: Any) -> Optional[str]:
+    def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (``is negative``, ``is NaN``...), or None if it is allowed."""
         if value is None:
             return None if self.nullable else "is null"
@@ -195,8 +195,8 @@ def conf_dir() -> str:
 class ImageConf:
     name: str = MISSING  # label in logs, tables and figures
     path: str = MISSING  # file name under images_dir, or an absolute path
-    url: Optional[str] = None  # public address, fetched on first use if the file is missing
-    sha256: Optional[str] = None  # hex digest the download must have; null = not checked
+    url: str | None = None  # public address, fetched on first use if the file is missing
+    sha256: str | None = None  # hex digest the download must have; null = not checked
 
 
 @dataclass
@@ -205,9 +205,9 @@ class ModelConf:  # conf/model/<name>.yaml
     arch: str = MISSING  # torchvision architecture: vgg19, vgg16, vgg19_bn, vgg16_bn
     weights: str = MISSING  # imagenet | random | /path/to/state_dict.(pth|safetensors) | package:<module>/<file>
     pooling: Pooling = MISSING  # avg (the paper's) | max (torchvision's)
-    key_map: List[List[str]] = MISSING  # [[regex, replacement], ...] for other layouts
-    mean: List[float] = bounded(Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406).")
-    std: List[float] = bounded(POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225).")
+    key_map: list[list[str]] = MISSING  # [[regex, replacement], ...] for other layouts
+    mean: list[float] = bounded(Bound(), "Use the network's training statistics (ImageNet: 0.485, 0.456, 0.406).")
+    std: list[float] = bounded(POSITIVE, "Use the network's training statistics (ImageNet: 0.229, 0.224, 0.225).")
     channel_order: ChannelOrder = MISSING  # input channel order the weights were trained on
     description: str = MISSING  # what it is, for logs and metrics
 
@@ -215,7 +215,7 @@ class ModelConf:  # conf/model/<name>.yaml
 @dataclass
 class InitConf:  # conf/init/<kind>.yaml
     kind: InitKind = MISSING  # noise | content | style | file
-    path: Optional[str] = MISSING  # for kind=file: image under images_dir, or absolute
+    path: str | None = MISSING  # for kind=file: image under images_dir, or absolute
 
 
 @dataclass
@@ -240,7 +240,7 @@ class ColorConf:  # conf/color/<mode>.yaml
 
 @dataclass
 class MaskConf:  # a region's; no YAML states every key
-    path: Optional[str] = None  # grey image, white = inside, under images_dir or absolute; null = the rectangle
+    path: str | None = None  # grey image, white = inside, under images_dir or absolute; null = the rectangle
     top: float = 0.0  # the rectangle, as fractions of the image's height ...
     bottom: float = 1.0
     left: float = 0.0  # ... and width
@@ -252,31 +252,31 @@ class MaskConf:  # a region's; no YAML states every key
 class RegionConf:  # an entry of spatial.regions; no YAML states every key
     name: str = MISSING  # label in logs and TensorBoard
     mask: MaskConf = field(default_factory=MaskConf)  # where on the content image
-    style: Optional[str] = None  # a conf/style name or an image file; null = no style term here
+    style: str | None = None  # a conf/style name or an image file; null = no style term here
     style_mask: MaskConf = field(default_factory=MaskConf)  # which part of the style image; default all
     weight: float = bounded(WEIGHT, "Give each region a weight >= 0 (they are normalised to sum 1).", default=1.0)  # lambda_r
 
 
 @dataclass
 class SpatialConf:
-    regions: List[RegionConf] = MISSING  # empty = no spatial control
+    regions: list[RegionConf] = MISSING  # empty = no spatial control
     propagation: Propagation = MISSING  # masks per layer: downsample | inside (eroded)
 
 
 @dataclass
 class CoarseToFineConf:
-    sizes: List[int] = bounded(AT_LEAST_ONE, (  # long sides of the stages before the one at image_size
+    sizes: list[int] = bounded(AT_LEAST_ONE, (  # long sides of the stages before the one at image_size
         "Give increasing sizes below image_size (say a quarter and a half of it), or coarse_to_fine.sizes=[] for one stage."
     ))
-    iterations: List[int] = bounded(COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each.")
+    iterations: list[int] = bounded(COUNT, "Give one count >= 0 per coarse size, or [] for `iterations` each.")
 
 
 @dataclass
 class Config:  # conf/config.yaml
     content: ImageConf = MISSING
     style: ImageConf = MISSING
-    styles: List[str] = MISSING
-    style_blend: Optional[List[float]] = bounded(WEIGHT, "Give one weight >= 0 per style, or style_blend=null for equal weights.")
+    styles: list[str] = MISSING
+    style_blend: list[float] | None = bounded(WEIGHT, "Give one weight >= 0 per style, or style_blend=null for equal weights.")
     style_scale: float = bounded(POSITIVE)
     color: ColorConf = field(default_factory=ColorConf)
     spatial: SpatialConf = field(default_factory=SpatialConf)
@@ -289,9 +289,9 @@ class Config:  # conf/config.yaml
     checkpoint: CheckpointConf = field(default_factory=CheckpointConf)
     alpha: float = bounded(WEIGHT)
     beta: float = bounded(WEIGHT)
-    content_layers: List[str] = MISSING
-    style_layers: List[str] = MISSING
-    style_weights: Optional[List[float]] = bounded(
+    content_layers: list[str] = MISSING
+    style_layers: list[str] = MISSING
+    style_weights: list[float] | None = bounded(
         WEIGHT, "Give one weight >= 0 per style layer, or style_weights=null for 1/L each."
     )
     loss: Convention = MISSING
@@ -299,7 +299,7 @@ class Config:  # conf/config.yaml
     iterations: int = bounded(COUNT)
     seed: int = bounded(SEED)
     device: str = MISSING
-    threads: Optional[int] = bounded(  # CPU threads per job; None = torch's default
+    threads: int | None = bounded(  # CPU threads per job; None = torch's default
         Bound(low=1, integer=True, nullable=True), "Use threads=null for torch's default."
     )
     precision: Precision = MISSING  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
@@ -307,10 +307,10 @@ class Config:  # conf/config.yaml
     compile: bool = MISSING  # the network's pass through torch.compile
     images_dir: str = MISSING
     max_image_pixels: int = bounded(AT_LEAST_ONE)
-    resume: Optional[str] = MISSING  # a run dir to continue from its last checkpoint, with its saved config
+    resume: str | None = MISSING  # a run dir to continue from its last checkpoint, with its saved config
     memory_guard: bool = MISSING  # refuse a run whose estimated peak memory exceeds what the device has free
-    objective: List[str] = MISSING  # metrics.json keys a job returns to a sweeper
-    objective_weights: Optional[List[float]] = bounded(  # one per objective: return their weighted sum; None = each value
+    objective: list[str] = MISSING  # metrics.json keys a job returns to a sweeper
+    objective_weights: list[float] | None = bounded(  # one per objective: return their weighted sum; None = each value
         Bound(), "Give one finite weight per objective, or objective_weights=null."
     )
 
@@ -339,6 +339,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("nst.if_resume", _if_resume, replace=True)
 
 
-def _if_resume(resume: Optional[str], then: Any, otherwise: Any) -> Any:
+def _if_resume(resume: str | None, then: Any, otherwise: Any) -> Any:
     """``${nst.if_resume:${resume},A,B}``: A when ``resume`` is set, else B."""
     return then if resume else otherwise

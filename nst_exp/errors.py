@@ -2,7 +2,7 @@
 
 import difflib
 import signal
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class NstError(Exception):

@@ -25,7 +25,8 @@ average Gram whatever its area; an all-ones mask gives the plain Gram matrix.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

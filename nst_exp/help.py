@@ -13,8 +13,9 @@ import os
 import re
 import string
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 

@@ -14,8 +14,8 @@ import os
 import stat
 import sys
 import urllib.error
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image

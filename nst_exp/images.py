@@ -17,9 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from nst_exp.atomic import atomic_write
 from nst_exp.errors import NstError
 from nst_exp.image_files import image_suffixes, not_a_file
-from nst_exp.atomic import atomic_write
 from nst_exp.srgb import to_rgb
 
 # Pillow's own decompression-bomb threshold (about 89 megapixels) unless the user raises it.

@@ -13,9 +13,10 @@ instead of downloading the default image under the typo's name.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -32,7 +33,7 @@ from nst_exp.styles import StyleSpec, style_specs
 # Settings whose value is a path the user may type; their config's url is then not fetched.
 USER_PATH_KEYS = ("content.path", "style.path")
 
-Source = Union[Path, Image.Image]  # an image file, or an image given in memory (the Python API)
+Source = Path | Image.Image  # an image file, or an image given in memory (the Python API)
 
 
 @dataclass(frozen=True)

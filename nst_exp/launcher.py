@@ -25,13 +25,14 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from hydra_plugins.hydra_joblib_launcher import _core
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict

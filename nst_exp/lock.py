@@ -26,7 +26,6 @@ import socket
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Optional
 
 from nst_exp.errors import NstError
 
@@ -47,10 +46,10 @@ class RunLock:
     def __init__(self, run_dir: Path | str) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
         self._portable = None  # the filelock.FileLock held where there is no fcntl
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

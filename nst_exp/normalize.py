@@ -38,19 +38,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig
 
+from nst_exp.atomic import write_json
 from nst_exp.cli_args import asks_for_information
 from nst_exp.config import ModelConf, conf_dir
 from nst_exp.errors import NstError
-from nst_exp.atomic import write_json
 from nst_exp.help import app_help, print_page, register_help
 from nst_exp.styles import IMAGE_SUFFIXES
 from nst_exp.trust import check_command_line
@@ -72,7 +73,7 @@ class NormalizeConfig:
     images_dir: str = MISSING  # folder of calibration images
     image_size: int = MISSING  # long side each calibration image is resized to
     max_images: int = MISSING  # use at most this many (sorted by name); 0 = all
-    output: Optional[str] = MISSING  # weights file to write; null = <run dir>/<model.name>_normalised[_min<r>].pth
+    output: str | None = MISSING  # weights file to write; null = <run dir>/<model.name>_normalised[_min<r>].pth
     seed: int = MISSING  # seeds random weights
     device: str = MISSING  # auto | cpu | cuda | mps
     max_image_pixels: int = MISSING  # larger input files are refused

@@ -11,13 +11,14 @@ failed returns NaN in the same shape.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nst_exp.errors import NstError, did_you_mean
 from nst_exp.results import FINAL_VALUES
 
 OBJECTIVES = FINAL_VALUES  # written to metrics.json by every run that finishes: final losses, then eval/* scores
-Value = Union[float, tuple[float, ...]]
+Value = float | tuple[float, ...]
 
 
 def check(names: Sequence[str], weights: Sequence[float] | None = None) -> None:

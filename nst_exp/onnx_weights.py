@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nst_exp.errors import NstError
 from nst_exp.atomic import atomic_write
+from nst_exp.errors import NstError
 
 log = logging.getLogger(__name__)
 

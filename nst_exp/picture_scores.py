@@ -18,7 +18,7 @@ whatever device they came from. nst_exp.evaluate scores run directories with the
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

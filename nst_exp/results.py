@@ -8,11 +8,11 @@ every file name and every metric key below is spelled once.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from nst_exp.atomic import atomic_write, write_json
 
@@ -20,7 +20,8 @@ REPORT_MANIFEST = ".nst_exp_report.json"  # in a report folder: the files nst_ex
 
 # Metric names, as metrics.json and TensorBoard spell them.
 LOSS_PREFIX = "loss/"
-TOTAL, CONTENT, STYLE, TV = "loss/total", "loss/content", "loss/style", "loss/tv"  # L_total = alpha L_content + beta L_style (+ TV)
+# L_total = alpha L_content + beta L_style (+ the total variation term)
+TOTAL, CONTENT, STYLE, TV = "loss/total", "loss/content", "loss/style", "loss/tv"
 LOSSES = (TOTAL, CONTENT, STYLE)  # every run's final losses
 EVAL_PREFIX = "eval/"  # the picture scores (nst_exp.evaluate): one value per finished run, network-free
 CONTENT_SSIM, STYLE_SWD, COLOR_DISTANCE = "eval/content_ssim", "eval/style_swd", "eval/color_distance"

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -30,22 +31,22 @@ from nst_exp import images, memory_guard, tensorboard_run
 from nst_exp.callbacks import Checkpointer, ProgressBar, Snapshots, TensorBoardLogger
 from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
 from nst_exp.color import ColorControl
-from nst_exp.validation import validate
 from nst_exp.errors import NstError, RunFailed
-from nst_exp.picture_scores import score as picture_score
 from nst_exp.features import Network, load_configured_network, summary
 from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
 from nst_exp.optimize import Callback, Interrupted, Outcome
+from nst_exp.picture_scores import score as picture_score
 from nst_exp.problem import Problem
 from nst_exp.results import Result, RunDir, Status, flatten, inputs_used
 from nst_exp.resume import Continuation, check_run_dir, continuation
 from nst_exp.stages import plan, synthesise
+from nst_exp.startup import FirstIteration, StartUp
 from nst_exp.tensorboard_run import Board
 from nst_exp.trust import make_optimizer
-from nst_exp.startup import FirstIteration, StartUp
+from nst_exp.validation import validate
 
 log = logging.getLogger(__name__)
 

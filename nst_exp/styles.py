@@ -23,8 +23,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nst_exp.config import ImageConf, conf_dir
-from nst_exp.validation import normalized_weights
 from nst_exp.errors import NstError, did_you_mean
+from nst_exp.validation import normalized_weights
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

@@ -17,9 +17,10 @@ import hashlib
 import math
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -32,8 +32,9 @@ import importlib
 import inspect
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import yaml
 from omegaconf.errors import OmegaConfBaseException

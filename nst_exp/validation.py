@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from nst_exp.objective import check as check_objective
 from nst_exp.config import AT_LEAST_ONE, DEVICES, POSITIVE, WEIGHT, Bound, Config, conf_dir, default, device_kind
 from nst_exp.errors import NstError, did_you_mean
+from nst_exp.objective import check as check_objective
 from nst_exp.trust import INSTANTIATE_KEYS, check_task_targets, optimizer_class
 
 
@@ -196,8 +197,8 @@ def _validate_optimizer_numbers(optimizer: Any) -> None:
     betas = optimizer.get("betas")
     if betas is not None and len(betas) != 2:
         raise NstError(
-            f"optimizer.betas={list(betas)} has {len(betas)} value{'' if len(betas) == 1 else 's'}; {target} needs 2 (the decay rates of "
-            "the gradient's mean and of its square), e.g. optimizer.betas=[0.9,0.999]."
+            f"optimizer.betas={list(betas)} has {len(betas)} value{'' if len(betas) == 1 else 's'}; {target} needs 2 "
+            "(the decay rates of the gradient's mean and of its square), e.g. optimizer.betas=[0.9,0.999]."
         )
     if "line_search_fn" in optimizer and optimizer.get("line_search_fn") not in LINE_SEARCHES:
         raise NstError(
@@ -206,7 +207,7 @@ def _validate_optimizer_numbers(optimizer: Any) -> None:
         )
 
 
-def _bounded(node: Any, schema: type, prefix: str = "") -> Iterator[tuple[str, Any, Bound, Optional[str]]]:
+def _bounded(node: Any, schema: type, prefix: str = "") -> Iterator[tuple[str, Any, Bound, str | None]]:
     """(dotted key, value, bound, fix) for each number a schema field bounds (config.bounded), in schema order.
 
     A list field's entries are yielded one by one (``style_weights[2]``); nested nodes and
@@ -292,7 +293,7 @@ def _check_keys(node: Any, schema: type, prefix: str, optimizer: bool = True) ->
                 _check_keys(item, inner, f"{prefix}{name}{'' if index is None else f'[{index}]'}.")
 
 
-def _schema_class(hint: Any) -> Optional[type]:
+def _schema_class(hint: Any) -> type | None:
     """The dataclass behind a field's type (``RegionConf`` for ``List[RegionConf]``, ``Optional[...]``), or None."""
     if dataclasses.is_dataclass(hint):
         return hint

@@ -19,8 +19,8 @@ import logging
 import re
 import socket
 import urllib.error
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 import torchvision

@@ -8,8 +8,8 @@ import pytest
 from conftest import SHARED_IMAGES, make_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from nst_exp.validation import validate
 from nst_exp.runner import run
+from nst_exp.validation import validate
 
 # Experiment -> overrides that shrink it (the sizes must stay below the tiny image_size).
 EXPERIMENTS = {

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nst_exp.errors import NstError
-from nst_exp.color import luminance
-from nst_exp.evaluate import evaluate_run, main
-from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, style_swd
-from nst_exp.images import open_rgb, save, to_tensor
 from nst_exp.atomic import write_json
+from nst_exp.color import luminance
+from nst_exp.errors import NstError
+from nst_exp.evaluate import evaluate_run, main
+from nst_exp.images import open_rgb, save, to_tensor
+from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, style_swd
 from nst_exp.results import RunDir
 from tests.conftest import pattern_image
 

@@ -382,3 +382,10 @@ def test_a_self_contained_gallery_carries_the_inputs_and_the_strip(hostile_sweep
     for link in links:
         assert (out / unquote(link)).exists() and not link.startswith(".."), link  # all inside the folder
     assert len(list((out / "jobs" / "0" / "snapshots").iterdir())) == 8  # only those the strip shows
+
+
+def test_the_page_carries_its_stylesheet(page):
+    from nst_exp.report.gallery_page import CSS
+
+    style = re.search(r"<style>(.*?)</style>", page.read_text(), re.S).group(1)
+    assert style == CSS and ".strip" in style  # without a browser: the rules the page's classes need are there

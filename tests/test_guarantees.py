@@ -15,8 +15,8 @@ from nst_exp import checkpoint
 from nst_exp.__main__ import disk_message, kept_checkpoint
 from nst_exp.errors import NstError
 from nst_exp.inputs import Inputs, user_path_keys
-from nst_exp.resume import check_run_dir
 from nst_exp.results import RunDir
+from nst_exp.resume import check_run_dir
 from nst_exp.runner import run
 
 

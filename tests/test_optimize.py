@@ -10,8 +10,8 @@ import torch
 from conftest import make_config
 from PIL import Image
 
-from nst_exp.runner import run
 from nst_exp.results import RunDir
+from nst_exp.runner import run
 
 
 def first_and_last(run_dir, tag):

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tbparse import SummaryReader
 
-from nst_exp.report import Sweep, main, networks, read_sweep, build_report, swept_keys
+from nst_exp.report import Sweep, build_report, main, networks, read_sweep, swept_keys
 from nst_exp.report.figures import grid_layout
 from nst_exp.report.gallery import plot_job_curves
 from nst_exp.report.labels import layers_label, number_label, ratio_label, value_label

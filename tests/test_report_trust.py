@@ -19,7 +19,7 @@ from markdown_it import MarkdownIt
 
 from nst_exp.errors import NstError
 from nst_exp.evaluate import main as evaluate_main
-from nst_exp.report import main, build_report
+from nst_exp.report import build_report, main
 from nst_exp.report.build import MANIFEST
 from nst_exp.runner import result_in
 

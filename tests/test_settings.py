@@ -179,7 +179,8 @@ def test_every_default_is_stated_once_in_the_yaml_and_the_schema_gives_only_its_
     ("schema", "name", "overrides", "bound", "message"),
     [
         (Config, "beta", ["beta=1e4"], Bound(low=0, high=5000),
-         r"beta=10000\.0 is above 5000\. beta must be a finite number in \[0, 5000\]\. Use e\.g\. beta=1000\.0 \(the default\)\.$"),
+         r"beta=10000\.0 is above 5000\. beta must be a finite number in \[0, 5000\]\. "
+         r"Use e\.g\. beta=1000\.0 \(the default\)\.$"),
         # a field of a list entry, with the fix written beside it
         (RegionConf, "weight", ["experiment=spatial_sky", "spatial.regions.0.weight=6"], Bound(low=0, high=5),
          r"spatial\.regions\[0\]\.weight=6\.0 is above 5\. spatial\.regions\[0\]\.weight must be a finite number in "

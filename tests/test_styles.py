@@ -14,7 +14,6 @@ from nst_exp.features import load_network
 from nst_exp.inputs import Inputs
 from nst_exp.losses import GatysLoss, StyleTarget, gram_matrix, style_layer_loss
 from nst_exp.runner import run
-from nst_exp.inputs import Inputs
 from nst_exp.styles import style_specs
 
 LAYERS = ["relu1_1", "relu2_1"]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
     from nst_exp.report.build import Report, build_report
     from nst_exp.report.cli import main

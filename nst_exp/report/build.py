@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from nst_exp.atomic import write_json
 from nst_exp.errors import NstError
 from nst_exp.report.figures import GridLayout, plot_grid, plot_losses
 from nst_exp.report.gallery import CURVES_DIR, GALLERY_FILE, JOBS_DIR, published_files, write_gallery
@@ -20,7 +21,6 @@ from nst_exp.report.sweep import Sweep, damaged, read_sweep
 from nst_exp.report.tables import write_tables
 from nst_exp.report.tradeoff import CONTENT_SSIM, STYLE_SWD, plot_tradeoff
 from nst_exp.results import REPORT_MANIFEST as MANIFEST
-from nst_exp.atomic import write_json
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ import html
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
@@ -30,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nst_exp.report.figures import inputs_that_vary
-from nst_exp.report.gallery_page import STYLE, script, script_json
+from nst_exp.report.gallery_page import CSS, script, script_json
 from nst_exp.report.labels import setting, value_label
 from nst_exp.report.sweep import Sweep, eval_columns, networks
 from nst_exp.report.tables import status_counts
@@ -322,7 +323,7 @@ def write_gallery(sweep: Sweep, out: Path, files: Mapping[str, Path] | None = No
 <head>
 <meta charset="utf-8">
 <title>{title}</title>
-<style>{STYLE}</style>
+<style>{CSS}</style>
 </head>
 <body>
 <h1>{title}</h1>

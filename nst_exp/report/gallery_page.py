@@ -25,7 +25,7 @@ def script_json(data: Any) -> str:
     return "".join(SCRIPT_ESCAPES.get(character, character) for character in text)
 
 
-STYLE = """
+CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
 h1 { font-size: 1.3em; margin: 0 0 0.3em; } h2 { font-size: 1.1em; margin: 1.5em 0 0; }
 .about { margin: 0 0 1em; } .about p { margin: 0.15em 0; }

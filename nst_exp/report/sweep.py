@@ -265,7 +265,8 @@ def networks(sweep: Sweep) -> str:
         weights = re.sub(r" \(/[^()]*\)$", "", weights)  # drop the absolute path a package: file resolved to
         weights = PurePath(weights).name if PurePath(weights).is_absolute() else weights  # a file: its name
         trained = pd.notna(trained) and bool(trained)
-        labels.append(f"{net} ({description}; weights {weights})" if trained and pd.notna(description) else f"{net} with {weights}")
+        known = trained and pd.notna(description)
+        labels.append(f"{net} ({description}; weights {weights})" if known else f"{net} with {weights}")
     return "; ".join(labels) or "unknown"
 
 

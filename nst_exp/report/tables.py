@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nst_exp.results import LOSSES
 from nst_exp.report.sweep import Sweep, damaged, eval_columns, networks
+from nst_exp.results import LOSSES
 
 HEADLINE_METRICS = ("metrics.iterations", "metrics.seconds", "metrics.network", "metrics.trained_weights")
 

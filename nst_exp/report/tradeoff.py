@@ -11,8 +11,9 @@ painting (Fig. 1's reconstructions) trades nothing and is left out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -22,7 +23,6 @@ from nst_exp.report.figures import LINE_STYLES, fit, legend_handles, palette_for
 from nst_exp.report.labels import axis_title, value_label
 from nst_exp.report.sweep import Sweep, networks
 from nst_exp.results import CONTENT_SSIM, STYLE_SWD, Status, inputs_used
-
 
 
 def measured(sweep: Sweep) -> pd.DataFrame:
