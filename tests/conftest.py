@@ -14,6 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch loads: one thread per worker, as many workers as cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (and their subprocesses) share the cores instead of fighting
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
