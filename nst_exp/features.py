@@ -12,6 +12,7 @@ indices.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -134,6 +135,7 @@ class FeatureExtractor(nn.Module):
         self.eval()
         self.precision, self.channels_last = "fp32", False
         self._layers = self._pass
+        self._bf16_body: list[nn.Sequential] = []  # a bf16 copy of the body, not registered: see speed()
 
     def speed(self, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> FeatureExtractor:
         """Choose how the pass is computed; the losses always see float32 features.
@@ -153,6 +155,11 @@ class FeatureExtractor(nn.Module):
         check_tf32(precision, self.mean.device.type)
         self.precision, self.channels_last = precision, channels_last
         self.body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        # bf16 as autocast computes it, with the weights cast once: autocast casts frozen weights again at every
+        # pass (its cache keeps only trainable ones). The float32 body stays the module's own (state_dict, the
+        # checkpoint's fingerprint); a body with batch norm keeps autocast, which runs that in float32.
+        plain = not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in self.body.modules())
+        self._bf16_body = [copy.deepcopy(self.body).to(torch.bfloat16)] if precision == "bf16" and plain else []
         self._layers = torch.compile(self._pass) if compile else self._pass
         return self
 
@@ -162,13 +169,16 @@ class FeatureExtractor(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with tf32(x.device, self.precision == "tf32"):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                out = self._layers(x)
+            if self._bf16_body:
+                out = self._layers(x.to(torch.bfloat16))
+            else:
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    out = self._layers(x)
         return {name: features.float() for name, features in out.items()}
 
     def _pass(self, x: Tensor) -> dict[str, Tensor]:
         out = {}
-        for name, module in self.body.named_children():
+        for name, module in (self._bf16_body[0] if self._bf16_body else self.body).named_children():
             x = module(x)
             if name in self.requested:
                 out[name] = x

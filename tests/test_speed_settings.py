@@ -49,6 +49,21 @@ def test_bf16_features_are_float32_and_close_to_fp32():
         assert 0 < error < 0.02, layer  # bfloat16 keeps 8 bits of mantissa: about 0.4% per operation
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_computes_what_autocast_computes_and_keeps_float32_weights(channels_last):
+    image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    fast = extractor().speed("bf16", channels_last)
+    assert all(p.dtype == torch.float32 for p in fast.state_dict().values())  # its own weights (and fingerprint) stay
+    reference = extractor().speed("fp32", channels_last)
+    x = (image - reference.mean) / reference.std
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference._pass(x)
+    got = fast(image)
+    for layer in LAYERS:
+        assert torch.equal(got[layer], expected[layer].float()), layer
+
+
 def test_channels_last_gives_the_same_features():
     image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     exact = extractor()(image)
