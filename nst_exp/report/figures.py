@@ -95,7 +95,7 @@ def input_image(sweep: Sweep, name: str, job: int | None = None) -> np.ndarray |
     """``inputs/<name>.png`` of ``job``, or of the first job that saved one."""
     jobs = [job] if job is not None else list(sweep.jobs["job"])
     for candidate in jobs:
-        image = load_rgb(sweep.job_dir(candidate) / "inputs" / f"{name}.png")
+        image = load_rgb(RunDir(sweep.job_dir(candidate)).input_image(name))
         if image is not None:
             return image
     return None

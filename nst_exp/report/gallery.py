@@ -276,7 +276,7 @@ def about(sweep: Sweep, job_dirs: Mapping[int, Path], out: Path, files: Mapping[
         lines.append(f"<p>Report files: {' &middot; '.join(others)}</p>")
     beside, _ = inputs_that_vary(sweep)  # the inputs every job shares, as figure.png shows them
     shared = {name: next((path for job_dir in job_dirs.values()
-                          if (path := RunDir(job_dir).inputs / f"{name}.png").is_file()), None)
+                          if (path := RunDir(job_dir).input_image(name)).is_file()), None)
               for name in beside}
     shared = {name: path for name, path in shared.items() if path is not None}
     if shared:
