@@ -5,7 +5,7 @@
     result.image                      # PIL image; result.metrics, result.loss, result.status
 
 ``stylize`` composes the same config ``python -m nst_exp`` would for the same
-overrides and hands it to :func:`nst_exp.run.run`, the runner the command line
+overrides and hands it to :func:`nst_exp.runner.run`, the runner the command line
 uses. Errors are :class:`~nst_exp.errors.NstError` with the command line's messages.
 ``compose`` needs no torch: the runner (and torch) load with the first ``stylize``.
 """
