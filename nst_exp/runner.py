@@ -4,11 +4,12 @@
     with RunLock(run_dir):             # one process per run directory
         where = continuation(...)      # resume=, a run dir holding this run, or a fresh start
         settings, inputs = ...         # the config read once, every input file found once
-        network, problem = ...         # the layers the objective reads; each stage's objective and start
+        network, problem = ...         # the layers the loss reads; each stage's loss and start
         problem.check_sizes(stages)    # every layer sees the images at every stage (file headers)
         guard.check(...)               # the run fits in memory
-        outcome = synthesise(...)      # the coarse-to-fine stages (one for a plain run)
-        write result.png and metrics.json
+        loss = problem.loss(...)       # the targets; a resumed run: the same loss, its random state restored
+        outcome = synthesise(..., score)  # the stages (one for a plain run), then the picture scores
+        RunDir: result.png and metrics.json
 
 The command line (``__main__``), the Python API (``nst_exp.stylize``) and the
 tests all call :func:`run`.
