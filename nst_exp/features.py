@@ -163,8 +163,13 @@ class FeatureExtractor(nn.Module):
         self._layers = torch.compile(self._pass) if compile else self._pass
         return self
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        """image: (B, 3, H, W) in [0, 1] -> {layer: (B, N_l, H_l, W_l)} in float32."""
+    def forward(self, image: Tensor, native: bool = False) -> dict[str, Tensor]:
+        """image: (B, 3, H, W) in [0, 1] -> {layer: (B, N_l, H_l, W_l)} in float32.
+
+        ``native``: as the pass computed them (bfloat16 with ``precision=bf16``), for a caller that
+        takes its own float32 where it needs it (GatysLoss: the Gram matrices in bf16 with float32
+        accumulation, the differences to the targets in float32).
+        """
         x = (image - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -174,7 +179,7 @@ class FeatureExtractor(nn.Module):
             else:
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                     out = self._layers(x)
-        return {name: features.float() for name, features in out.items()}
+        return out if native else {name: features.float() for name, features in out.items()}
 
     def _pass(self, x: Tensor) -> dict[str, Tensor]:
         out = {}

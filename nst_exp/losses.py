@@ -76,7 +76,12 @@ class _GramNHWC(torch.autograd.Function):
 
 
 def gram_matrix(features: Tensor, normalize: bool = False) -> Tensor:
-    """(B, N, H, W) -> (B, N, N), G_ij = sum_k F_ik F_jk; divided by M = H*W if ``normalize``."""
+    """(B, N, H, W) -> (B, N, N), G_ij = sum_k F_ik F_jk; divided by M = H*W if ``normalize``.
+
+    bfloat16 features (``precision=bf16``) are multiplied as they are, the products summed in
+    float32 by the matmul and each G_ij rounded to bfloat16 once, then returned as float32: no
+    float32 copy of the layer is made, nor of its gradient.
+    """
     b, n, h, w = features.shape
     if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
         flat = features.permute(0, 2, 3, 1).reshape(b, h * w, n)  # a view: (B, M, N)
@@ -84,6 +89,7 @@ def gram_matrix(features: Tensor, normalize: bool = False) -> Tensor:
     else:
         flat = features.reshape(b, n, h * w)
         gram = _Gram.apply(flat) if flat.requires_grad else flat @ flat.transpose(1, 2)
+    gram = gram.float() if gram.dtype == torch.bfloat16 else gram
     return gram / (h * w) if normalize else gram
 
 
@@ -294,7 +300,7 @@ class GatysLoss(nn.Module):
 
     def forward(self, image: Tensor) -> LossTerms:
         """image: (1, 3, H, W) in [0, 1], the content's size -> LossTerms."""
-        features = self.extractor(image)
+        features = self.extractor(image, native=True)  # the differences to the targets are taken in float32
         zero = image.new_zeros(())
         content = sum((self._content(features[l], self.target("content", l)) for l in self.content_layers), zero)
         per_style = {layer: self._style(layer, features[layer]) for layer in self.style_layers}

@@ -12,6 +12,7 @@ from test_optimize import first_and_last
 
 from nst_exp.errors import NstError
 from nst_exp.features import load_network, tf32
+from nst_exp.losses import GatysLoss, LossSettings, gram_matrix
 from nst_exp.results import RunDir
 from nst_exp.runner import run
 
@@ -133,3 +134,25 @@ def test_auto_on_a_bf16_machine_runs_bf16_and_agrees_with_fp32(tiny, monkeypatch
     assert (exact.metrics["precision_used"], exact.metrics["channels_last_used"]) == ("fp32", False)
     assert "AMX-BF16 (mocked)" in auto.metrics["speed_reason"]
     assert auto.loss == pytest.approx(exact.loss, rel=0.2)
+
+
+def test_bf16_features_give_a_float32_gram_summed_in_float32_and_a_bf16_gradient():
+    generator = torch.Generator().manual_seed(4)
+    features = torch.rand(1, 64, 24, 32, generator=generator).contiguous(memory_format=torch.channels_last)
+    low = features.to(torch.bfloat16).requires_grad_(True)
+    gram = gram_matrix(low)
+    assert gram.dtype == torch.float32
+    exact = gram_matrix(low.detach().float())  # the same bf16 inputs, summed in float32
+    torch.testing.assert_close(gram, exact, rtol=2**-8, atol=0)  # one rounding to bf16 per entry
+    gram.sum().backward()
+    assert low.grad.dtype == torch.bfloat16  # no float32 copy of the layer on the way back
+
+
+def test_bf16_loss_is_within_a_percent_of_fp32():
+    generator = torch.Generator().manual_seed(5)
+    content, style, image = (torch.rand(1, 3, 48, 64, generator=generator) for _ in range(3))
+    settings = LossSettings(content_layers=["relu4_2"], style_layers=LAYERS[:3])
+    exact = GatysLoss(extractor(), content, [(style, 1.0)], settings)(image)
+    low = GatysLoss(extractor().speed("bf16", True), content, [(style, 1.0)], settings)(image)
+    for term in ("total", "content", "style"):
+        assert abs(float(getattr(low, term)) / float(getattr(exact, term)) - 1) < 0.01, term
