@@ -356,12 +356,19 @@ def test_the_stop_line_advises_resume_only_when_a_checkpoint_is_on_disk(tmp_path
     assert "hydra.sweep.dir=outputs/multirun/x" in stop_message(KeyboardInterrupt(), run_dir, "outputs/multirun/x")
 
 
+def reachable_by_ctrl_c() -> None:
+    """In the child before it starts: SIGINT as a terminal's foreground run has it. A shell starts a background job
+    (and so a test suite run from one) ignoring SIGINT, its children inherit that, and Python then keeps ignoring it:
+    a Ctrl-C during start-up would be lost, as Unix intends for a background job, and the run would go on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(tmp_path, tiny, when: Path, signals: list[tuple[float, int]], *extra: str) -> tuple[int, str]:
     """Start the CLI, wait for ``when`` to exist, send each (delay, signal) in turn; exit status and output."""
     process = subprocess.Popen(
         [sys.executable, "-m", "nst_exp", *tiny, *extra, "hydra.run.dir=run"], cwd=tmp_path,
         env=child_env(OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=reachable_by_ctrl_c,
     )
     deadline = time.monotonic() + 120
     while not when.exists() and process.poll() is None and time.monotonic() < deadline:
