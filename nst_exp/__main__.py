@@ -199,9 +199,9 @@ def preflight(argv: list[str]) -> None:
     not parse is one message.
     """
     multirun = any(argument in cli_args.MULTIRUN_FLAGS for argument in argv)
-    for argument in argv:
-        if argument.startswith("resume=") and argument != "resume=null":
-            check_run_dir(Path(argument.split("=", 1)[1]).expanduser(), multirun)
+    resumes = [argument for argument in argv if argument.startswith("resume=") and argument != "resume=null"]
+    for argument in resumes:
+        check_run_dir(Path(argument.split("=", 1)[1]).expanduser(), multirun)
     if cli_args.asks_for_information(argv):
         return
     cfg = check_command_line(argv, "config")
@@ -209,21 +209,15 @@ def preflight(argv: list[str]) -> None:
         return
     if any(argument in ("--cfg", "-c") or argument.startswith("--cfg=") for argument in argv):
         return  # prints the config; writes nothing
-    if validated_here(cfg, argv):  # a refused run answers now, before Hydra composes the config twice more
+    # A single run is validated here, as composed, and a refused one answers before Hydra composes the config twice
+    # more; a sweep's jobs (their own values) and a resume (the saved config) are validated by the job.
+    if not multirun and not resumes and cfg.hydra.mode != RunMode.MULTIRUN:
         validate(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
     try:
         folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     except Exception:  # noqa: BLE001 - an interpolation that does not resolve is Hydra's to report
         return
     check_writable(folder, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-
-
-def validated_here(cfg: DictConfig, argv: list[str]) -> bool:
-    """A single run is validated by ``preflight``, as composed; a sweep's jobs (their own values) and a resume
-    (the saved config) by the job."""
-    resumed = any(argument.startswith("resume=") and argument != "resume=null" for argument in argv)
-    single = not any(argument in cli_args.MULTIRUN_FLAGS for argument in argv) and cfg.hydra.mode != RunMode.MULTIRUN
-    return single and not resumed
 
 
 def check_writable(folder: Path, key: str) -> None:
