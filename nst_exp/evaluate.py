@@ -82,10 +82,14 @@ def run_metrics(run_dir: Path) -> dict:
     try:
         return RunDir(run_dir).read_metrics()
     except (OSError, ValueError) as error:  # truncated, not JSON, not an object, not UTF-8, unreadable
-        raise NstError(
-            f"Cannot evaluate '{run_dir}': {RunDir(run_dir).metrics} is damaged ({one_line(error)}). Its "
-            "scores would be written into it: restore that file, or run the job again."
-        ) from error
+        raise damaged_metrics(run_dir, error) from error
+
+
+def damaged_metrics(run_dir: Path, error: Exception) -> NstError:
+    return NstError(
+        f"Cannot evaluate '{run_dir}': {RunDir(run_dir).metrics} is damaged ({one_line(error)}). Its "
+        "scores would be written into it: restore that file, or run the job again."
+    )
 
 
 def rescore(paths: Sequence[Path], damaged: dict[Path, str] | None = None) -> dict[Path, dict[str, float]]:
@@ -163,12 +167,12 @@ def _read(path: Path, run_dir: Path) -> Tensor:
 
 def _style_files(run: RunDir) -> tuple[list[Path], list[float]]:
     """The style images a run saved and their weights (RunDir.style_inputs); a damaged record is one message."""
-    if run.metrics.is_file():
-        run_metrics(run.path)  # a damaged metrics.json: the message that says so
     try:
-        return run.style_inputs()
-    except ValueError as error:
+        return run.style_inputs()  # reads metrics.json only for several styles' weights
+    except LookupError as error:
         raise NstError(f"Cannot evaluate '{run}': {error}.") from error
+    except (OSError, ValueError) as error:
+        raise damaged_metrics(run.path, error) from error
 
 
 if __name__ == "__main__":

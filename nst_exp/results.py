@@ -201,7 +201,8 @@ class RunDir:
     def style_inputs(self) -> tuple[list[Path], list[float]]:
         """inputs/style.png with weight 1, or each inputs/style_<name>.png with metrics.json's weight for <name>.
 
-        ValueError says what is missing (no style.png and no ``"styles"`` {name: weight} in metrics.json).
+        LookupError says what is missing (no style.png and no ``"styles"`` {name: weight} in metrics.json); a
+        metrics.json that cannot be read raises as ``read_metrics`` does.
         """
         single = self.input_image(self.style_input("", several=False))
         if single.is_file():
@@ -209,7 +210,7 @@ class RunDir:
         weights = self.read_metrics().get("styles") if self.metrics.is_file() else None
         if not isinstance(weights, dict) or not weights:
             found = sorted(path.name for path in self.inputs.glob("style_*.png"))
-            raise ValueError(
+            raise LookupError(
                 f"no {self.INPUTS}/{single.name}, and {self.metrics} has no \"styles\" {{name: weight}} to say which "
                 f"{self.INPUTS}/style_<name>.png files to blend (found: {', '.join(found) or 'none'})"
             )

@@ -168,6 +168,18 @@ def test_missing_result_names_the_path(tmp_path: Path, content: torch.Tensor, st
         evaluate_run(run_dir)
 
 
+def test_metrics_json_is_read_for_the_weights_of_several_styles_only(
+    tmp_path: Path, content: torch.Tensor, style: torch.Tensor
+) -> None:
+    one = make_run(tmp_path / "one", content, content, {"a": style}, {"a": 1.0})
+    several = make_run(tmp_path / "several", content, content, {"a": style, "b": content}, {"a": 0.5, "b": 0.5})
+    for run_dir in (one, several):
+        (run_dir / "metrics.json").write_text('{"status": "compl')  # truncated
+    assert set(evaluate_run(one)) == SCORES  # a single style.png needs no weights
+    with pytest.raises(NstError, match=r"metrics\.json is damaged .*restore that file"):
+        evaluate_run(several)
+
+
 def test_missing_style_weights_say_what_is_needed(tmp_path: Path, content: torch.Tensor, style: torch.Tensor) -> None:
     run_dir = make_run(tmp_path / "run", content, content, {"a": style, "b": content}, {"a": 0.5, "b": 0.5})
     write_json(run_dir / "metrics.json", {"status": "completed"})
