@@ -34,7 +34,7 @@ from nst_exp.checkpoint import check_fingerprint, fingerprint, restore_rng
 from nst_exp.color import ColorControl
 from nst_exp.errors import NstError, RunFailed
 from nst_exp.features import Network, load_configured_network, summary
-from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device
+from nst_exp.hardware import SpeedChoice, choose_speed, describe_device, detect, pick_device, reuse_freed_memory
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.lock import RunLock
 from nst_exp.losses import LossSettings
@@ -176,7 +176,7 @@ def synthesise_run(
         styles=[target.image for target in final.styles] if "style" in used else [],
         weights=[target.weight for target in final.styles],
     )
-    with progress.logging_above():  # log lines print above the bar, not through it
+    with progress.logging_above(), reuse_freed_memory(device):  # log lines print above the bar, not through it
         outcome, records = synthesise(stages, problem, optimizer, callbacks, start, score)
     outcome.seconds += where.seconds
 

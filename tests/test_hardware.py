@@ -250,3 +250,33 @@ def test_describe_device_falls_back_to_platform_without_cpuinfo(monkeypatch, tmp
 def test_describe_device_names_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     assert describe_device(torch.device("cuda", 0)) == "NVIDIA H200"
+
+
+def faults_of_a_second_allocation(megabytes: int = 64) -> int:
+    """Page faults of allocating and filling ``megabytes`` again, after the same block was allocated and freed."""
+    import resource
+
+    torch.empty(megabytes << 18).fill_(1.0)  # float32: 2^18 elements a MiB; freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(megabytes << 18).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(hardware._glibc() is None, reason="mallopt is glibc's")
+def test_a_cpu_run_keeps_freed_memory_for_its_next_evaluation(monkeypatch):
+    """glibc maps a 64 MiB block afresh at each allocation (16,384 page faults); inside, the freed block is reused."""
+    for name in hardware.MALLOC_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert faults_of_a_second_allocation() > 8000
+    with hardware.reuse_freed_memory(CPU) as kept:
+        assert kept
+        assert faults_of_a_second_allocation() < 1000
+    assert faults_of_a_second_allocation() > 8000  # the defaults are back, the memory returned
+
+
+def test_freed_memory_is_left_to_malloc_on_a_gpu_and_where_the_environment_tunes_it(monkeypatch):
+    with hardware.reuse_freed_memory(torch.device("cuda")) as kept:
+        assert not kept
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    with hardware.reuse_freed_memory(CPU) as kept:
+        assert not kept
