@@ -33,9 +33,11 @@ BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
 AMPERE = (8, 0)
 # Measured on an AVX2 CPU (docs/speed.md): oneDNN emulates bf16 there.
 EMULATED_BF16 = "so bf16 would run emulated (measured about 21 times slower than fp32 on an AVX2 CPU)"
-# glibc's mallopt parameters (malloc.h) and their defaults, restored when a run ends.
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# glibc's mallopt parameters (malloc.h). Once set, glibc's thresholds no longer adapt, so a run leaves them where
+# they adapt to once blocks of 32 MiB have been freed (mmap above 32 MiB, trim above 64 MiB), not at their
+# 128 KiB starting values: those would map and fault every block above 128 KiB in the work that follows.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+SETTLED_TRIM_THRESHOLD, SETTLED_MMAP_THRESHOLD, DEFAULT_MMAP_MAX = 64 << 20, 32 << 20, 65536
 MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
@@ -212,7 +214,7 @@ def reuse_freed_memory(device: torch.device) -> Iterator[bool]:
     glibc's malloc hands large freed blocks back to the system (unmapping them, trimming the
     heap) and takes them back as fresh zeroed pages: thousands of page faults an evaluation
     (docs/speed.md). Here malloc serves every block from its heap and keeps what is freed;
-    on exit its defaults come back and ``malloc_trim`` returns the memory to the system.
+    on exit malloc maps large blocks again and ``malloc_trim`` returns the memory to the system.
     Nothing changes on a GPU, without glibc, or where MALLOC_* variables tune malloc already.
     """
     libc = _glibc() if device.type == "cpu" and not any(name in os.environ for name in MALLOC_ENVIRONMENT) else None
@@ -225,7 +227,8 @@ def reuse_freed_memory(device: torch.device) -> Iterator[bool]:
         yield True
     finally:
         libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
         libc.malloc_trim(0)
 
 
