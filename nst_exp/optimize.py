@@ -80,6 +80,8 @@ class Outcome:
     message: str = ""
     state: State | None = None  # where to continue from; None when no consistent state is known
     signal: int | None = None  # the signal that stopped the loop, if one did
+    evaluating: float = 0.0  # of ``seconds``, those in forward+backward passes (this session's loop)
+    first_evaluation: float | None = None  # seconds of this session's first pass (oneDNN/cuDNN set up there)
 
 
 class Callback(Protocol):
@@ -158,12 +160,18 @@ def optimize(
     latest: LossTerms | None = None
     last_values: dict[str, float] = {}
 
+    timings: list[float] = []  # seconds of each evaluation
+
     def closure() -> Tensor:
         nonlocal evaluations, latest
+        began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         latest = loss(image)
         latest.total.backward()
         evaluations += 1
+        if image.is_cuda:
+            torch.cuda.synchronize(image.device)  # the pass's time, not its launch's
+        timings.append(time.perf_counter() - began)
         return latest.total
 
     status, message, done = COMPLETED, "", start.iteration
@@ -207,6 +215,7 @@ def optimize(
         good = State(last_good, good_iteration, evaluations, None)
         outcome = _outcome(loss, current, good, status, message, last_values)
         outcome.seconds, outcome.signal = seconds, stop.received
+        outcome.evaluating, outcome.first_evaluation = sum(timings), timings[0] if timings else None
         for callback in callbacks:
             callback.on_end(outcome)
     return outcome

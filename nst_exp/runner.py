@@ -178,10 +178,15 @@ def synthesise_run(
     )
     with progress.logging_above(), reuse_freed_memory(device):  # log lines print above the bar, not through it
         outcome, records = synthesise(stages, problem, optimizer, callbacks, start, score)
+    loop = {  # this session's loop (a resumed run's earlier sessions are in ``seconds`` only)
+        "seconds_first_evaluation": outcome.first_evaluation,
+        "evaluation_share": outcome.evaluating / outcome.seconds if outcome.seconds > 0 else None,
+    }
     outcome.seconds += where.seconds
 
     record = {
         **metrics(cfg, outcome, network, device, threads, speed, startup.called),
+        **loop,
         **startup.metrics(),
         **guard.measured(),
         "resumed_from": where.resumed,

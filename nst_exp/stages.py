@@ -134,7 +134,8 @@ def synthesise(
     """
     staged = [c for c in callbacks if isinstance(c, StageAware)] if len(stages) > 1 else []
     previous: Tensor | None = None
-    evaluations, seconds, records = 0, 0.0, []
+    evaluations, seconds, evaluating, records = 0, 0.0, 0.0, []
+    first_evaluation: float | None = None
     for stage in stages:
         setup = problem.setup(stage, previous)
         init = start if stage.index == 1 and start is not None else setup.init
@@ -143,6 +144,8 @@ def synthesise(
         continued = _Continued(callbacks, stage, evaluations, seconds)
         outcome = optimize(setup.loss, init, make_optimizer, stage.iterations, [continued])
         evaluations, seconds = evaluations + outcome.evaluations, seconds + outcome.seconds
+        evaluating += outcome.evaluating
+        first_evaluation = outcome.first_evaluation if first_evaluation is None else first_evaluation
         shown = setup.show(outcome.image)
         records.append(_record(stage, outcome, shown))
         for callback in staged:
@@ -160,6 +163,8 @@ def synthesise(
         evaluations=evaluations,
         seconds=seconds,
         message=message,
+        evaluating=evaluating,
+        first_evaluation=first_evaluation,
     )
     if score is not None and final.status in FINISHED:  # an interrupted run is scored when it finishes
         final = replace(final, values={**final.values, **score(final.image)})

@@ -104,3 +104,31 @@ def test_divergence_advice_names_what_runs_from_the_photo():
     # Adam is what is already running: lower its step instead of suggesting it again
     assert "optimizer=adam" not in divergence_advice(torch.optim.Adam(image)) and "optimizer.lr" in divergence_advice(
         torch.optim.Adam(image))
+
+
+def test_the_loop_accounts_for_the_time_in_its_evaluations():
+    """``evaluating`` sums the passes, ``first_evaluation`` is the first; a callback's time is the rest of ``seconds``."""
+    import time
+
+    from nst_exp.losses import LossTerms
+    from nst_exp.optimize import optimize
+
+    passes = iter([0.06] + [0.02] * 20)  # the first pass sets up its kernels: it takes longer
+
+    def loss(image):
+        if torch.is_grad_enabled():
+            time.sleep(next(passes))
+        total = (image - 0.5).pow(2).sum()
+        return LossTerms(total, total, total * 0, {})
+
+    class Slow:
+        def on_step(self, step):
+            time.sleep(0.04)
+
+        def on_end(self, outcome):
+            pass
+
+    outcome = optimize(loss, torch.rand(1, 3, 4, 4), lambda p: torch.optim.Adam(p, lr=0.1), 5, [Slow()])
+    assert outcome.evaluations == 5
+    assert 0.06 <= outcome.first_evaluation < 0.06 + 0.05
+    assert 0.06 + 4 * 0.02 <= outcome.evaluating < outcome.seconds - 5 * 0.04

@@ -33,6 +33,7 @@ def test_setting_gives_finite_losses_that_fall(tmp_path, tiny, optimizer, settin
     assert last < 0.5 * first
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.startswith("loss/"))
     assert metrics["evaluations"] == 15 and metrics["seconds_per_evaluation"] > 0
+    assert 0 < metrics["evaluation_share"] <= 1 and 0 < metrics["seconds_first_evaluation"] < metrics["seconds"]
     assert metrics["precision"] == ("bf16" if "bf16" in setting else "auto")  # the setting, and what ran:
     assert metrics["precision_used"] in (("bf16",) if "bf16" in setting else ("bf16", "fp32"))
     assert metrics["channels_last"] == (True if "channels_last" in setting else "auto")
