@@ -9,7 +9,12 @@ progress and snapshots at their default intervals) per image size and
 optimiser, and reads each configuration's peak memory from the metrics.json of
 a run in a child process.
 ``--breakdown`` also times the objective alone (a run less its loop) and the
-style terms alone (what the objective adds to the bare pass). ``--precisions``
+style terms alone (what the objective adds to the bare pass). ``--fresh`` times
+runs as a user meets them: ``python -m nst_exp`` in fresh processes against
+torchvision's own network pass (its ``<arch>().features`` up to the deepest
+layer in use, at the precision and memory format the run used) in fresh
+processes, interleaved, with each run's first pass and the part of its loop
+spent in passes (metrics.json). ``--precisions``
 times the bare pass at each precision as a run resolves it on this device
 (``auto`` included), with channels_last as ``--channels-last`` asks (``auto``:
 as a run would choose), against the fp32 floor; every report says what
@@ -18,6 +23,7 @@ as a run would choose), against the fp32 floor; every report says what
     python benchmarks/bench.py --sizes 128 256 512 --repeats 5 --out bench.json
     python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --breakdown
     python benchmarks/bench.py --sizes 256 --optimizers lbfgs --no-memory --precisions auto fp32 bf16
+    python benchmarks/bench.py --sizes 256 --no-memory --fresh --evaluations 30 model=vgg19
 
 Run from the checkout with nst_exp installed; it uses only nst_exp's public API.
 The images are looked up in --images-dir, else $NST_IMAGES, else
@@ -167,6 +173,22 @@ def run_seconds_per_evaluation(overrides: list[str]) -> tuple[float, dict[str, A
     return metrics["seconds_per_evaluation"], metrics
 
 
+def child_env() -> dict[str, str]:
+    """This environment, with the nst_exp this process imports first on PYTHONPATH (for its children)."""
+    package_root = str(Path(nst_exp.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
+def child_run(overrides: list[str]) -> dict[str, Any]:
+    """metrics.json of ``python -m nst_exp <overrides>`` in a child process: a fresh process, as a user runs it."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "nst_exp", *overrides, f"hydra.run.dir={out}"]
+        child = subprocess.run(command, capture_output=True, text=True, env=child_env(), check=False)
+        if child.returncode:
+            raise RuntimeError(f"run failed ({child.returncode}): {' '.join(overrides)}\n{child.stderr[-2000:]}")
+        return RunDir(Path(out)).read_metrics()
+
+
 def peak_memory_mb(overrides: list[str]) -> float:
     """Peak memory of a short run, in MiB: its metrics.json's ``memory_peak_bytes`` (RSS on CPU, reserved on CUDA).
 
@@ -174,14 +196,61 @@ def peak_memory_mb(overrides: list[str]) -> float:
     process's own, not this one's (which holds the timers), and the child
     imports the same nst_exp as this process.
     """
-    package_root = str(Path(nst_exp.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "nst_exp", *overrides, f"hydra.run.dir={out}"]
-        child = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if child.returncode:
-            raise RuntimeError(f"memory run failed ({child.returncode}): {' '.join(overrides)}\n{child.stderr[-2000:]}")
-        return RunDir(Path(out)).read_metrics()["memory_peak_bytes"] / 2**20
+    return child_run(overrides)["memory_peak_bytes"] / 2**20
+
+
+TORCHVISION_PASS = """
+import contextlib, sys, time, torch, torchvision
+from nst_exp.features import layer_names
+arch, deepest, height, width, precision, channels_last, device, passes = sys.argv[1:9]
+features = getattr(torchvision.models, arch)().features
+network = features[: layer_names(features).index(deepest) + 1].eval().to(device)
+for parameter in network.parameters():
+    parameter.requires_grad_(False)
+image = torch.rand(1, 3, int(height), int(width), device=device)
+if channels_last == "True":
+    network, image = network.to(memory_format=torch.channels_last), image.contiguous(memory_format=torch.channels_last)
+image.requires_grad_(True)
+bf16 = precision == "bf16"
+def step():
+    image.grad = None
+    with torch.autocast(image.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        out = network(image)
+    out.float().sum().backward()
+    if image.is_cuda:
+        torch.cuda.synchronize()
+for _ in range(2):
+    step()
+began = time.perf_counter()
+for _ in range(int(passes)):
+    step()
+print((time.perf_counter() - began) / int(passes))
+"""
+
+
+def torchvision_pass(arch: str, deepest: str, shape: tuple[int, ...], speed: SpeedChoice, device: str, passes: int) -> float:
+    """Seconds per forward+backward of torchvision's ``arch().features`` to ``deepest`` (random weights, max
+    pooling, as torchvision builds it), in a fresh process, at the run's precision and memory format."""
+    command = [sys.executable, "-c", TORCHVISION_PASS, arch, deepest, str(shape[2]), str(shape[3]),
+               speed.precision_used, str(speed.channels_last_used), device, str(passes)]
+    child = subprocess.run(command, capture_output=True, text=True, env=child_env(), check=False)
+    if child.returncode:
+        raise RuntimeError(f"torchvision's pass failed ({child.returncode}):\n{child.stderr[-2000:]}")
+    return float(child.stdout.split()[-1])
+
+
+def fresh_sample(
+    overrides: list[str], arch: str, deepest: str, shape: tuple[int, ...], speed: SpeedChoice, device: str, passes: int,
+) -> dict[str, float]:
+    """torchvision's pass in a fresh process, then a fresh ``python -m nst_exp <overrides>``: seconds and metrics."""
+    torchvision_s = torchvision_pass(arch, deepest, shape, speed, device, passes)
+    metrics = child_run(overrides)
+    return {
+        "torchvision_s": torchvision_s,
+        "run_s": metrics["seconds_per_evaluation"],
+        "first_evaluation_s": metrics["seconds_first_evaluation"],
+        "evaluation_share": metrics["evaluation_share"],
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -217,6 +286,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--breakdown", action="store_true",
         help="also time the objective alone (no optimiser or logging) and the style terms alone",
     )
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="also time runs in fresh processes against torchvision's pass in fresh processes, as a user meets them",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench.json"))
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run, e.g. precision=bf16")
     args = parser.parse_args(argv)
@@ -240,10 +313,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = ["fp32", *args.floor_variants]  # the floor first
     parts = list(BREAKDOWN) if args.breakdown else []
     passes, runs, losses, used, memory, shapes = {}, {}, {}, {}, {}, {}  # passes: (size, name) -> (timer, samples)
+    fresh: dict[tuple[int, str], list[dict[str, float]]] = {}  # (size, optimizer) -> per repeat: run and pass
+    run_speeds: dict[tuple[int, str], SpeedChoice] = {}
+    deepest: dict[int, tuple[str, str]] = {}  # size -> the network's torchvision architecture, its deepest layer used
     for size in args.sizes:
         cfg = config(overrides(size, args.optimizers[0]))
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
+        if args.fresh:
+            names = load_configured_network(cfg.model, cfg.seed).layer_names
+            deepest[size] = (cfg.model.arch, max(LossSettings.from_config(cfg).layers, key=names.index))
         for variant in variants:
             passes[size, variant] = (floor_timer(cfg, shapes[size], device, **({} if variant == "fp32" else {variant: True})), [])
         for label, speed in speeds.items():
@@ -256,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run_cfg = config(overrides(size, optimizer))
             speed = choose_speed(run_cfg.precision, run_cfg.channels_last, caps)  # as the run resolves them
             used[size, optimizer] = settings_label(speed.precision_used, speed.channels_last_used)
+            run_speeds[size, optimizer], fresh[size, optimizer] = speed, []
     for repeat in range(args.repeats):
         for size in args.sizes:
             for name in [*variants, *speeds, *parts]:
@@ -265,6 +345,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 seconds, metrics = run_seconds_per_evaluation(overrides(size, optimizer))
                 runs[size, optimizer].append(seconds)
                 losses[size, optimizer] = metrics[TOTAL]
+                if args.fresh:
+                    fresh[size, optimizer].append(fresh_sample(
+                        overrides(size, optimizer), *deepest[size], shapes[size], run_speeds[size, optimizer],
+                        str(device), max(args.evaluations, 8),
+                    ))
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
     if args.memory:
         for size in args.sizes:
@@ -317,6 +402,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for row in against_floor(list(speeds), "asked")
         ],
         "breakdown": against_floor(parts, "part"),
+        "fresh": [
+            {"size": size, "optimizer": optimizer, "settings": used[size, optimizer],
+             **{key: summary([sample[key] for sample in samples]) for key in samples[0]},
+             "ratio": statistics.median(sample["run_s"] / sample["torchvision_s"] for sample in samples)}
+            for (size, optimizer), samples in fresh.items() if samples
+        ],
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
@@ -355,6 +446,19 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", "| size | timed alone | s/eval (min-max) | / fp32 floor |", "|---|---|---|---|"]
         for row in report["breakdown"]:
             lines.append(f"| {row['size']} | {row['part']} | {span(row['seconds'])} | {row['ratio']:.3f} |")
+    if report.get("fresh"):
+        lines += [
+            "", "Fresh processes, as a user runs them, against torchvision's pass at the run's settings:", "",
+            "| size | optimizer | settings | torchvision's pass s (min-max) | run s/eval (min-max) | ratio "
+            "| first pass s | share of loop in passes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in report["fresh"]:
+            lines.append(
+                f"| {row['size']} | {row['optimizer']} | {row['settings']} | {span(row['torchvision_s'])} "
+                f"| {span(row['run_s'])} | {row['ratio']:.3f} | {row['first_evaluation_s']['median']:.3f} "
+                f"| {row['evaluation_share']['median']:.1%} |"
+            )
     return "\n".join(lines)
 
 

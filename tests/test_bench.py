@@ -144,3 +144,23 @@ def test_benchmarks_use_only_nst_exps_public_api(script):
             assert all(alias.name in ALLOWED or not alias.name.startswith("nst_exp") for alias in node.names)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nst_exp":
             assert not node.attr.startswith("_") or node.attr == "__file__"
+
+
+@pytest.mark.subprocess
+def test_bench_fresh_times_a_users_run_against_torchvisions_pass(tmp_path):
+    """--fresh: a ``python -m nst_exp`` child and torchvision's pass to the deepest layer used, each in a fresh process."""
+    argv = [
+        "--sizes", "32", "--repeats", "1", "--evaluations", "2", "--optimizers", "adam", "--no-memory", "--fresh",
+        "--images-dir", str(write_images(tmp_path / "images")), "--out", str(tmp_path / "bench.json"),
+        "content.path=content.png", "style.path=style.png", "content_layers=[relu2_1]", "style_layers=[relu1_1]",
+    ]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report = bench.main(argv)
+    [row] = report["fresh"]
+    assert (row["size"], row["optimizer"]) == (32, "adam")
+    assert row["torchvision_s"]["median"] > 0 and row["run_s"]["median"] > 0
+    assert row["ratio"] == pytest.approx(row["run_s"]["median"] / row["torchvision_s"]["median"])  # one repeat
+    assert 0 < row["evaluation_share"]["median"] <= 1 and row["first_evaluation_s"]["median"] > 0
+    assert "| 32 | adam |" in printed.getvalue().split("Fresh processes")[1]
+
