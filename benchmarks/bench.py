@@ -84,6 +84,11 @@ def config(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+def deepest_layer(cfg: DictConfig, names: list[str]) -> str:
+    """The deepest of the config's content and style layers, by the network's layer order ``names``."""
+    return max(LossSettings.from_config(cfg).layers, key=names.index)
+
+
 def floor_timer(
     cfg: DictConfig, shape: tuple[int, ...], device: torch.device,
     precision: str = "fp32", channels_last: bool = False, compile: bool = False,
@@ -94,7 +99,7 @@ def floor_timer(
     ``precision`` already resolved (fp32, bf16, tf32).
     """
     network = load_configured_network(cfg.model, cfg.seed)  # each timer its own: speed() changes the modules it is given
-    deepest = max(LossSettings.from_config(cfg).layers, key=network.layer_names.index)
+    deepest = deepest_layer(cfg, network.layer_names)
     extractor = network.extractor([deepest]).to(device).speed(precision, channels_last, compile)
     image = torch.rand(shape, device=device, requires_grad=True)
     return timer(lambda: extractor(image)[deepest].sum().backward(), [image], device)
@@ -321,8 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _, metrics = run_seconds_per_evaluation(overrides(size, args.optimizers[0]))  # warm-up; learns the shape
         shapes[size] = (1, 3, metrics["image_height"], metrics["image_width"])
         if args.fresh:
-            names = load_configured_network(cfg.model, cfg.seed).layer_names
-            deepest[size] = (cfg.model.arch, max(LossSettings.from_config(cfg).layers, key=names.index))
+            deepest[size] = (cfg.model.arch, deepest_layer(cfg, load_configured_network(cfg.model, cfg.seed).layer_names))
         for variant in variants:
             passes[size, variant] = (floor_timer(cfg, shapes[size], device, **({} if variant == "fp32" else {variant: True})), [])
         for label, speed in speeds.items():
