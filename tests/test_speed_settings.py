@@ -118,23 +118,27 @@ def test_cuda_precision_gives_finite_losses_that_fall(tmp_path, tiny, precision)
     assert last < 0.5 * first and metrics["device"].startswith("cuda") and metrics["precision"] == precision
 
 
-def test_auto_on_a_bf16_machine_runs_bf16_and_agrees_with_fp32(tiny, monkeypatch):
-    """precision=auto where the CPU has native bf16 (mocked: here bf16 runs emulated) against exact fp32.
+def test_auto_on_a_bf16_machine_runs_bf16_and_agrees_with_fp32(tiny, monkeypatch, tmp_path):
+    """precision=auto where the CPU has native bf16 (mocked where bf16 runs emulated) against exact fp32.
 
-    A tiny random network after 6 iterations is not the trained network at 256 px the 1% target is
-    about (docs/speed.md); this checks that auto really switches and stays near the fp32 result.
+    Both start from the same image, so their first losses differ by bf16's rounding alone. The runs'
+    final losses are not compared: on a tiny random network L-BFGS's first steps amplify that rounding
+    (6 iterations ended 20% apart on an Intel Xeon with AMX-BF16); the 1% target
+    is about the trained network at 256 px (docs/speed.md).
     """
     import nst_exp.runner as runner
     from nst_exp.hardware import Capabilities
 
     monkeypatch.setattr(runner, "detect", lambda device: Capabilities("cpu", True, "this CPU has AMX-BF16 (mocked)"))
     short = [*tiny, "iterations=6"]
-    auto = run(make_config([*short, "precision=auto"]))
-    exact = run(make_config([*short, "precision=fp32"]))
+    auto = run(make_config([*short, "precision=auto"]), out_dir=tmp_path / "auto")
+    exact = run(make_config([*short, "precision=fp32"]), out_dir=tmp_path / "fp32")
     assert (auto.metrics["precision_used"], auto.metrics["channels_last_used"]) == ("bf16", True)
     assert (exact.metrics["precision_used"], exact.metrics["channels_last_used"]) == ("fp32", False)
     assert "AMX-BF16 (mocked)" in auto.metrics["speed_reason"]
-    assert auto.loss == pytest.approx(exact.loss, rel=0.2)
+    (auto_first, auto_last), (exact_first, _) = (first_and_last(tmp_path / name, "loss/total") for name in ("auto", "fp32"))
+    assert auto_first == pytest.approx(exact_first, rel=0.02)
+    assert auto_last < 0.5 * auto_first
 
 
 def test_bf16_features_give_a_float32_gram_summed_in_float32_and_a_bf16_gradient():

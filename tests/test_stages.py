@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from conftest import make_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -51,7 +50,7 @@ def test_each_stage_starts_from_the_previous_result_upsampled(tmp_path, tiny):
     assert tuple(coarse.shape[-2:]) == (18, 24) and tuple(result.shape[-2:]) == (36, 48)
     # Both PNGs are rounded to 8 bits; interpolation keeps the error within one step.
     assert (upsample(coarse, (36, 48)) - result).abs().max() <= 1.5 / 255
-    assert not torch.allclose(coarse.mean((-2, -1)), torch.full((1, 3), 0.5), atol=0.01)  # not a blank image
+    assert coarse.std() > 0.05  # not a blank image (a constant one has 0; its mean is no test: noise averages 0.5)
 
 
 def test_coarse_to_fine_logs_one_run_with_stages(tmp_path, tiny):
