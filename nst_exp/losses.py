@@ -40,8 +40,13 @@ log = logging.getLogger(__name__)
 def _matmul(a: Tensor, b: Tensor) -> Tensor:
     """(B, P, Q) @ (B, Q, R), one ``mm`` per image: for bfloat16 on the CPU, ``bmm`` copies a
     transposed operand and multiplies 1.4-6x slower than ``mm``, which takes the transpose as a
-    stride (AMD EPYC AVX512-BF16, Gram shapes of a 256 px run; float32 the same either way)."""
-    return torch.stack([torch.mm(x, y) for x, y in zip(a, b)])
+    stride (AMD EPYC AVX512-BF16, Gram shapes of a 256 px run; float32 the same either way).
+    Each product is written into its slice of the result: stacking them copied each one again
+    (0.1-0.26 ms a layer's gradient at 256 px, Intel Xeon AMX-BF16)."""
+    out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+    for x, y, product in zip(a, b, out):
+        torch.mm(x, y, out=product)
+    return out
 
 
 class _Gram(torch.autograd.Function):
