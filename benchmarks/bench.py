@@ -120,10 +120,13 @@ def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.devic
 
 def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the style terms alone (Gram matrices and E_l, eq. 4) on
-    features of the run's shapes: the part of the objective the bare pass does not have."""
+    features of the run's shapes, precision and memory format (bf16 NHWC where ``auto`` picks it,
+    as the objective takes them): the part of the objective the bare pass does not have."""
+    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
     extractor = load_configured_network(cfg.model, cfg.seed).extractor(cfg.style_layers).to(device)
+    extractor.speed(speed.precision_used, speed.channels_last_used)
     with torch.no_grad():
-        features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device)).values()]
+        features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device), native=True).values()]
     targets = [gram_matrix(f.detach()) for f in features]
 
     def style_terms() -> None:
