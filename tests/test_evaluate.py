@@ -15,7 +15,7 @@ from nst_exp.color import luminance
 from nst_exp.errors import NstError
 from nst_exp.evaluate import evaluate_run, main
 from nst_exp.images import open_rgb, save, to_tensor
-from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, style_swd
+from nst_exp.picture_scores import color_distance, content_ssim, laplacian_pyramid, score, ssim, style_swd
 from nst_exp.results import RunDir
 from tests.conftest import pattern_image
 
@@ -90,6 +90,23 @@ def test_ssim_falls_with_blur_and_with_more_noise(content: torch.Tensor) -> None
     assert content_ssim(blurred, content) < kept
     little, more = content_ssim(noised(content, 0.05), content), content_ssim(noised(content, 0.2), content)
     assert more < little < kept
+
+
+def test_ssim_is_torchmetrics_ssim(content: torch.Tensor, style: torch.Tensor) -> None:
+    """Wang et al.'s SSIM as torchmetrics computes it (Gaussian 11 x 11 window, sigma 1.5, data range 1)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    smooth, stripes = luminance(content), luminance(style)
+    pairs = [
+        (smooth, luminance(noised(content, 0.1))),  # the photo and a noisy copy
+        (stripes, luminance(noised(style, 0.3, seed=2))),  # a high-contrast texture, heavily noised
+        (smooth, smooth.flip(-1)),  # the same values in another structure
+        (torch.rand(1, 1, 40, 33, generator=torch.Generator().manual_seed(3)), torch.full((1, 1, 40, 33), 0.25)),  # flat
+    ]
+    for x, y in pairs:
+        expected = structural_similarity_index_measure(x, y, data_range=1.0, kernel_size=11, sigma=1.5)
+        assert ssim(x, y) == pytest.approx(float(expected), abs=1e-6)
+    assert ssim(smooth, smooth) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_ssim_resizes_the_content_to_the_result(content: torch.Tensor) -> None:
