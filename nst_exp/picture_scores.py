@@ -109,10 +109,10 @@ def ssim(x: Tensor, y: Tensor) -> float:
 
     Each window 11 x 11, weighted by a Gaussian of sigma 1.5 px (their Sec. III.C), the images
     mirrored at their edges; C1 = (0.01 L)^2 and C2 = (0.03 L)^2 with L = 1; variances below 0 by
-    rounding count as 0. This is torchmetrics' SSIM, which nst_exp used before (tests/test_evaluate.py
-    holds the two together to 1e-6); Wang et al.'s own code averages only the windows inside the
-    image. Hand-written: importing torchmetrics took about 1 s (2-core Intel Xeon), which every run
-    paid at its end to score its result.
+    rounding count as 0. This is torchmetrics' SSIM (tests/test_evaluate.py holds the two together
+    to 1e-6); Wang et al.'s own code averages only the windows inside the image. Hand-written:
+    importing torchmetrics takes about 1 s (2-core Intel Xeon), which every run would pay at its
+    end to score its result.
     """
     offsets = torch.arange(SSIM_WINDOW, dtype=torch.float32) - SSIM_WINDOW // 2
     gaussian = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)

@@ -123,8 +123,8 @@ def test_auto_on_a_bf16_machine_runs_bf16_and_agrees_with_fp32(tiny, monkeypatch
 
     Both start from the same image, so their first losses differ by bf16's rounding alone. The runs'
     final losses are not compared: on a tiny random network L-BFGS's first steps amplify that rounding
-    (6 iterations ended 20% apart on an Intel Xeon with AMX-BF16); the 1% target
-    is about the trained network at 256 px (docs/speed.md).
+    (6 iterations ended 20% apart on an Intel Xeon with AMX-BF16); the 1% target is about the trained
+    network at 256 px (docs/speed.md).
     """
     import nst_exp.runner as runner
     from nst_exp.hardware import Capabilities
