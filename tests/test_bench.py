@@ -69,13 +69,15 @@ def resolved(caps, precisions, channels_last):
 
 
 def test_precisions_resolve_as_a_run_would_on_each_kind_of_machine():
-    amx = bench.Capabilities("cpu", True, "this CPU has AMX-BF16")
+    amx = bench.Capabilities("cpu", True, "this CPU has AMX-BF16", fp32_channels_last=True)
+    avx512 = bench.Capabilities("cpu", True, "this CPU has AVX512-BF16")
     avx2 = bench.Capabilities("cpu", False, "this CPU has neither AMX-BF16 nor AVX512-BF16")
     assert resolved(amx, ["auto", "fp32", "bf16"], ["auto"]) == {
         "precision=auto channels_last=auto": ("bf16", True),
-        "precision=fp32 channels_last=auto": ("fp32", False),
+        "precision=fp32 channels_last=auto": ("fp32", True),
         "precision=bf16 channels_last=auto": ("bf16", True),
     }
+    assert resolved(avx512, ["fp32"], ["auto"]) == {"precision=fp32 channels_last=auto": ("fp32", False)}
     assert resolved(avx2, ["auto"], ["auto", "true"]) == {
         "precision=auto channels_last=auto": ("fp32", False),
         "precision=auto channels_last=true": ("fp32", True),
@@ -102,7 +104,8 @@ def test_bench_times_each_precision_against_the_floor_and_says_what_auto_picks(t
     used = {asked: (row["precision"], row["channels_last"]) for asked, row in rows.items()}
     assert used["precision=bf16 channels_last=auto"] == ("bf16", True)
     assert used["precision=bf16 channels_last=false"] == ("bf16", False)
-    assert used["precision=fp32 channels_last=auto"] == ("fp32", False)
+    assert used["precision=fp32 channels_last=auto"] == ("fp32", choose_speed("fp32", "auto", detect(cpu)).channels_last_used)
+    assert used["precision=fp32 channels_last=false"] == ("fp32", False)
     assert used["precision=auto channels_last=auto"] == (auto.precision_used, auto.channels_last_used)
     floor = report["rows"][0]["floor_s"]["median"]
     for row in rows.values():

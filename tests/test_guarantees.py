@@ -14,6 +14,7 @@ import nst_exp.image_files
 from nst_exp import checkpoint
 from nst_exp.__main__ import disk_message, kept_checkpoint
 from nst_exp.errors import NstError
+from nst_exp.hardware import choose_speed, detect
 from nst_exp.inputs import Inputs, user_path_keys
 from nst_exp.results import RunDir
 from nst_exp.resume import check_run_dir
@@ -113,7 +114,8 @@ def test_metrics_record_the_speed_setting_and_what_ran(tmp_path, tiny):
     result = run(make_config([*tiny, "precision=fp32"]), out_dir=tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["precision"], metrics["precision_used"]) == ("fp32", "fp32")
-    assert metrics["channels_last"] == "auto" and metrics["channels_last_used"] is False
+    nhwc = choose_speed("fp32", "auto", detect(torch.device("cpu"))).channels_last_used  # True on CPUs with AMX
+    assert metrics["channels_last"] == "auto" and metrics["channels_last_used"] is nhwc
     assert result.metrics == metrics
 
 

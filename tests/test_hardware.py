@@ -36,8 +36,8 @@ class Precision(Enum):
 
 
 def test_detect_reads_bf16_instructions_from_cpu_flags():
-    assert AMX_CPU == Capabilities("cpu", True, "this CPU has AMX-BF16")
-    assert AVX512_BF16_CPU == Capabilities("cpu", True, "this CPU has AVX512-BF16")
+    assert AMX_CPU == Capabilities("cpu", True, "this CPU has AMX-BF16", fp32_channels_last=True)
+    assert AVX512_BF16_CPU == Capabilities("cpu", True, "this CPU has AVX512-BF16", fp32_channels_last=False)
     assert not ZEN_CPU.native_bf16 and "neither AMX-BF16 nor AVX512-BF16" in ZEN_CPU.why and "emulated" in ZEN_CPU.why
 
 
@@ -62,7 +62,7 @@ def test_cpu_flags_from_cpuinfo_where_torch_has_no_capabilities(monkeypatch, tmp
     monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert hardware.cpu_flags() == {"fpu", "avx2", "avx512_bf16", "amx_bf16", "amx_tile"}
-    assert detect(CPU) == Capabilities("cpu", True, "this CPU has AMX-BF16")
+    assert detect(CPU) == Capabilities("cpu", True, "this CPU has AMX-BF16", fp32_channels_last=True)
 
 
 def test_cpu_flags_empty_without_torch_capabilities_or_cpuinfo(monkeypatch, tmp_path):
@@ -110,13 +110,23 @@ def test_auto_keeps_fp32_on_mps():
 # choose_speed: explicit settings
 
 
-@pytest.mark.parametrize("caps", [AMX_CPU, ZEN_CPU, MPS], ids=["amx", "zen", "mps"])
+@pytest.mark.parametrize("caps", [AMX_CPU, AVX512_BF16_CPU, ZEN_CPU, MPS], ids=["amx", "avx512_bf16", "zen", "mps"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_explicit_precision_is_kept(caps, precision):
     choice = choose_speed(precision, "auto", caps)
     assert choice.precision_used == precision
-    assert choice.channels_last_used == (precision == "bf16")
+    assert choice.channels_last_used == (precision == "bf16" or caps is AMX_CPU)
     assert choice.reason.startswith(f"{precision} (as asked)") and caps.why in choice.reason
+
+
+def test_fp32_on_a_cpu_with_amx_runs_channels_last():
+    """oneDNN's fp32 convolutions run faster NHWC there (docs/speed.md); on other CPUs NCHW stays."""
+    assert choose_speed("fp32", "auto", AMX_CPU) == SpeedChoice(
+        "fp32", True, "fp32 (as asked) + channels_last: this CPU has AMX-BF16"
+    )
+    assert not choose_speed("fp32", "auto", AVX512_BF16_CPU).channels_last_used
+    assert not choose_speed("fp32", "auto", ZEN_CPU).channels_last_used
+    assert not choose_speed("fp32", "false", AMX_CPU).channels_last_used
 
 
 def test_explicit_bf16_on_a_cpu_without_it_says_it_is_emulated():
