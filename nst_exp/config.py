@@ -303,7 +303,7 @@ class Config:  # conf/config.yaml
         Bound(low=1, integer=True, nullable=True), "Use threads=null for torch's default."
     )
     precision: Precision = MISSING  # auto | fp32 | bf16 (autocast) | tf32 (CUDA): the network's pass
-    channels_last: Any = MISSING  # auto (on with bf16) | true | false: NHWC activations
+    channels_last: Any = MISSING  # auto (on with bf16; with fp32 on CPUs with AMX) | true | false: NHWC activations
     compile: bool = MISSING  # the network's pass through torch.compile
     images_dir: str = MISSING
     max_image_pixels: int = bounded(AT_LEAST_ONE)
