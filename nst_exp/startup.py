@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 IMPORTED = time.perf_counter()  # the process start where /proc cannot say (macOS, Windows)
+PROC_STAT = Path("/proc/self/stat")
+# More than an interpreter takes to reach nst_exp's entry point, even on a loaded machine: a process older than that
+# when the entry point loaded ran something else first.
+EXEC_GAP_S = 5.0
 
 
 def process_start() -> float:
@@ -23,15 +27,24 @@ def process_start() -> float:
 
     From the start time Linux records (/proc/self/stat, to 1/100 s) against the
     boot-time clock; elsewhere when this module was imported, which misses the
-    interpreter's start and the imports before it.
+    interpreter's start and the imports before it. A process that ran other
+    commands before it became Python keeps their start time: ``bash -c "pip
+    install ... && python -m nst_exp ..."`` runs its last command by exec, in
+    bash's own process. Such a process has waited for children already (it
+    holds their CPU time, fields 16 and 17, which a fresh interpreter has not)
+    or started more than EXEC_GAP_S before this module was imported; its wait
+    counts from the import.
     """
     try:
-        stat = Path("/proc/self/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime; fields 1-2 end at the ')'
+        fields = PROC_STAT.read_text().rsplit(")", 1)[1].split()  # fields 1-2 end at the ')': fields[0] is field 3
+        ticks, children_ticks = int(fields[19]), int(fields[13]) + int(fields[14])  # starttime; cutime + cstime
         age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):  # no /proc, or no CLOCK_BOOTTIME
         return IMPORTED
-    return time.perf_counter() - age
+    started = time.perf_counter() - age
+    if children_ticks > 0 or IMPORTED - started > EXEC_GAP_S:
+        return IMPORTED
+    return started
 
 
 @dataclass

@@ -8,6 +8,7 @@ them, even inside ``try: ... except ImportError``, is named on stderr and fails 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,20 @@ def test_help_to_a_reader_that_stops_early_is_no_error(module):
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr
+
+
+PROBE = "from nst_exp.startup import IMPORTED, process_start; print(IMPORTED - process_start())"
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the process start comes from Linux's /proc")
+def test_the_wait_counts_from_the_interpreter_not_from_a_shell_that_became_it(tmp_path):
+    """README's first command is `python3 -m venv .venv && pip install ... && python -m nst_exp ...`: bash runs
+    the last command by exec, in its own process, whose start Linux keeps. That wait is not nst_exp's start-up."""
+    fresh = run_python("-c", PROBE, cwd=tmp_path, timeout=60)
+    assert 0 < float(fresh.stdout) < 5, fresh.stderr  # the interpreter's start before nst_exp.startup's import
+    python = shlex.quote(sys.executable)
+    shell = f"{python} -c 'sum(range(10**7))' && exec {python} -c {shlex.quote(PROBE)}"  # a child first, then exec
+    chained = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                             timeout=60)
+    assert float(chained.stdout) == 0, chained.stderr  # counted from the import: the shell's child is not counted
