@@ -149,7 +149,7 @@ def choose_speed(requested_precision: Any, requested_channels_last: Any, caps: C
     AVX512-BF16, CUDA GPUs from compute capability 8.0), fp32 elsewhere, MPS
     included. ``channels_last=auto``: on with bf16, where oneDNN (AMX,
     AVX512-BF16) and tensor cores pay for NHWC, and with fp32 on CPUs with AMX,
-    where oneDNN's fp32 convolutions run NHWC faster too (whole runs 0.88-0.94x
+    where oneDNN's fp32 convolutions run NHWC faster too (whole runs 0.88-0.95x
     NCHW's time, Intel Xeon AMX-BF16; on an AVX2 CPU 1.04x). Explicit values are kept;
     tf32 off CUDA is an error. Either argument may be an Enum (its ``.value``
     is read) or a plain string; ``channels_last`` may be a bool.
