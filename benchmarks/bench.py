@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from omegaconf import DictConfig
 import nst_exp
 from nst_exp.color import ColorControl
 from nst_exp.config import conf_dir, register
-from nst_exp.features import load_configured_network
+from nst_exp.features import FeatureExtractor, load_configured_network
 from nst_exp.hardware import (
     CHANNELS_LAST,
     PRECISIONS,
@@ -105,13 +105,18 @@ def floor_timer(
     return timer(lambda: extractor(image)[deepest].sum().backward(), [image], device)
 
 
+def run_extractor(cfg: DictConfig, layers: Sequence[str], device: torch.device) -> FeatureExtractor:
+    """The configured network's extractor for ``layers`` on ``device``, at the speed settings a run resolves."""
+    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
+    extractor = load_configured_network(cfg.model, cfg.seed).extractor(layers).to(device)
+    return extractor.speed(speed.precision_used, speed.channels_last_used, cfg.compile)
+
+
 def objective_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.device) -> Callable[[int], float]:
     """Seconds per forward+backward of the run's objective (network, Gram matrices, losses), without
     the optimiser, logging or checkpoints: a run's time less this is what its loop adds."""
-    network = load_configured_network(cfg.model, cfg.seed)
     settings = LossSettings.from_config(cfg)
-    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))  # the settings a run would use
-    extractor = network.extractor(settings.layers).to(device).speed(speed.precision_used, speed.channels_last_used, cfg.compile)
+    extractor = run_extractor(cfg, settings.layers, device)
     problem = Problem(Inputs.from_config(cfg), settings, extractor, ColorControl(cfg.color))
     objective = problem.loss(cfg.image_size)
     image = torch.rand(shape, device=device, requires_grad=True)
@@ -122,9 +127,7 @@ def style_terms_timer(cfg: DictConfig, shape: tuple[int, ...], device: torch.dev
     """Seconds per forward+backward of the style terms alone (Gram matrices and E_l, eq. 4) on
     features of the run's shapes, precision and memory format (bf16 NHWC where ``auto`` picks it,
     as the objective takes them): the part of the objective the bare pass does not have."""
-    speed = choose_speed(cfg.precision, cfg.channels_last, detect(device))
-    extractor = load_configured_network(cfg.model, cfg.seed).extractor(cfg.style_layers).to(device)
-    extractor.speed(speed.precision_used, speed.channels_last_used)
+    extractor = run_extractor(cfg, cfg.style_layers, device)
     with torch.no_grad():
         features = [f.requires_grad_(True) for f in extractor(torch.rand(shape, device=device), native=True).values()]
     targets = [gram_matrix(f.detach()) for f in features]
